@@ -1,0 +1,107 @@
+"""Settings, grouped by the outside system they configure, read from environment variables.
+
+Each process builds its settings once in `main()` and passes them down; nothing reads the environment or a
+global below that. Every field has a default that works for the embedded stack, except secrets.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATABASE_", extra="ignore")
+
+    url: str = Field("postgresql://postgres@127.0.0.1:5432/entra_sync", description="PostgreSQL DSN.")
+    pool_min: int = Field(1, description="Minimum connections in the pool.")
+    pool_max: int = Field(10, description="Maximum connections in the pool.")
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    sasl_username: str | None = Field(None, description="SASL user ($ConnectionString for Event Hubs).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password or Event Hubs connection string.")
+    ssl_ca_file: str | None = Field(None, description="CA bundle for SSL/SASL_SSL.")
+    enable_idempotence: bool = Field(True, description="Idempotent producer; some brokers (Tansu) reject it.")
+    client_id: str = Field("entra-sync", description="Client id sent to the broker.")
+    consumer_group: str = Field("entra-sync-worker", description="Consumer group of the worker replicas.")
+    topic_partitions: int = Field(12, description="Partitions for topics this product creates.")
+    topic_replication: int = Field(1, description="Replication factor for topics this product creates.")
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+
+
+class GraphSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRAPH_", extra="ignore")
+
+    url: str = Field("https://graph.microsoft.com/v1.0", description="Graph base URL, with the version.")
+    authority_url: str = Field("https://login.microsoftonline.com", description="Entra authority host.")
+    ca_file: str | None = Field(None, description="CA bundle for Graph and the authority (simulator).")
+    timeout_s: float = Field(60.0, description="Per-request timeout.")
+    max_retries: int = Field(6, description="Retries of a throttled or failed Graph request.")
+    max_concurrency_per_tenant: int = Field(4, description="Concurrent Graph requests per tenant.")
+
+
+class WebhookSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEBHOOK_", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Listen address.")
+    port: int = Field(8080, description="Listen port.")
+    public_url: str = Field(
+        "http://127.0.0.1:8080", description="URL Graph delivers to (HTTPS in production)."
+    )
+    secret: SecretStr = Field(SecretStr(""), description="Current clientState HMAC secret.")
+    previous_secret: SecretStr | None = Field(None, description="Previous secret, accepted during rotation.")
+    publish_timeout_s: float = Field(2.0, description="Broker ack deadline before answering 503.")
+    max_body_bytes: int = Field(1_048_576, description="Largest accepted notification body.")
+
+
+class AdminSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADMIN_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8081, description="Listen port.")
+    token: SecretStr = Field(SecretStr(""), description="Bearer token operators use.")
+
+
+class SyncSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNC_", extra="ignore")
+
+    resync_interval_s: float = Field(3600.0, description="Full resync and subscription renewal period.")
+    deactivation_guard_ratio: float = Field(
+        0.2, description="Hold a run's deactivations above this share of an Organization's End Users."
+    )
+    subscription_lifetime_min: int = Field(41_000, description="Requested subscription lifetime (max 41,760).")
+    renew_before_min: int = Field(2 * 24 * 60, description="Renew subscriptions this long before expiry.")
+    max_parallel_tenants: int = Field(8, description="Tenants a worker syncs at once.")
+    commit_interval_s: float = Field(1.0, description="Throttle for Kafka offset commits.")
+    batch_max_messages: int = Field(500, description="Largest batch a consumer takes per poll.")
+
+
+class Settings(BaseSettings):
+    """All settings of all processes; each process reads the groups it needs."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    log_format: str = Field("auto", description="json, console, or auto (console on a terminal).")
+    log_level: str = Field("info", description="debug, info, warning, error.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    def webhook_secrets(self) -> list[str]:
+        secrets = [self.webhook.secret.get_secret_value()]
+        if self.webhook.previous_secret:
+            secrets.append(self.webhook.previous_secret.get_secret_value())
+        return [s for s in secrets if s]
+
+
+def load_settings() -> Settings:
+    return Settings()
