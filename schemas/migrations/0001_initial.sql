@@ -172,15 +172,6 @@ CREATE TABLE end_users (
 );
 CREATE UNIQUE INDEX end_users_org_email ON end_users (organization_id, lower(email)) WHERE email IS NOT NULL;
 
--- Operator deletes of synced End Users: the sync never re-creates these while the user is out of scope.
-CREATE TABLE end_user_tombstones (
-    organization_id  uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
-    entra_tenant_id  text NOT NULL,
-    entra_object_id  text NOT NULL,
-    deleted_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (organization_id, entra_tenant_id, entra_object_id)
-);
-
 CREATE TABLE end_user_changes (
     id           bigserial PRIMARY KEY,
     end_user_id  uuid NOT NULL REFERENCES end_users (id) ON DELETE CASCADE,

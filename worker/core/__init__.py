@@ -1,0 +1,1 @@
+"""The pure decision core: no I/O, no clock, no logging. Inputs in, a plan out."""

@@ -1,0 +1,160 @@
+"""Data the pure core decides on, and the plan it returns.
+
+These types are the seam between the core (`filters`, `projection`, `reconcile`) and the store, which loads
+them from PostgreSQL and applies a `Plan` set-based. Everything is immutable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated"]
+RemovedReason = Literal["changed", "deleted"]
+
+# The End User fields the sync owns, in a fixed order (journal and hashing rely on it).
+END_USER_FIELDS: tuple[str, ...] = (
+    "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
+    "job_title",
+)
+
+
+class Mfa(msgspec.Struct, frozen=True, kw_only=True):
+    registered: bool
+    capable: bool
+    methods: tuple[str, ...] = ()
+    preferred_method: str | None = None
+
+
+class MirrorUser(msgspec.Struct, frozen=True, kw_only=True):
+    """One Entra user as held in the tenant mirror (`entra_users`), with derived group membership."""
+
+    tenant_id: str
+    id: str
+    display_name: str | None = None
+    given_name: str | None = None
+    surname: str | None = None
+    mail: str | None = None
+    user_principal_name: str | None = None
+    business_phones: tuple[str, ...] = ()
+    mobile_phone: str | None = None
+    street_address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+    job_title: str | None = None
+    department: str | None = None
+    office_location: str | None = None
+    user_type: str | None = None
+    account_enabled: bool | None = None
+    license_sku_ids: tuple[str, ...] = ()
+    removed: RemovedReason | None = None          # soft-deleted ("changed") or permanently ("deleted")
+    last_sign_in_at: str | None = None            # ISO 8601, UTC
+    mfa: Mfa | None = None
+    device_macs: tuple[str, ...] = ()             # normalised: 12 lowercase hex digits
+    group_ids: frozenset[str] = frozenset()       # transitive membership
+
+
+FilterSection = Literal["all"] | tuple[str, ...]
+
+
+class Filters(msgspec.Struct, frozen=True, kw_only=True):
+    """An Organization's user-sync filters: AND across sections, OR inside one; "all" matches everyone."""
+
+    user_types: FilterSection = "all"
+    domains: FilterSection = "all"
+    office_locations: FilterSection = "all"
+    departments: FilterSection = "all"
+    groups: FilterSection = "all"
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    macs: tuple[str, ...]                         # normalised
+
+
+class StoredEndUser(msgspec.Struct, frozen=True, kw_only=True):
+    """An End User as stored, with what the core needs to decide."""
+
+    id: str
+    organization_id: str
+    fields: dict[str, str | None]                 # keys: END_USER_FIELDS
+    sync_state: SyncState
+    sync_state_reason: str | None = None
+    entra_tenant_id: str | None = None
+    entra_object_id: str | None = None
+    microsoft: dict[str, object] | None = None
+    content_hash: bytes | None = None
+    asset_ids: frozenset[str] = frozenset()
+
+
+class OrgContext(msgspec.Struct, frozen=True, kw_only=True):
+    """One Organization's side of a reconcile: its filters and what the projection needs."""
+
+    organization_id: str
+    tenant_id: str
+    filters: Filters
+    sku_names: dict[str, str] = {}                # skuId -> skuPartNumber
+    assets: tuple[Asset, ...] = ()
+
+
+# ---- The plan --------------------------------------------------------------------------------------------
+
+class FieldChange(msgspec.Struct, frozen=True):
+    field: str
+    old: str | None
+    new: str | None
+
+
+class Create(msgspec.Struct, frozen=True, kw_only=True):
+    """A new End User linked to `entra_object_id`."""
+
+    entra_object_id: str
+    fields: dict[str, str | None]
+    microsoft: dict[str, object]
+    content_hash: bytes
+    asset_ids: frozenset[str]
+
+
+class Update(msgspec.Struct, frozen=True, kw_only=True):
+    """Changes to an existing End User (also used to adopt a manual one: `link` is then set)."""
+
+    end_user_id: str
+    entra_object_id: str
+    changes: tuple[FieldChange, ...]              # sync-owned fields that differ; journalled
+    fields: dict[str, str | None]                 # the complete new values of END_USER_FIELDS
+    microsoft: dict[str, object]
+    sync_state: SyncState
+    sync_state_reason: str | None
+    content_hash: bytes
+    asset_ids: frozenset[str]
+    link: bool = False                            # adopting an unlinked End User (same email)
+
+
+class StateChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Only the sync state moves (out of scope, deactivated): the record's fields are left as they are."""
+
+    end_user_id: str
+    entra_object_id: str
+    old_state: SyncState
+    sync_state: SyncState
+    sync_state_reason: str | None
+
+
+class Review(msgspec.Struct, frozen=True, kw_only=True):
+    """An ambiguous match: no record is created until an operator resolves it."""
+
+    entra_object_id: str
+    reason: str
+    candidate_ids: tuple[str, ...]
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    creates: tuple[Create, ...] = ()
+    updates: tuple[Update, ...] = ()
+    state_changes: tuple[StateChange, ...] = ()   # out_of_scope, and reactivation without field changes
+    deactivations: tuple[StateChange, ...] = ()   # kept apart: the accidental-deletion guard may hold them
+    reviews: tuple[Review, ...] = ()
+    unchanged: int = 0
