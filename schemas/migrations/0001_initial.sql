@@ -62,16 +62,20 @@ CREATE TABLE entra_users (
     user_type         text,
     account_enabled   boolean,
     assigned_licenses jsonb NOT NULL DEFAULT '[]',    -- [{"skuId", "disabledPlans"}]
-    removed           text CHECK (removed IN ('changed', 'deleted')),  -- delta @removed reason, or absent
+    -- delta @removed reason, or 'absent' from a complete, successful full listing; NULL while present
+    removed           text CHECK (removed IN ('changed', 'deleted', 'absent')),
     -- Enrichment, filled by the full resync; NULL = not known (capability missing or never seen).
     last_sign_in_at   timestamptz,
     mfa               jsonb,                          -- {"registered","capable","methods","preferred_method"}
     device_macs       text[] NOT NULL DEFAULT '{}',   -- normalised (12 lowercase hex digits)
     content_hash      bytea NOT NULL,
+    needs_projection  boolean NOT NULL DEFAULT true,  -- changed since last projected into End Users
+    listing_id        uuid,                           -- the last full listing that saw this user
     seen_at           timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id)
 );
+CREATE INDEX entra_users_dirty ON entra_users (tenant_id) WHERE needs_projection;
 
 CREATE TABLE entra_groups (
     tenant_id     text NOT NULL,

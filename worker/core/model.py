@@ -11,7 +11,7 @@ from typing import Literal
 import msgspec
 
 SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated"]
-RemovedReason = Literal["changed", "deleted"]
+RemovedReason = Literal["changed", "deleted", "absent"]  # absent: missing from a complete listing
 
 # The End User fields the sync owns, in a fixed order (journal and hashing rely on it).
 END_USER_FIELDS: tuple[str, ...] = (
