@@ -1,0 +1,64 @@
+"""A really stopped broker: the webhook answers 503 well within Graph's 3 s, and /readyz says not ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.config import KafkaSettings
+from worker.embedded import EmbeddedKafka
+
+from .conftest import Client, change_item, make_settings, new_id
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[EmbeddedKafka]:
+    broker = EmbeddedKafka(log_file=tmp_path / "tansu.log")
+    await broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_stopped_broker_gives_503_within_3s(
+    own_broker: EmbeddedKafka, make_client: Callable[..., Any]
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers, enable_idempotence=False,
+                          topic_partitions=2)
+    client: Client = await make_client(make_settings(kafka, publish_timeout_s=2.0))
+    tenant = new_id()
+    body = {"value": [change_item(tenant, new_id()) for _ in range(3)]}
+    assert (await client.post("/notifications", json=body)).status == 202
+
+    _kill(own_broker)
+    started = time.monotonic()
+    resp = await client.post("/notifications", json=body)
+    elapsed = time.monotonic() - started
+    assert resp.status == 503
+    assert elapsed < 3.0
+    assert (await resp.json())["error"]["code"] == "broker_unavailable"
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/healthz")).status == 200
+
+
+def _kill(broker: EmbeddedKafka) -> None:
+    """SIGKILL, as a crash would (Tansu takes its full grace period to honour SIGTERM)."""
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGKILL)
+    broker.stop()
+
+
+async def test_webhook_starts_without_a_broker(make_client: Callable[..., Any]) -> None:
+    from worker.embedded import free_port
+
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", enable_idempotence=False)
+    client: Client = await make_client(make_settings(kafka, publish_timeout_s=0.5))
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 503
+    resp = await client.post("/notifications", json={"value": [change_item(new_id(), new_id())]})
+    assert resp.status == 503
