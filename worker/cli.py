@@ -1,0 +1,153 @@
+"""`entra-sync`: the product's one command. Processes, the embedded stack, benchmarks and operator commands.
+
+Processes read their configuration from environment variables (README's table); this module builds the
+settings once and passes them down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from worker.config import Settings, load_settings
+from worker.logs import configure_logging
+
+
+def _serve(make: Callable[[Settings], Coroutine[Any, Any, None]]) -> Callable[[argparse.Namespace], int]:
+    """Run a long-lived process until SIGINT/SIGTERM, then let it clean up."""
+
+    def run(_: argparse.Namespace) -> int:
+        settings = load_settings()
+        configure_logging(settings.log_format, settings.log_level)
+        return run_until_signal(make(settings))
+
+    return run
+
+
+def run_until_signal(coro: Awaitable[Any]) -> int:
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
+
+
+async def _webhook(settings: Settings) -> None:
+    from webhook.app import run_webhook
+
+    await run_webhook(settings)
+
+
+async def _worker(settings: Settings) -> None:
+    from worker.service import run_worker
+
+    await run_worker(settings)
+
+
+async def _scheduler(settings: Settings) -> None:
+    from worker.scheduler import run_scheduler
+
+    await run_scheduler(settings)
+
+
+async def _admin_api(settings: Settings) -> None:
+    from worker.admin.api import run_admin_api
+
+    await run_admin_api(settings)
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from worker.store.migrations import migrate
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    applied = asyncio.run(migrate(settings.database.url))
+    print(json.dumps({"applied": applied}))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from worker.stack import run_stack
+
+    configure_logging("auto", "info")
+    return run_until_signal(run_stack(Path(args.state_dir)))
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from simulator.server import run_simulator
+
+    configure_logging("auto", "info")
+    return run_until_signal(run_simulator(
+        state_dir=Path(args.state_dir), port=args.port, tenants=args.tenants, users=args.users, seed=args.seed,
+    ))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from worker.bench import run_bench
+
+    configure_logging("json", "warning")
+    for result in asyncio.run(run_bench(args)):
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="entra-sync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="the whole product on embedded defaults")
+    up.add_argument("--state-dir", default=".state")
+    up.set_defaults(func=_up)
+
+    sim = sub.add_parser("simulator", help="the Graph simulator alone")
+    sim.add_argument("--state-dir", default=".state/simulator")
+    sim.add_argument("--port", type=int, default=0)
+    sim.add_argument("--tenants", type=int, default=1)
+    sim.add_argument("--users", type=int, default=200)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.set_defaults(func=_simulator)
+
+    for name, make, text in (
+        ("webhook", _webhook, "receive Graph notifications and publish them to Kafka"),
+        ("worker", _worker, "consume notifications, lifecycle events and commands; sync"),
+        ("scheduler", _scheduler, "enqueue the hourly resync and subscription renewal"),
+        ("admin-api", _admin_api, "the operators' HTTP API"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=_serve(make))
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+
+    bench = sub.add_parser("bench", help="benchmarks; one JSON line each")
+    bench.add_argument("name", choices=["resync", "webhook", "freshness"])
+    bench.add_argument("--users", type=int, default=100_000)
+    bench.add_argument("--seconds", type=float, default=20.0)
+    bench.add_argument("--rate", type=float, default=None)
+    bench.add_argument("--changes", type=int, default=300)
+    bench.add_argument("--runs", type=int, default=1)
+    bench.set_defaults(func=_bench)
+
+    with contextlib.suppress(ImportError):
+        from worker.admin.cli import register
+
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The Microsoft Graph adapter: the only module that talks to Graph.
+
+Two paths (ARCHITECTURE.md): bulk pages (delta, listings) go through msgraph-core's HTTP pipeline with an
+`azure-identity` credential and are parsed as raw JSON into small msgspec structs; control-plane calls
+(subscriptions) use the same pipeline. Errors are mapped here, once, into the small class tree below.
+
+Retries live here rather than in the SDK's retry handler, because throttling is per tenant: a 429 for one
+tenant pauses that tenant's requests only, honouring a (possibly fractional) Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import structlog
+from azure.identity.aio import ClientSecretCredential
+from kiota_http.middleware import RedirectHandler
+from msgraph_core import GraphClientFactory
+
+from worker.config import GraphSettings
+
+log = structlog.get_logger(__name__)
+
+SCOPE = "https://graph.microsoft.com/.default"
+USER_SELECT = (
+    "id,displayName,givenName,surname,mail,userPrincipalName,businessPhones,mobilePhone,streetAddress,"
+    "city,state,postalCode,country,jobTitle,department,officeLocation,userType,accountEnabled,"
+    "assignedLicenses"
+)
+
+
+# ---- Errors, mapped once ---------------------------------------------------------------------------------
+
+class GraphError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"Graph {status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class GraphTransient(GraphError):
+    """Throttled, 5xx or network trouble that outlived our retries: retry later, don't commit."""
+
+
+class GraphNotFound(GraphError):
+    """The object is gone: treat as removal."""
+
+
+class DeltaTokenExpired(GraphError):
+    """410 Gone or syncStateNotFound: restart with a full listing."""
+
+
+class GraphForbidden(GraphError):
+    """Missing permission, licence or capability (P1/P2, Intune), or a quota."""
+
+
+class GraphBadRequest(GraphError):
+    """Our request was wrong: a bug or bad configuration, never retried."""
+
+
+class _ErrorBody(msgspec.Struct):
+    code: str = ""
+    message: str = ""
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorBody = msgspec.field(default_factory=_ErrorBody)
+
+
+def map_error(response: httpx.Response) -> GraphError:
+    try:
+        body = msgspec.json.decode(response.content, type=_ErrorEnvelope).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        body = _ErrorBody(message=response.text[:200])
+    status = response.status_code
+    if status == 410 or body.code == "syncStateNotFound" or "resyncRequired" in body.code:
+        return DeltaTokenExpired(status, body.code, body.message)
+    if status == 404:
+        return GraphNotFound(status, body.code, body.message)
+    if status in (401, 403):
+        return GraphForbidden(status, body.code, body.message)
+    if status == 429 or status >= 500:
+        return GraphTransient(status, body.code, body.message)
+    return GraphBadRequest(status, body.code, body.message)
+
+
+# ---- Typed pages --------------------------------------------------------------------------------------
+
+class Removed(msgspec.Struct):
+    reason: str = "deleted"
+
+
+class AssignedLicense(msgspec.Struct, rename="camel"):
+    sku_id: str = ""
+
+
+class GraphUser(msgspec.Struct, rename="camel"):
+    id: str
+    display_name: str | None = None
+    given_name: str | None = None
+    surname: str | None = None
+    mail: str | None = None
+    user_principal_name: str | None = None
+    business_phones: list[str] = []
+    mobile_phone: str | None = None
+    street_address: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+    job_title: str | None = None
+    department: str | None = None
+    office_location: str | None = None
+    user_type: str | None = None
+    account_enabled: bool | None = None
+    assigned_licenses: list[AssignedLicense] = []
+    removed: Removed | None = msgspec.field(default=None, name="@removed")
+
+
+class UserPage(msgspec.Struct):
+    value: list[GraphUser] = []
+    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
+    delta_link: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+
+
+_user_page_decoder = msgspec.json.Decoder(UserPage)
+
+
+class Subscription(msgspec.Struct, rename="camel"):
+    id: str
+    resource: str = ""
+    change_type: str = ""
+    notification_url: str = ""
+    expiration_date_time: str = ""
+    client_state: str | None = None
+
+
+class _SubscriptionList(msgspec.Struct):
+    value: list[Subscription] = []
+
+
+# ---- Per-tenant throttle --------------------------------------------------------------------------------
+
+@dataclass
+class TenantThrottle:
+    """Bounds concurrency for one tenant and pauses all its requests after a 429 with Retry-After."""
+
+    concurrency: int
+    resume_at: float = 0.0
+    _sem: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sem = asyncio.Semaphore(self.concurrency)
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+        delay = self.resume_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
+
+    def pause(self, seconds: float) -> None:
+        self.resume_at = max(self.resume_at, time.monotonic() + seconds)
+
+
+def retry_delay(response: httpx.Response | None, attempt: int) -> float:
+    """Retry-After (seconds, maybe fractional) when given, else exponential backoff with full jitter."""
+    if response is not None:
+        header = response.headers.get("Retry-After")
+        if header:
+            try:
+                return max(0.0, float(header))
+            except ValueError:
+                pass
+    return random.uniform(0, min(30.0, 0.5 * 2**attempt))
+
+
+# ---- The client -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TenantCredentials:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+
+
+class TenantGraph:
+    """Graph calls for one Microsoft tenant."""
+
+    def __init__(self, creds: TenantCredentials, settings: GraphSettings) -> None:
+        self.tenant_id = creds.tenant_id
+        self._settings = settings
+        self._base = settings.url.rstrip("/")
+        verify: Any = settings.ca_file or True
+        self._credential = ClientSecretCredential(
+            creds.tenant_id, creds.client_id, creds.client_secret,
+            authority=settings.authority_url,
+            disable_instance_discovery=True,
+            connection_verify=verify,
+        )
+        client = httpx.AsyncClient(verify=verify, timeout=settings.timeout_s, http2=False)
+        # msgraph-core's pipeline (redirects); retries are ours, per tenant (see module docstring).
+        self._http = GraphClientFactory.create_with_custom_middleware(
+            middleware=[RedirectHandler()], client=client
+        )
+        self._throttle = TenantThrottle(settings.max_concurrency_per_tenant)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        await self._credential.close()
+
+    async def _token(self) -> str:
+        return (await self._credential.get_token(SCOPE)).token
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("https://") or path.startswith("http://") else self._base + path
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json: Any = None, headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One Graph call with per-tenant throttling and retries; raises a GraphError when it fails."""
+        url = self.url(path)
+        last: httpx.Response | None = None
+        for attempt in range(self._settings.max_retries + 1):
+            async with self._throttle:
+                try:
+                    hdrs = {"Authorization": f"Bearer {await self._token()}", **(headers or {})}
+                    response = await self._http.request(method, url, params=params, json=json, headers=hdrs)
+                except httpx.TransportError as exc:
+                    last = None
+                    if attempt == self._settings.max_retries:
+                        raise GraphTransient(0, "network", str(exc)) from exc
+                    await asyncio.sleep(retry_delay(None, attempt))
+                    continue
+            if response.status_code < 400:
+                return response
+            error = map_error(response)
+            if not isinstance(error, GraphTransient) or attempt == self._settings.max_retries:
+                raise error
+            last = response
+            delay = retry_delay(response, attempt)
+            if response.status_code == 429:
+                self._throttle.pause(delay)
+            log.info("graph.retry", tenant_id=self.tenant_id, status=response.status_code,
+                     delay_s=round(delay, 3), attempt=attempt + 1)
+            await asyncio.sleep(0 if response.status_code == 429 else delay)
+        raise map_error(last) if last is not None else GraphTransient(0, "retries", "exhausted")
+
+    # -- bulk: users delta -----------------------------------------------------------------------------
+
+    async def users_delta(self, delta_link: str | None) -> AsyncIterator[UserPage]:
+        """Walk /users/delta from `delta_link` (or from scratch) page by page, empty pages included.
+
+        The last page carries `delta_link`. Raises DeltaTokenExpired when Graph wants a full restart.
+        """
+        url: str | None = delta_link or "/users/delta"
+        params: dict[str, str] | None = None if delta_link else {"$select": USER_SELECT}
+        while url:
+            response = await self.request("GET", url, params=params)
+            page = _user_page_decoder.decode(response.content)
+            yield page
+            url, params = page.next_link, None
+
+    # -- control plane: subscriptions ------------------------------------------------------------------
+
+    async def create_subscription(
+        self, *, resource: str, notification_url: str, lifecycle_url: str | None,
+        client_state: str, expiration: str,
+    ) -> Subscription:
+        body: dict[str, Any] = {
+            "changeType": "updated,deleted",
+            "notificationUrl": notification_url,
+            "resource": resource,
+            "expirationDateTime": expiration,
+            "clientState": client_state,
+        }
+        if lifecycle_url:
+            body["lifecycleNotificationUrl"] = lifecycle_url
+        response = await self.request("POST", "/subscriptions", json=body)
+        return msgspec.json.decode(response.content, type=Subscription)
+
+    async def renew_subscription(self, subscription_id: str, *, expiration: str) -> Subscription:
+        response = await self.request(
+            "PATCH", f"/subscriptions/{subscription_id}", json={"expirationDateTime": expiration}
+        )
+        return msgspec.json.decode(response.content, type=Subscription)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        await self.request("POST", f"/subscriptions/{subscription_id}/reauthorize")
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        try:
+            await self.request("DELETE", f"/subscriptions/{subscription_id}")
+        except GraphNotFound:
+            pass
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        response = await self.request("GET", "/subscriptions")
+        return msgspec.json.decode(response.content, type=_SubscriptionList).value
+
+
+class GraphClients:
+    """One TenantGraph per tenant, created on first use and kept (tokens and connections are reused)."""
+
+    def __init__(self, settings: GraphSettings) -> None:
+        self._settings = settings
+        self._clients: dict[str, TenantGraph] = {}
+
+    def for_tenant(self, creds: TenantCredentials) -> TenantGraph:
+        client = self._clients.get(creds.tenant_id)
+        if client is None:
+            client = self._clients[creds.tenant_id] = TenantGraph(creds, self._settings)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close()

@@ -1,0 +1,46 @@
+"""The worker process: three consumer groups (changes, lifecycle, commands) over one sync engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from schemas import topics
+from worker import bus
+from worker.config import Settings
+from worker.consumers import ConsumerLoop, Handler
+from worker.graph import GraphClients
+from worker.store.pool import create_pool
+from worker.subscriptions import SubscriptionManager
+from worker.sync import SyncEngine
+
+log = structlog.get_logger(__name__)
+
+# One consumer group per topic, so a long resync never delays change notifications of other tenants.
+GROUPS = (
+    ("changes", (topics.NOTIFICATIONS,)),
+    ("lifecycle", (topics.LIFECYCLE,)),
+    ("commands", (topics.COMMANDS,)),
+)
+
+
+async def run_worker(settings: Settings) -> None:
+    await bus.ensure_topics(settings.kafka)
+    pool = await create_pool(settings.database.url, min_size=settings.database.pool_min,
+                             max_size=settings.database.pool_max)
+    graph = GraphClients(settings.graph)
+    try:
+        engine = SyncEngine(pool=pool, graph=graph, settings=settings)
+        subs = SubscriptionManager(pool=pool, graph=graph, settings=settings)
+        handler = Handler(engine=engine, subscriptions=subs, max_parallel=settings.sync.max_parallel_tenants)
+        loops = [
+            ConsumerLoop(settings=settings, topic_names=names, handler=handler,
+                         group=f"{settings.kafka.consumer_group}-{name}")
+            for name, names in GROUPS
+        ]
+        log.info("worker.started", groups=[name for name, _ in GROUPS])
+        await asyncio.gather(*(loop.run() for loop in loops))
+    finally:
+        await graph.close()
+        await pool.close()

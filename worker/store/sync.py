@@ -1,0 +1,522 @@
+"""SQL of the sync path: tenant mirror, projection inputs, set-based plan application, runs, subscriptions.
+
+Writes are idempotent and guarded by content hashes, so replaying a batch changes nothing and writes nothing.
+Every function takes the connection it runs on, so the caller decides the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from worker.core.model import (
+    END_USER_FIELDS,
+    Asset,
+    Filters,
+    Mfa,
+    MirrorUser,
+    OrgContext,
+    Plan,
+    StateChange,
+    StoredEndUser,
+)
+from worker.graph import GraphUser, TenantCredentials
+
+_hash_encoder = msgspec.json.Encoder()
+
+MIRROR_COLUMNS = (
+    "tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
+    "business_phones", "mobile_phone", "street_address", "city", "state", "postal_code", "country",
+    "job_title", "department", "office_location", "user_type", "account_enabled", "assigned_licenses",
+    "removed", "content_hash", "needs_projection", "listing_id",
+)
+_UPDATABLE = [c for c in MIRROR_COLUMNS if c not in ("tenant_id", "id", "listing_id", "needs_projection")]
+
+
+# ---- Configuration reads ----------------------------------------------------------------------------------
+
+async def tenant_credentials(conn: asyncpg.Connection, tenant_id: str) -> TenantCredentials | None:
+    row = await conn.fetchrow(
+        "SELECT tenant_id, client_id, client_secret FROM microsoft_tenants WHERE tenant_id = $1", tenant_id
+    )
+    return TenantCredentials(row["tenant_id"], row["client_id"], row["client_secret"]) if row else None
+
+
+async def tenants_with_enabled_sync(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT p.microsoft_tenant_id FROM org_user_syncs s
+           JOIN organizations o ON o.id = s.organization_id
+           JOIN psa_tenants p ON p.id = o.psa_tenant_id
+           WHERE s.status = 'enabled' AND p.microsoft_tenant_id IS NOT NULL"""
+    )
+    return [r[0] for r in rows]
+
+
+def filters_from_json(data: dict[str, Any]) -> Filters:
+    return Filters(**{k: v if v == "all" else tuple(v) for k, v in data.items()})
+
+
+async def org_contexts(
+    conn: asyncpg.Connection, tenant_id: str, organization_id: str | None = None
+) -> list[OrgContext]:
+    """Organizations mapped to `tenant_id` with user sync enabled (optionally just one)."""
+    rows = await conn.fetch(
+        """SELECT o.id::text AS id, s.filters FROM org_user_syncs s
+           JOIN organizations o ON o.id = s.organization_id
+           JOIN psa_tenants p ON p.id = o.psa_tenant_id
+           WHERE s.status = 'enabled' AND p.microsoft_tenant_id = $1
+             AND ($2::uuid IS NULL OR o.id = $2::uuid)
+           ORDER BY o.id""",
+        tenant_id, organization_id,
+    )
+    skus = dict(await conn.fetch(
+        "SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id
+    ))
+    contexts = []
+    for row in rows:
+        assets = await conn.fetch(
+            "SELECT id::text, mac_addresses FROM assets WHERE organization_id = $1::uuid "
+            "AND cardinality(mac_addresses) > 0", row["id"],
+        )
+        contexts.append(OrgContext(
+            organization_id=row["id"], tenant_id=tenant_id, filters=filters_from_json(row["filters"]),
+            sku_names=skus, assets=tuple(Asset(id=a[0], macs=tuple(a[1])) for a in assets),
+        ))
+    return contexts
+
+
+# ---- Tenant lock ------------------------------------------------------------------------------------------
+
+def tenant_lock_key(tenant_id: str) -> int:
+    """A stable 63-bit advisory-lock key for a tenant (serialises its work across replicas)."""
+    return int.from_bytes(hashlib.blake2b(tenant_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_lock($1)", tenant_lock_key(tenant_id))
+
+
+async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", tenant_lock_key(tenant_id))
+
+
+# ---- Delta links -----------------------------------------------------------------------------------------
+
+async def get_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str) -> str | None:
+    return await conn.fetchval(
+        "SELECT link FROM delta_links WHERE tenant_id = $1 AND resource = $2", tenant_id, resource
+    )
+
+
+async def save_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str, link: str) -> None:
+    await conn.execute(
+        """INSERT INTO delta_links (tenant_id, resource, link) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, resource) DO UPDATE SET link = EXCLUDED.link, updated_at = now()""",
+        tenant_id, resource, link,
+    )
+
+
+async def drop_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str) -> None:
+    await conn.execute("DELETE FROM delta_links WHERE tenant_id = $1 AND resource = $2", tenant_id, resource)
+
+
+# ---- Mirror --------------------------------------------------------------------------------------------
+
+def _mirror_record(tenant_id: str, u: GraphUser, listing_id: uuid.UUID | None) -> tuple[Any, ...]:
+    licenses = sorted(lic.sku_id for lic in u.assigned_licenses)
+    removed = u.removed.reason if u.removed else None
+    if removed not in (None, "changed", "deleted"):
+        removed = "deleted"
+    values = (
+        u.display_name, u.given_name, u.surname, u.mail, u.user_principal_name, u.business_phones,
+        u.mobile_phone, u.street_address, u.city, u.state, u.postal_code, u.country, u.job_title,
+        u.department, u.office_location, u.user_type, u.account_enabled, licenses, removed,
+    )
+    digest = hashlib.blake2b(_hash_encoder.encode(values), digest_size=16).digest()
+    return (tenant_id, u.id, *values[:19], digest, True, listing_id)
+
+
+async def _ensure_stage(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS stage_entra_users
+           (LIKE entra_users INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+    )
+
+
+async def upsert_mirror_users(
+    conn: asyncpg.Connection, tenant_id: str, users: Sequence[GraphUser], *, listing_id: uuid.UUID | None
+) -> int:
+    """Write a page of Graph users into the mirror; returns how many rows changed (flagged for projection).
+
+    Must run inside a transaction (the staging table empties on commit). A removed entry keeps the user's
+    last known properties, so filters still evaluate on it.
+    """
+    latest = {u.id: u for u in users}  # delta may repeat an object; the last one wins
+    records = [_mirror_record(tenant_id, u, listing_id) for u in latest.values()]
+    await _ensure_stage(conn)
+    await conn.copy_records_to_table("stage_entra_users", records=records, columns=MIRROR_COLUMNS)
+    keep_props = ", ".join(
+        f"{c} = CASE WHEN s.removed IS NOT NULL THEN e.{c} ELSE s.{c} END" for c in _UPDATABLE if c != "removed"
+    )
+    changes = """(s.removed IS NULL AND (e.content_hash <> s.content_hash OR e.removed IS NOT NULL))
+                 OR (s.removed IS NOT NULL AND e.removed IS DISTINCT FROM s.removed)"""
+    changed = await conn.fetch(
+        f"""WITH s AS (SELECT * FROM stage_entra_users),
+            upd AS (
+              UPDATE entra_users e SET {keep_props}, removed = s.removed,
+                     needs_projection = true, updated_at = now(), seen_at = now(),
+                     listing_id = COALESCE(s.listing_id, e.listing_id)
+              FROM s WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND ({changes})
+              RETURNING e.id),
+            seen AS (
+              UPDATE entra_users e SET listing_id = s.listing_id, seen_at = now()
+              FROM s WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND s.listing_id IS NOT NULL
+                AND NOT ({changes})
+              RETURNING e.id),
+            ins AS (
+              INSERT INTO entra_users ({", ".join(MIRROR_COLUMNS)})
+              SELECT {", ".join(MIRROR_COLUMNS)} FROM s
+              WHERE NOT EXISTS (SELECT 1 FROM entra_users e WHERE e.tenant_id = s.tenant_id AND e.id = s.id)
+                AND s.removed IS NULL
+              RETURNING id)
+            SELECT id FROM upd UNION ALL SELECT id FROM ins"""
+    )
+    await conn.execute("TRUNCATE stage_entra_users")
+    return len(changed)
+
+
+async def mark_absent(conn: asyncpg.Connection, tenant_id: str, listing_id: uuid.UUID) -> int:
+    """After a complete, successful full listing: users it did not return are removed ('absent')."""
+    result = await conn.execute(
+        """UPDATE entra_users SET removed = 'absent', needs_projection = true, updated_at = now()
+           WHERE tenant_id = $1 AND removed IS NULL AND listing_id IS DISTINCT FROM $2""",
+        tenant_id, listing_id,
+    )
+    return int(result.split()[-1])
+
+
+async def dirty_user_ids(conn: asyncpg.Connection, tenant_id: str, *, after: str, limit: int) -> list[str]:
+    """Mirror users flagged for projection, in id order after `after` (keyset pagination)."""
+    rows = await conn.fetch(
+        "SELECT id FROM entra_users WHERE tenant_id = $1 AND needs_projection AND id > $2 ORDER BY id LIMIT $3",
+        tenant_id, after, limit,
+    )
+    return [r[0] for r in rows]
+
+
+async def user_ids_after(conn: asyncpg.Connection, tenant_id: str, after: str, *, limit: int) -> list[str]:
+    """Keyset pagination over all mirror users of a tenant (for a whole-Organization projection)."""
+    rows = await conn.fetch(
+        "SELECT id FROM entra_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        tenant_id, after, limit,
+    )
+    return [r[0] for r in rows]
+
+
+async def clear_dirty(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> None:
+    await conn.execute(
+        "UPDATE entra_users SET needs_projection = false WHERE tenant_id = $1 AND id = ANY($2::text[])",
+        tenant_id, list(ids),
+    )
+
+
+_MIRROR_SELECT = """
+    WITH RECURSIVE m(member_id, group_id) AS (
+        SELECT member_id, group_id FROM entra_group_members
+        WHERE tenant_id = $1 AND member_id = ANY($2::text[])
+      UNION
+        SELECT m.member_id, g.group_id FROM m
+        JOIN entra_group_members g ON g.tenant_id = $1 AND g.member_id = m.group_id
+    ), groups AS (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id)
+    SELECT u.*, to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS sign_in,
+           g.group_ids
+    FROM entra_users u LEFT JOIN groups g ON g.member_id = u.id
+    WHERE u.tenant_id = $1 AND u.id = ANY($2::text[])
+"""
+
+
+def _mirror_user(row: asyncpg.Record) -> MirrorUser:
+    mfa = row["mfa"]
+    return MirrorUser(
+        tenant_id=row["tenant_id"], id=row["id"], display_name=row["display_name"],
+        given_name=row["given_name"], surname=row["surname"], mail=row["mail"],
+        user_principal_name=row["user_principal_name"], business_phones=tuple(row["business_phones"]),
+        mobile_phone=row["mobile_phone"], street_address=row["street_address"], city=row["city"],
+        state=row["state"], postal_code=row["postal_code"], country=row["country"],
+        job_title=row["job_title"], department=row["department"], office_location=row["office_location"],
+        user_type=row["user_type"], account_enabled=row["account_enabled"],
+        license_sku_ids=tuple(row["assigned_licenses"]), removed=row["removed"],
+        last_sign_in_at=row["sign_in"],
+        mfa=msgspec.convert(mfa, Mfa) if mfa else None,
+        device_macs=tuple(row["device_macs"]),
+        group_ids=frozenset(row["group_ids"] or ()),
+    )
+
+
+async def load_mirror_users(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> list[MirrorUser]:
+    rows = await conn.fetch(_MIRROR_SELECT, tenant_id, list(ids))
+    return [_mirror_user(r) for r in rows]
+
+
+# ---- End Users: projection inputs -----------------------------------------------------------------------
+
+_END_USER_SELECT = f"""
+    SELECT e.id::text AS id, e.organization_id::text AS organization_id, {", ".join("e." + f for f in END_USER_FIELDS)},
+           e.sync_state, e.sync_state_reason, e.entra_tenant_id, e.entra_object_id, e.microsoft, e.content_hash,
+           COALESCE((SELECT array_agg(a.asset_id::text) FROM end_user_assets a WHERE a.end_user_id = e.id),
+                    '{{}}') AS asset_ids
+    FROM end_users e
+"""
+
+
+def _stored(row: asyncpg.Record) -> StoredEndUser:
+    return StoredEndUser(
+        id=row["id"], organization_id=row["organization_id"],
+        fields={f: row[f] for f in END_USER_FIELDS}, sync_state=row["sync_state"],
+        sync_state_reason=row["sync_state_reason"], entra_tenant_id=row["entra_tenant_id"],
+        entra_object_id=row["entra_object_id"], microsoft=row["microsoft"],
+        content_hash=row["content_hash"], asset_ids=frozenset(row["asset_ids"]),
+    )
+
+
+def email_keys(users: Iterable[MirrorUser]) -> list[str]:
+    keys: set[str] = set()
+    for u in users:
+        if u.mail:
+            keys.add(u.mail.lower())
+        if u.user_principal_name and "#ext#" not in u.user_principal_name.lower():
+            keys.add(u.user_principal_name.lower())
+    return sorted(keys)
+
+
+async def load_end_users(
+    conn: asyncpg.Connection, *, organization_id: str, tenant_id: str, users: Sequence[MirrorUser]
+) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
+    """The Organization's End Users linked to these Entra users, and those sharing their emails."""
+    ids = [u.id for u in users]
+    linked_rows = await conn.fetch(
+        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2"
+        " AND e.entra_object_id = ANY($3::text[])", organization_id, tenant_id, ids,
+    )
+    email_rows = await conn.fetch(
+        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND lower(e.email) = ANY($2::text[])",
+        organization_id, email_keys(users),
+    )
+    linked = {r["entra_object_id"]: _stored(r) for r in linked_rows}
+    by_email: dict[str, list[StoredEndUser]] = {}
+    for r in email_rows:
+        by_email.setdefault(r["email"].lower(), []).append(_stored(r))
+    return linked, by_email
+
+
+async def synced_count(conn: asyncpg.Connection, organization_id: str) -> int:
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM end_users WHERE organization_id = $1::uuid AND sync_state = 'synced'",
+        organization_id,
+    ))
+
+
+# ---- End Users: applying a plan -----------------------------------------------------------------------
+
+def _cols(rows: Sequence[Any], getter: Any) -> list[Any]:
+    return [getter(r) for r in rows]
+
+
+async def apply_plan(
+    conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan,
+    include_deactivations: bool = True,
+) -> None:
+    """Apply a reconcile plan set-based, journalling every field the sync changes. Call in a transaction."""
+    await _apply_creates(conn, org=org, run_id=run_id, plan=plan)
+    await _apply_updates(conn, org=org, run_id=run_id, plan=plan)
+    changes = list(plan.state_changes) + (list(plan.deactivations) if include_deactivations else [])
+    await apply_state_changes(conn, run_id=run_id, changes=changes)
+    await _apply_reviews(conn, org=org, plan=plan)
+
+
+async def _apply_creates(conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
+    if not plan.creates:
+        return
+    c = plan.creates
+    rows = await conn.fetch(
+        f"""INSERT INTO end_users (organization_id, {", ".join(END_USER_FIELDS)}, sync_state,
+                   entra_tenant_id, entra_object_id, microsoft, content_hash, last_synced_at)
+            SELECT $1::uuid, {", ".join(f"u.f{i}" for i in range(len(END_USER_FIELDS)))}, 'synced', $2,
+                   u.oid, u.ms, u.h, now()
+            FROM unnest({", ".join(f"${i + 3}::text[]" for i in range(len(END_USER_FIELDS)))},
+                        ${len(END_USER_FIELDS) + 3}::text[], ${len(END_USER_FIELDS) + 4}::jsonb[],
+                        ${len(END_USER_FIELDS) + 5}::bytea[])
+                 AS u({", ".join(f"f{i}" for i in range(len(END_USER_FIELDS)))}, oid, ms, h)
+            RETURNING id, entra_object_id""",
+        org.organization_id, org.tenant_id,
+        *[[x.fields.get(f) for x in c] for f in END_USER_FIELDS],
+        [x.entra_object_id for x in c], [x.microsoft for x in c], [x.content_hash for x in c],
+    )
+    ids = {r["entra_object_id"]: r["id"] for r in rows}
+    await _journal_creates(conn, run_id, list(ids.values()))
+    await _relink_assets(conn, [(ids[x.entra_object_id], x.asset_ids) for x in c])
+
+
+async def _journal_creates(conn: asyncpg.Connection, run_id: str | None, ids: list[Any]) -> None:
+    await conn.execute(
+        "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
+        "SELECT u, $2::uuid, 'created', NULL, e.entra_object_id FROM unnest($1::uuid[]) u "
+        "JOIN end_users e ON e.id = u", ids, run_id,
+    )
+
+
+async def _apply_updates(conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
+    if not plan.updates:
+        return
+    u = plan.updates
+    n = len(END_USER_FIELDS)
+    await conn.execute(
+        f"""UPDATE end_users e SET {", ".join(f"{f} = u.f{i}" for i, f in enumerate(END_USER_FIELDS))},
+                   microsoft = u.ms, content_hash = u.h, sync_state = u.st, sync_state_reason = u.rsn,
+                   entra_tenant_id = $1, entra_object_id = u.oid, last_synced_at = now(), updated_at = now()
+            FROM unnest($2::uuid[], {", ".join(f"${i + 3}::text[]" for i in range(n))}, ${n + 3}::text[],
+                        ${n + 4}::jsonb[], ${n + 5}::bytea[], ${n + 6}::text[], ${n + 7}::text[])
+                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn)
+            WHERE e.id = u.id""",
+        org.tenant_id, [x.end_user_id for x in u],
+        *[[x.fields.get(f) for x in u] for f in END_USER_FIELDS],
+        [x.entra_object_id for x in u], [x.microsoft for x in u], [x.content_hash for x in u],
+        [x.sync_state for x in u], [x.sync_state_reason for x in u],
+    )
+    journal = [
+        (x.end_user_id, ch.field, ch.old, ch.new) for x in u for ch in x.changes
+    ] + [(x.end_user_id, "sync_state", None, x.sync_state) for x in u if x.link]
+    if journal:
+        await conn.execute(
+            "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
+            "SELECT j.id, $1::uuid, j.f, j.o, j.n FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])"
+            " AS j(id, f, o, n)",
+            run_id, *[list(col) for col in zip(*journal, strict=True)],
+        )
+    await _relink_assets(conn, [(x.end_user_id, x.asset_ids) for x in u])
+
+
+async def apply_state_changes(
+    conn: asyncpg.Connection, *, run_id: str | None, changes: Sequence[StateChange]
+) -> None:
+    if not changes:
+        return
+    await conn.execute(
+        """UPDATE end_users e SET sync_state = c.st, sync_state_reason = c.rsn, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, st, rsn) WHERE e.id = c.id""",
+        [c.end_user_id for c in changes], [c.sync_state for c in changes],
+        [c.sync_state_reason for c in changes],
+    )
+    await conn.execute(
+        "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
+        "SELECT c.id, $1::uuid, 'sync_state', c.o, c.n FROM unnest($2::uuid[], $3::text[], $4::text[])"
+        " AS c(id, o, n)",
+        run_id, [c.end_user_id for c in changes], [c.old_state for c in changes],
+        [c.sync_state for c in changes],
+    )
+
+
+async def _relink_assets(conn: asyncpg.Connection, links: Sequence[tuple[Any, frozenset[str]]]) -> None:
+    if not links:
+        return
+    ids = [i for i, _ in links]
+    await conn.execute("DELETE FROM end_user_assets WHERE end_user_id = ANY($1::uuid[])", ids)
+    pairs = [(i, a) for i, assets in links for a in assets]
+    if pairs:
+        await conn.execute(
+            "INSERT INTO end_user_assets (end_user_id, asset_id) "
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
+            [p[0] for p in pairs], [p[1] for p in pairs],
+        )
+
+
+async def _apply_reviews(conn: asyncpg.Connection, *, org: OrgContext, plan: Plan) -> None:
+    for r in plan.reviews:
+        await conn.execute(
+            """INSERT INTO review_items (organization_id, entra_tenant_id, entra_object_id, reason, candidate_ids)
+               VALUES ($1::uuid, $2, $3, $4, $5::uuid[])
+               ON CONFLICT (organization_id, entra_tenant_id, entra_object_id) WHERE status = 'open'
+               DO UPDATE SET reason = EXCLUDED.reason, candidate_ids = EXCLUDED.candidate_ids""",
+            org.organization_id, org.tenant_id, r.entra_object_id, r.reason, list(r.candidate_ids),
+        )
+
+
+# ---- Runs ------------------------------------------------------------------------------------------------
+
+async def start_run(
+    conn: asyncpg.Connection, *, kind: str, tenant_id: str, organization_id: str | None,
+    run_id: str | None = None,
+) -> str:
+    """Mark a queued run (created by the admin API) running, or create a new running one."""
+    if run_id:
+        updated = await conn.fetchval(
+            "UPDATE sync_runs SET status = 'running', started_at = now() WHERE id = $1::uuid RETURNING id::text",
+            run_id,
+        )
+        if updated:
+            return str(updated)
+    return str(await conn.fetchval(
+        """INSERT INTO sync_runs (id, kind, tenant_id, organization_id, status, started_at)
+           VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4::uuid, 'running', now())
+           RETURNING id::text""",
+        run_id, kind, tenant_id, organization_id,
+    ))
+
+
+async def finish_run(
+    conn: asyncpg.Connection, run_id: str, *, status: str, counts: dict[str, int],
+    warnings: Sequence[str] = (), error: str | None = None,
+) -> None:
+    await conn.execute(
+        """UPDATE sync_runs SET status = $2, counts = $3, warnings = $4, error = $5, finished_at = now()
+           WHERE id = $1::uuid""",
+        run_id, status, counts, list(warnings), error,
+    )
+
+
+# ---- Subscriptions and status ---------------------------------------------------------------------------
+
+async def save_subscription(
+    conn: asyncpg.Connection, *, tenant_id: str, subscription_id: str, resource: str, change_type: str,
+    notification_url: str, expires_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO graph_subscriptions (id, tenant_id, resource, change_type, notification_url, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, renewed_at = now()""",
+        subscription_id, tenant_id, resource, change_type, notification_url, expires_at,
+    )
+
+
+async def subscriptions_of(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, resource, notification_url, expires_at FROM graph_subscriptions WHERE tenant_id = $1",
+        tenant_id,
+    )
+
+
+async def forget_subscription(conn: asyncpg.Connection, subscription_id: str) -> None:
+    await conn.execute("DELETE FROM graph_subscriptions WHERE id = $1", subscription_id)
+
+
+async def record_tenant_status(
+    conn: asyncpg.Connection, tenant_id: str, *, delta: bool = False, full: bool = False,
+    notification: bool = False, error: str | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO tenant_sync_status (tenant_id, last_delta_at, last_full_resync_at, last_notification_at,
+                                           last_error)
+           VALUES ($1, CASE WHEN $2 THEN now() END, CASE WHEN $3 THEN now() END, CASE WHEN $4 THEN now() END, $5)
+           ON CONFLICT (tenant_id) DO UPDATE SET
+             last_delta_at = CASE WHEN $2 THEN now() ELSE tenant_sync_status.last_delta_at END,
+             last_full_resync_at = CASE WHEN $3 THEN now() ELSE tenant_sync_status.last_full_resync_at END,
+             last_notification_at = CASE WHEN $4 THEN now() ELSE tenant_sync_status.last_notification_at END,
+             last_error = $5, updated_at = now()""",
+        tenant_id, delta, full, notification, error,
+    )

@@ -1,0 +1,236 @@
+"""The sync engine: fetch → decide → apply, for one tenant at a time.
+
+One write path for everything (notifications, the hourly resync, an Organization's initial sync):
+Graph delta pages → tenant mirror (rows flagged `needs_projection`) → each enabled Organization's filters
+and `reconcile` → End Users. The delta link is saved only after the pages it covers are in the mirror, and a
+mirror row's flag is cleared in the same transaction as the End User writes it caused, so a crash anywhere
+loses nothing and a replay writes nothing.
+
+Work for one tenant is serialised across replicas by a PostgreSQL advisory lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from worker.config import Settings
+from worker.core.model import OrgContext, Plan, StateChange
+from worker.core.reconcile import hold_deactivations, reconcile
+from worker.graph import DeltaTokenExpired, GraphClients, TenantGraph
+from worker.store import sync as store
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 2000
+
+
+class UnknownTenant(Exception):
+    """Work arrived for a Microsoft tenant that is not registered: nothing to do, nothing to retry."""
+
+
+@dataclass
+class OrgRun:
+    """Counts and state of one Organization's run within a unit of work."""
+
+    org: OrgContext
+    kind: str
+    run_id: str | None = None
+    record_always: bool = True
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("created", "updated", "unchanged", "out_of_scope", "deactivated", "review", "errors"), 0))
+    pending_deactivations: list[StateChange] = field(default_factory=list)
+    held: bool = False
+    recorded: bool = False  # the sync_runs row exists and is running
+
+    def add(self, plan: Plan) -> None:
+        self.counts["created"] += len(plan.creates)
+        self.counts["updated"] += len(plan.updates)
+        self.counts["unchanged"] += plan.unchanged
+        self.counts["out_of_scope"] += getattr(plan, "out_of_scope", 0) + sum(
+            1 for c in plan.state_changes if c.sync_state == "out_of_scope")
+        self.counts["review"] += len(plan.reviews)
+        self.pending_deactivations.extend(plan.deactivations)
+
+    @property
+    def wrote(self) -> bool:
+        c = self.counts
+        return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"]
+                    or self.pending_deactivations)
+
+    async def ensure_row(self, conn: asyncpg.Connection) -> str:
+        if self.run_id is None or not self.recorded:
+            self.run_id = await store.start_run(
+                conn, kind=self.kind, tenant_id=self.org.tenant_id,
+                organization_id=self.org.organization_id, run_id=self.run_id,
+            )
+            self.recorded = True
+        return self.run_id
+
+
+class SyncEngine:
+    def __init__(self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings) -> None:
+        self._pool = pool
+        self._graph = graph
+        self._settings = settings
+
+    # -- public units of work ----------------------------------------------------------------------------
+
+    async def sync_changes(self, tenant_id: str) -> dict[str, int]:
+        """After change notifications: one delta call from the stored link, then project what changed."""
+        async with self._tenant(tenant_id) as (conn, graph):
+            started = time.monotonic()
+            changed = await self._pull(conn, graph, tenant_id, full=False)
+            runs = await self._project_dirty(conn, tenant_id, kind="delta", record_always=False)
+            await store.record_tenant_status(conn, tenant_id, delta=True)
+            self._log("sync.delta", tenant_id, started, changed, runs)
+            return _totals(runs)
+
+    async def resync(self, tenant_id: str) -> dict[str, int]:
+        """The hourly full resync: a complete listing (a fresh delta round), absences, projection."""
+        async with self._tenant(tenant_id) as (conn, graph):
+            started = time.monotonic()
+            changed = await self._pull(conn, graph, tenant_id, full=True)
+            runs = await self._project_dirty(conn, tenant_id, kind="resync", record_always=True)
+            await store.record_tenant_status(conn, tenant_id, full=True, delta=True)
+            self._log("sync.resync", tenant_id, started, changed, runs)
+            return _totals(runs)
+
+    async def org_sync(self, tenant_id: str, organization_id: str, run_id: str | None) -> dict[str, int]:
+        """An Organization's initial sync after it was enabled or its filters edited: every mirror user."""
+        async with self._tenant(tenant_id) as (conn, graph):
+            started = time.monotonic()
+            has_link = await store.get_delta_link(conn, tenant_id, "users") is not None
+            changed = await self._pull(conn, graph, tenant_id, full=not has_link)
+            await self._project_dirty(conn, tenant_id, kind="delta", record_always=False)
+            orgs = await store.org_contexts(conn, tenant_id, organization_id)
+            if not orgs:
+                if run_id:
+                    await store.finish_run(conn, run_id, status="failed", counts={},
+                                           error="user sync is not enabled for this Organization")
+                return {}
+            run = OrgRun(orgs[0], kind="org-sync", run_id=run_id)
+            await self._project_all(conn, tenant_id, run)
+            self._log("sync.org", tenant_id, started, changed, [run])
+            return dict(run.counts)
+
+    # -- steps --------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _tenant(self, tenant_id: str) -> AsyncIterator[tuple[asyncpg.Connection, TenantGraph]]:
+        async with self._pool.acquire() as conn:
+            creds = await store.tenant_credentials(conn, tenant_id)
+            if creds is None:
+                raise UnknownTenant(tenant_id)
+            await store.lock_tenant(conn, tenant_id)
+            try:
+                yield conn, self._graph.for_tenant(creds)
+            finally:
+                await store.unlock_tenant(conn, tenant_id)
+
+    async def _pull(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
+        """Walk users delta into the mirror; returns how many mirror rows changed."""
+        try:
+            return await self._walk(conn, graph, tenant_id, full=full)
+        except DeltaTokenExpired:
+            log.warning("sync.delta_token_expired", tenant_id=tenant_id)
+            await store.drop_delta_link(conn, tenant_id, "users")
+            return await self._walk(conn, graph, tenant_id, full=True)
+
+    async def _walk(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
+        link = None if full else await store.get_delta_link(conn, tenant_id, "users")
+        listing_id = uuid.uuid4() if link is None else None
+        changed, new_link = 0, None
+        async for page in graph.users_delta(link):
+            if page.value:
+                async with conn.transaction():
+                    changed += await store.upsert_mirror_users(conn, tenant_id, page.value, listing_id=listing_id)
+            new_link = page.delta_link or new_link
+        if new_link is None:
+            raise DeltaTokenExpired(0, "noDeltaLink", "delta walk ended without a deltaLink")
+        async with conn.transaction():
+            if listing_id is not None:  # a complete, successful listing: absence is evidence
+                changed += await store.mark_absent(conn, tenant_id, listing_id)
+            await store.save_delta_link(conn, tenant_id, "users", new_link)
+        return changed
+
+    async def _project_dirty(
+        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool
+    ) -> list[OrgRun]:
+        runs = [OrgRun(o, kind=kind, record_always=record_always)
+                for o in await store.org_contexts(conn, tenant_id)]
+        after = ""
+        # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
+        while ids := await store.dirty_user_ids(conn, tenant_id, after=after, limit=CHUNK):
+            async with conn.transaction():
+                await self._project_chunk(conn, tenant_id, ids, runs)
+                deferred = {c.entra_object_id for r in runs for c in r.pending_deactivations}
+                await store.clear_dirty(conn, tenant_id, [i for i in ids if i not in deferred])
+            after = ids[-1]
+        await self._finish(conn, tenant_id, runs)
+        return runs
+
+    async def _project_all(self, conn: asyncpg.Connection, tenant_id: str, run: OrgRun) -> None:
+        after = ""
+        while ids := await store.user_ids_after(conn, tenant_id, after, limit=CHUNK):
+            async with conn.transaction():
+                await run.ensure_row(conn)
+                await self._project_chunk(conn, tenant_id, ids, [run])
+            after = ids[-1]
+        await self._finish(conn, tenant_id, [run])
+
+    async def _project_chunk(
+        self, conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str], runs: Sequence[OrgRun]
+    ) -> None:
+        users = await store.load_mirror_users(conn, tenant_id, ids)
+        for run in runs:
+            linked, by_email = await store.load_end_users(
+                conn, organization_id=run.org.organization_id, tenant_id=tenant_id, users=users
+            )
+            plan = reconcile(users, org=run.org, linked=linked, by_email=by_email)
+            run.add(plan)
+            if run.wrote or run.record_always:
+                await run.ensure_row(conn)
+            await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
+                                   include_deactivations=False)
+
+    async def _finish(self, conn: asyncpg.Connection, tenant_id: str, runs: Sequence[OrgRun]) -> None:
+        """Apply or hold each run's deactivations (accidental-deletion guard), then close its record."""
+        ratio = self._settings.sync.deactivation_guard_ratio
+        for run in runs:
+            pending = run.pending_deactivations
+            async with conn.transaction():
+                if pending:
+                    total = await store.synced_count(conn, run.org.organization_id)
+                    run.held = hold_deactivations(len(pending), total, ratio=ratio)
+                    await run.ensure_row(conn)
+                    if not run.held:
+                        await store.apply_state_changes(conn, run_id=run.run_id, changes=pending)
+                        await store.clear_dirty(conn, tenant_id, [c.entra_object_id for c in pending])
+                        run.counts["deactivated"] = len(pending)
+                if run.run_id and (run.wrote or run.record_always or run.recorded):
+                    warnings = ([f"{len(pending)} deactivations held: more than {ratio:.0%} of the "
+                                 "Organization's synced End Users; confirm the run to apply them"]
+                                if run.held else [])
+                    await store.finish_run(conn, run.run_id, status="held" if run.held else "succeeded",
+                                           counts=run.counts, warnings=warnings)
+
+    def _log(self, event: str, tenant_id: str, started: float, changed: int, runs: Sequence[OrgRun]) -> None:
+        log.info(event, tenant_id=tenant_id, mirror_changed=changed, organizations=len(runs),
+                 duration_ms=round((time.monotonic() - started) * 1000, 1), **_totals(runs))
+
+
+def _totals(runs: Sequence[OrgRun]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for run in runs:
+        for key, value in run.counts.items():
+            totals[key] = totals.get(key, 0) + value
+        if run.held:
+            totals["held"] = totals.get("held", 0) + len(run.pending_deactivations)
+    return totals
