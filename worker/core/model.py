@@ -158,3 +158,4 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     deactivations: tuple[StateChange, ...] = ()   # kept apart: the accidental-deletion guard may hold them
     reviews: tuple[Review, ...] = ()
     unchanged: int = 0
+    out_of_scope: int = 0                         # observed users left alone: out of scope, or unlinked leavers
