@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -199,12 +200,12 @@ class TenantGraph:
         self.tenant_id = creds.tenant_id
         self._settings = settings
         self._base = settings.url.rstrip("/")
-        verify: Any = settings.ca_file or True
+        verify: Any = ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
         self._credential = ClientSecretCredential(
             creds.tenant_id, creds.client_id, creds.client_secret,
             authority=settings.authority_url,
             disable_instance_discovery=True,
-            connection_verify=verify,
+            connection_verify=settings.ca_file or True,
         )
         client = httpx.AsyncClient(verify=verify, timeout=settings.timeout_s, http2=False)
         # msgraph-core's pipeline (redirects); retries are ours, per tenant (see module docstring).

@@ -108,7 +108,8 @@ class SyncEngine:
             started = time.monotonic()
             has_link = await store.get_delta_link(conn, tenant_id, "users") is not None
             changed = await self._pull(conn, graph, tenant_id, full=not has_link)
-            await self._project_dirty(conn, tenant_id, kind="delta", record_always=False)
+            # Other Organizations get what changed; this one gets every user just below.
+            await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=organization_id)
             orgs = await store.org_contexts(conn, tenant_id, organization_id)
             if not orgs:
                 if run_id:
@@ -161,10 +162,10 @@ class SyncEngine:
         return changed
 
     async def _project_dirty(
-        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool
+        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always)
-                for o in await store.org_contexts(conn, tenant_id)]
+                for o in await store.org_contexts(conn, tenant_id) if o.organization_id != skip]
         after = ""
         # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
         while ids := await store.dirty_user_ids(conn, tenant_id, after=after, limit=CHUNK):

@@ -61,7 +61,7 @@ CREATE TABLE entra_users (
     office_location   text,
     user_type         text,
     account_enabled   boolean,
-    assigned_licenses jsonb NOT NULL DEFAULT '[]',    -- [{"skuId", "disabledPlans"}]
+    assigned_licenses text[] NOT NULL DEFAULT '{}',   -- skuIds of assignedLicenses, sorted
     -- delta @removed reason, or 'absent' from a complete, successful full listing; NULL while present
     removed           text CHECK (removed IN ('changed', 'deleted', 'absent')),
     -- Enrichment, filled by the full resync; NULL = not known (capability missing or never seen).

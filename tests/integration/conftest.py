@@ -1,0 +1,116 @@
+"""Fixtures wiring the sync engine to real parts: the simulator over HTTPS and the session database."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from azure.identity.aio import ClientSecretCredential
+
+from simulator.server import Simulator
+from worker.config import GraphSettings, Settings
+from worker.graph import GraphClients
+from worker.store.pool import create_pool
+from worker.subscriptions import SubscriptionManager
+from worker.sync import SyncEngine
+
+
+@pytest.fixture(scope="session")
+async def sim(tmp_state: Path) -> AsyncIterator[Simulator]:
+    async with Simulator(state_dir=tmp_state / "sim", tenants=3, users=60, seed=7) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=6)
+    yield p
+    await p.close()
+
+
+@dataclass
+class GraphAdmin:
+    """Changes a simulated tenant the way an administrator would: Graph's write API over HTTPS."""
+
+    graph_url: str
+    token: str
+    ca_file: str
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"}) as http, \
+                http.request(method, self.graph_url + path, json=body, ssl=ctx) as resp:
+            assert resp.status < 400, f"{method} {path}: {resp.status} {await resp.text()}"
+            return await resp.json() if resp.status != 204 else None
+
+
+@dataclass
+class Env:
+    engine: SyncEngine
+    subs: SubscriptionManager
+    settings: Settings
+    tenant: dict[str, str]
+    admin: GraphAdmin
+    org_id: str
+
+
+async def graph_admin(sim: Simulator, tenant: dict[str, str]) -> GraphAdmin:
+    cred = ClientSecretCredential(
+        tenant["tenant_id"], tenant["client_id"], tenant["client_secret"], authority=sim.info.authority_url,
+        disable_instance_discovery=True, connection_verify=sim.info.ca_file,
+    )
+    token = (await cred.get_token("https://graph.microsoft.com/.default")).token
+    await cred.close()
+    return GraphAdmin(sim.info.graph_url, token, sim.info.ca_file)
+
+
+async def make_org(
+    conn: asyncpg.Connection, tenant: dict[str, str], filters: dict[str, Any], *, register: bool = True
+) -> str:
+    """Register the tenant (once), a PSA tenant mapped to it and an Organization with sync enabled."""
+    if register:
+        await conn.execute(
+            """INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)
+               VALUES ($1, 'sim', $2, $3) ON CONFLICT (tenant_id) DO NOTHING""",
+            tenant["tenant_id"], tenant["client_id"], tenant["client_secret"],
+        )
+    psa = await conn.fetchval(
+        "INSERT INTO psa_tenants (name, microsoft_tenant_id) VALUES ($1, $2) RETURNING id",
+        f"psa-{uuid.uuid4().hex[:8]}", tenant["tenant_id"],
+    )
+    org = await conn.fetchval(
+        "INSERT INTO organizations (name, psa_tenant_id) VALUES ($1, $2) RETURNING id::text",
+        f"org-{uuid.uuid4().hex[:8]}", psa,
+    )
+    await conn.execute(
+        "INSERT INTO org_user_syncs (organization_id, status, filters) VALUES ($1::uuid, 'enabled', $2)",
+        org, filters,
+    )
+    return str(org)
+
+
+ALL = {"user_types": "all", "domains": "all", "office_locations": "all", "departments": "all", "groups": "all"}
+
+
+@pytest.fixture
+async def tenant_env(sim: Simulator, pool: asyncpg.Pool, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    """A tenant of its own per test (the simulator has several), with one enabled Organization."""
+    index = getattr(request, "param", 0)
+    tenant = sim.info.tenants[index]
+    settings = Settings(graph=GraphSettings(url=sim.info.graph_url, authority_url=sim.info.authority_url,
+                                            ca_file=sim.info.ca_file, max_retries=3))
+    graph = GraphClients(settings.graph)
+    async with pool.acquire() as conn:
+        org = await make_org(conn, tenant, ALL)
+    env = Env(SyncEngine(pool=pool, graph=graph, settings=settings),
+              SubscriptionManager(pool=pool, graph=graph, settings=settings),
+              settings, tenant, await graph_admin(sim, tenant), org)
+    yield env
+    await graph.close()
