@@ -1,0 +1,20 @@
+"""Benchmarks behind `entra-sync bench NAME` (CONTRACTS.md): each returns one JSON-able dict.
+
+Each benchmark lives in its own module and starts what it needs (embedded broker, simulator, child
+processes); nothing here is imported by the product's processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Dispatch `entra-sync bench NAME`; only `webhook` lives here so far (the others are wired by their owners)."""
+    if args.name == "webhook":
+        from worker.bench.webhook import bench_webhook
+
+        rate = int(args.rate) if args.rate else 2000
+        return [await bench_webhook(seconds=args.seconds, rate=rate)]
+    raise NotImplementedError(f"bench {args.name!r} is not wired yet")
