@@ -148,8 +148,13 @@ class AssetIndex:
         """Ids of the Assets sharing a MAC with one of `u`'s managed devices."""
         if not self._by_mac or not u.device_macs:
             return _EMPTY
-        found = [self._by_mac.get(normalize_mac(mac) or "", _EMPTY) for mac in u.device_macs]
+        found = [self._lookup(mac) for mac in u.device_macs]
         return found[0] if len(found) == 1 else frozenset().union(*found)
+
+    def _lookup(self, mac: str) -> frozenset[str]:
+        # Device MACs arrive normalised: look them up as they are before paying for normalisation.
+        hit = self._by_mac.get(mac)
+        return hit if hit is not None else self._by_mac.get(normalize_mac(mac) or "", _EMPTY)
 
 
 def linked_asset_ids(u: MirrorUser, assets: AssetIndex | Iterable[Asset]) -> frozenset[str]:
@@ -168,5 +173,5 @@ def content_hash(
     asset_ids: Iterable[str],
 ) -> bytes:
     """16-byte BLAKE2b of a canonical encoding (fixed field order, sorted keys and asset ids)."""
-    payload = ([fields.get(name) for name in END_USER_FIELDS], microsoft, sync_state, sorted(asset_ids))
+    payload = (list(map(fields.get, END_USER_FIELDS)), microsoft, sync_state, sorted(asset_ids))
     return hashlib.blake2b(_HASH_ENCODER.encode(payload), digest_size=16).digest()
