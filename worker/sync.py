@@ -53,7 +53,7 @@ class OrgRun:
         self.counts["created"] += len(plan.creates)
         self.counts["updated"] += len(plan.updates)
         self.counts["unchanged"] += plan.unchanged
-        self.counts["out_of_scope"] += getattr(plan, "out_of_scope", 0) + sum(
+        self.counts["out_of_scope"] += plan.out_of_scope + sum(
             1 for c in plan.state_changes if c.sync_state == "out_of_scope")
         self.counts["review"] += len(plan.reviews)
         self.pending_deactivations.extend(plan.deactivations)

@@ -24,7 +24,7 @@ from worker.sync import SyncEngine
 
 @pytest.fixture(scope="session")
 async def sim(tmp_state: Path) -> AsyncIterator[Simulator]:
-    async with Simulator(state_dir=tmp_state / "sim", tenants=3, users=60, seed=7) as simulator:
+    async with Simulator(state_dir=tmp_state / "sim", tenants=5, users=60, seed=7) as simulator:
         yield simulator
 
 

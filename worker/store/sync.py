@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from worker.core.model import (
     StateChange,
     StoredEndUser,
 )
+from worker.core.projection import email_keys
 from worker.graph import GraphUser, TenantCredentials
 
 _hash_encoder = msgspec.json.Encoder()
@@ -285,16 +286,6 @@ def _stored(row: asyncpg.Record) -> StoredEndUser:
     )
 
 
-def email_keys(users: Iterable[MirrorUser]) -> list[str]:
-    keys: set[str] = set()
-    for u in users:
-        if u.mail:
-            keys.add(u.mail.lower())
-        if u.user_principal_name and "#ext#" not in u.user_principal_name.lower():
-            keys.add(u.user_principal_name.lower())
-    return sorted(keys)
-
-
 async def load_end_users(
     conn: asyncpg.Connection, *, organization_id: str, tenant_id: str, users: Sequence[MirrorUser]
 ) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
@@ -306,7 +297,7 @@ async def load_end_users(
     )
     email_rows = await conn.fetch(
         _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND lower(e.email) = ANY($2::text[])",
-        organization_id, email_keys(users),
+        organization_id, sorted({k for u in users for k in email_keys(u)}),
     )
     linked = {r["entra_object_id"]: _stored(r) for r in linked_rows}
     by_email: dict[str, list[StoredEndUser]] = {}
