@@ -71,6 +71,7 @@ class Receiver:
         if token is not None:
             # Graph's handshake: echo the URL-decoded token, unchanged, as text/plain, before any other check.
             self.metrics.handshakes.labels(self.kind.value).inc()
+            log.info("webhook.handshake", kind=self.kind.value, status=200)
             return web.Response(text=token, content_type="text/plain")
         started = time.perf_counter()
         parsed: Parsed | None = None

@@ -182,7 +182,3 @@ def object_of(resource: str, data: ResourceData | None) -> tuple[ObjectType, str
     object_id = (data.id if data else None) or tail.partition("/")[0] or None
     return object_type, object_id
 
-
-def tenants_of(messages: Sequence[tuple[str, Message]]) -> int:
-    """How many distinct tenants a batch touches (for the canonical log line)."""
-    return len({tenant for tenant, _ in messages})

@@ -20,6 +20,8 @@ from worker.config import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
+_CONNECT_TIMEOUT_S = 10.0
+
 
 class Record(NamedTuple):
     topic: str
@@ -46,7 +48,7 @@ class KafkaSink:
         self._settings = settings
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Task[AIOKafkaProducer] | None = None
         self._next_connect_at = 0.0
         self._readiness_ttl_s = readiness_ttl_s
         self._ready: tuple[float, bool] = (0.0, False)
@@ -59,6 +61,8 @@ class KafkaSink:
             log.warning("webhook.kafka.unavailable", bootstrap_servers=self._settings.bootstrap_servers)
 
     async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
@@ -88,12 +92,19 @@ class KafkaSink:
         return True
 
     async def _connected_producer(self) -> AIOKafkaProducer:
+        """The producer, connecting first if needed. One connection attempt at a time, shared by all
+        callers and shielded from their deadlines, so a request timing out never leaves a half-made producer."""
         if self._producer is not None:
             return self._producer
-        async with self._connect_lock:
-            if self._producer is None:
-                self._producer = await self._connect()
-            return self._producer
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, task: asyncio.Task[AIOKafkaProducer]) -> None:
+        self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._producer = task.result()
 
     async def _connect(self) -> AIOKafkaProducer:
         now = time.monotonic()
@@ -104,10 +115,13 @@ class KafkaSink:
         # short expiry only bounds memory and shutdown time while the broker is away.
         producer = make_producer(self._settings, linger_ms=self._linger_ms, request_timeout_ms=5000)
         try:
-            await ensure_topics(self._settings)
-            await producer.start()
-        except Exception as exc:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await ensure_topics(self._settings)
+                await producer.start()
+        except BaseException as exc:
             await producer.stop()
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the sink is stopping
             raise BrokerUnavailable(f"cannot reach the broker: {type(exc).__name__}") from exc
         log.info("webhook.kafka.connected", bootstrap_servers=self._settings.bootstrap_servers)
         return producer

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -29,15 +29,18 @@ def metric(client: Client, name: str, **labels: str) -> float:
     return value or 0.0
 
 
+@pytest.mark.parametrize("encode", [lambda t: quote(t, safe=""), quote_plus], ids=["percent", "plus"])
 @pytest.mark.parametrize("path", ["/notifications", "/lifecycle"])
-async def test_handshake_echoes_the_decoded_token_exactly(client: Client, path: str) -> None:
+async def test_handshake_echoes_the_decoded_token_exactly(
+    client: Client, path: str, encode: Callable[[str], str]
+) -> None:
     resp = await client.post(
-        f"{path}?validationToken={quote(TOKEN, safe='')}",
+        f"{path}?validationToken={encode(TOKEN + ' a+b')}",
         headers={"Content-Type": "text/plain; charset=utf-8"},
     )
     assert resp.status == 200
     assert resp.content_type == "text/plain"
-    assert await resp.text() == TOKEN
+    assert await resp.text() == TOKEN + " a+b"
 
 
 async def test_handshake_counts(client: Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from worker.config import KafkaSettings
-from worker.embedded import EmbeddedKafka
+from worker.embedded import EmbeddedKafka, free_port
 
 from .conftest import Client, change_item, make_settings, new_id
 
@@ -53,12 +54,27 @@ def _kill(broker: EmbeddedKafka) -> None:
     broker.stop()
 
 
-async def test_webhook_starts_without_a_broker(make_client: Callable[..., Any]) -> None:
-    from worker.embedded import free_port
-
-    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", enable_idempotence=False)
+async def test_webhook_starts_without_a_broker_and_connects_when_it_appears(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_port()
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", enable_idempotence=False, topic_partitions=2)
     client: Client = await make_client(make_settings(kafka, publish_timeout_s=0.5))
+    body = {"value": [change_item(new_id(), new_id())]}
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503
-    resp = await client.post("/notifications", json={"value": [change_item(new_id(), new_id())]})
-    assert resp.status == 503
+    assert (await client.post("/notifications", json=body)).status == 503
+
+    broker = EmbeddedKafka(port=port, log_file=tmp_path / "tansu.log")
+    await broker.start()
+    try:
+        statuses = []
+        for _ in range(20):  # Graph's retries, compressed
+            statuses.append((await client.post("/notifications", json=body)).status)
+            if statuses[-1] == 202:
+                break
+            await asyncio.sleep(0.25)
+        assert statuses[-1] == 202, statuses
+    finally:
+        await client.close()
+        broker.stop()
