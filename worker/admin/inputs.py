@@ -1,0 +1,116 @@
+"""Validation of request bodies, query strings and path ids: every failure is a `BadRequest` naming the field.
+
+Only shapes are checked here; whether a referenced row exists is the store's business.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from worker.admin.errors import ApiError, BadRequest
+
+MAX_TEXT = 256
+
+
+async def json_body(request: web.Request, *, allowed: Collection[str]) -> dict[str, Any]:
+    """The request's JSON object; unknown keys are rejected so typos never pass silently."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("body", "must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body", "must be a JSON object")
+    unknown = sorted(k for k in body if k not in allowed)
+    if unknown:
+        raise BadRequest(unknown[0], "unknown field; expected one of " + ", ".join(sorted(allowed)))
+    return body
+
+
+def text(body: Mapping[str, Any], name: str, *, max_len: int = MAX_TEXT) -> str:
+    """A required, non-blank string (stripped)."""
+    value = optional_text(body, name, max_len=max_len)
+    if value is None:
+        raise BadRequest(name, "is required")
+    return value
+
+
+def optional_text(body: Mapping[str, Any], name: str, *, max_len: int = MAX_TEXT) -> str | None:
+    """An optional string: missing, null or blank is None."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(name, "must be a string")
+    value = value.strip()
+    if len(value) > max_len:
+        raise BadRequest(name, f"must be at most {max_len} characters")
+    return value or None
+
+
+def email(body: Mapping[str, Any], name: str = "email") -> str | None:
+    value = optional_text(body, name, max_len=320)
+    if value is None:
+        return None
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in value):
+        raise BadRequest(name, "must be an email address such as jane@contoso.com")
+    return value
+
+
+def uuid_value(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(name, "must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadRequest(name, "must be a UUID") from None
+
+
+def flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(name, "must be true or false")
+    return value
+
+
+def path_id(request: web.Request, name: str = "id") -> str:
+    """A UUID from the path; anything else names nothing, so it is a 404."""
+    raw = request.match_info[name]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ApiError(404, f"no such resource: {raw!r}") from None
+
+
+def query_uuid(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    return None if raw in (None, "") else uuid_value(raw, name)
+
+
+def query_text(request: web.Request, name: str, *, choices: Collection[str] | None = None) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    if choices is not None and raw not in choices:
+        raise BadRequest(name, "must be one of " + ", ".join(choices))
+    if len(raw) > MAX_TEXT:
+        raise BadRequest(name, f"must be at most {MAX_TEXT} characters")
+    return raw.strip()
+
+
+def query_int(request: web.Request, name: str, *, default: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(name, "must be an integer") from None
+    if not 0 <= value <= maximum:
+        raise BadRequest(name, f"must be between 0 and {maximum}")
+    return value

@@ -1,0 +1,267 @@
+"""The admin API's OpenAPI 3.1 document, written by hand (served at `/api/v1/openapi.json`).
+
+`tests/admin/test_openapi.py` checks that every route the app registers is described here and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(type_: str) -> dict[str, Any]:
+    return {"type": [type_, "null"]}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {"items": {"type": "array", "items": _ref(name)}}}
+
+
+_SECTION = {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+    },
+    "MicrosoftTenant": {"type": "object", "properties": {
+        "tenant_id": {"type": "string"}, "display_name": {"type": "string"}, "client_id": {"type": "string"},
+        "default_domain": _nullable("string"), "capabilities": {"type": "object"},
+        "psa_tenant_id": _nullable("string"), "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+    "MicrosoftTenantCreate": {
+        "type": "object", "required": ["tenant_id", "display_name", "client_id", "client_secret"],
+        "additionalProperties": False,
+        "properties": {"tenant_id": {"type": "string"}, "display_name": {"type": "string"},
+                       "client_id": {"type": "string"}, "client_secret": {"type": "string", "writeOnly": True},
+                       "default_domain": {"type": "string"}}},
+    "PsaTenant": {"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
+        "microsoft_tenant_id": _nullable("string"), "organizations": {"type": "integer"},
+        "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+    "Organization": {"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
+        "psa_tenant_id": {"type": "string"}, "psa_tenant_name": {"type": "string"},
+        "microsoft_tenant_id": _nullable("string"),
+        "user_sync_status": {"enum": ["not_set_up", "enabled", "disabled"]},
+        "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+    "Filters": {
+        "type": "object", "additionalProperties": False,
+        "required": ["user_types", "domains", "office_locations", "departments", "groups"],
+        "properties": {name: _SECTION for name in
+                       ("user_types", "domains", "office_locations", "departments", "groups")}},
+    "FiltersBody": {"type": "object", "required": ["filters"], "additionalProperties": False,
+                    "properties": {"filters": _ref("Filters")}},
+    "UserSync": {"type": "object", "properties": {
+        "organization_id": {"type": "string"}, "status": {"enum": ["not_set_up", "enabled", "disabled"]},
+        "filters": {"oneOf": [_ref("Filters"), {"type": "null"}]}, "in_progress": {"type": "boolean"},
+        "last_run": {"oneOf": [_ref("SyncRun"), {"type": "null"}]},
+        "microsoft_tenant_id": _nullable("string"), "enabled_at": _nullable("string"),
+        "disabled_at": _nullable("string")}},
+    "RunAccepted": {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}},
+    "OptionValue": {"type": "object", "properties": {"value": {"type": "string"}, "count": {"type": "integer"}}},
+    "Options": {"type": "object", "properties": {
+        "microsoft_tenant_id": {"type": "string"}, "total_users": {"type": "integer"},
+        **{name: {"type": "array", "items": _ref("OptionValue")}
+           for name in ("user_types", "domains", "office_locations", "departments")},
+        "groups": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": _nullable("string"), "count": {"type": "integer"}}}}}},
+    "Preview": {"type": "object", "properties": {
+        "microsoft_tenant_id": {"type": "string"}, "matching": {"type": "integer"},
+        "would_create": {"type": "integer"}, "would_update": {"type": "integer"},
+        "would_stop_updating": {"type": "integer"}, "would_review": {"type": "integer"},
+        "samples": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+        "warnings": {"type": "array", "items": {"type": "string"}}}},
+    "EndUser": {"type": "object", "properties": {
+        **{name: _nullable("string") for name in (
+            "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
+            "job_title", "sync_state_reason", "entra_tenant_id", "entra_object_id", "last_synced_at")},
+        "id": {"type": "string"}, "organization_id": {"type": "string"},
+        "sync_state": {"enum": ["synced", "out_of_scope", "sync_disabled", "deactivated", "manual"]},
+        "microsoft": {"type": ["object", "null"]},
+        "assets": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}}}}}},
+    "EndUserList": {"type": "object", "properties": {
+        "items": {"type": "array", "items": _ref("EndUser")}, "total": {"type": "integer"},
+        "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
+    "EndUserCreate": {"type": "object", "additionalProperties": False, "properties": {
+        name: {"type": "string"} for name in (
+            "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
+            "job_title")}},
+    "Asset": {"type": "object", "properties": {
+        "id": {"type": "string"}, "organization_id": {"type": "string"}, "name": {"type": "string"},
+        "mac_addresses": {"type": "array", "items": {"type": "string"}}, "created_at": {"type": "string"}}},
+    "AssetCreate": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+        "name": {"type": "string"}, "mac_addresses": {"type": "array", "items": {"type": "string"}}}},
+    "SyncRun": {"type": "object", "properties": {
+        "id": {"type": "string"}, "kind": {"type": "string"}, "organization_id": _nullable("string"),
+        "tenant_id": _nullable("string"),
+        "status": {"enum": ["queued", "running", "succeeded", "failed", "held"]},
+        "counts": {"type": "object"}, "warnings": {"type": "array"}, "error": _nullable("string"),
+        "requested_at": {"type": "string"}, "started_at": _nullable("string"),
+        "finished_at": _nullable("string")}},
+    "ReviewItem": {"type": "object", "properties": {
+        "id": {"type": "string"}, "organization_id": {"type": "string"}, "entra_tenant_id": {"type": "string"},
+        "entra_object_id": {"type": "string"}, "reason": {"type": "string"},
+        "candidate_ids": {"type": "array", "items": {"type": "string"}},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+        "entra_user": {"type": ["object", "null"]}, "status": {"enum": ["open", "resolved"]},
+        "resolution": {"type": ["object", "null"]}, "created_at": {"type": "string"},
+        "resolved_at": _nullable("string")}},
+    "PsaTenantCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
+                        "properties": {"name": {"type": "string"}}},
+    "PsaTenantMap": {"type": "object", "required": ["microsoft_tenant_id"], "additionalProperties": False,
+                     "properties": {"microsoft_tenant_id": {"type": "string"}}},
+    "OrganizationCreate": {"type": "object", "required": ["name", "psa_tenant_id"], "additionalProperties": False,
+                           "properties": {"name": {"type": "string"},
+                                          "psa_tenant_id": {"type": "string", "format": "uuid"}}},
+    "OrganizationAssign": {"type": "object", "required": ["psa_tenant_id"], "additionalProperties": False,
+                           "properties": {"psa_tenant_id": {"type": "string", "format": "uuid"}}},
+    "ReviewResolve": {"type": "object", "additionalProperties": False, "properties": {
+        "end_user_id": {"type": "string", "format": "uuid"}, "create": {"const": True}}},
+    "ReviewResolved": {"type": "object", "properties": {
+        "review_item_id": {"type": "string"}, "action": {"enum": ["link", "create"]},
+        "end_user_id": {"type": "string"}, "run_id": _nullable("string")}},
+}
+
+_ERRORS = {
+    "400": "bad input; the message names the field", "401": "missing or wrong bearer token",
+    "404": "no such resource", "409": "conflicts with the current state",
+}
+
+
+def _op(summary: str, ok: str, schema: str | None, *, status: str = "200", body: str | None = None,
+        errors: tuple[str, ...] = ("401",), query: tuple[str, ...] = ()) -> dict[str, Any]:
+    responses: dict[str, Any] = {status: {"description": ok}}
+    if schema is not None:
+        responses[status]["content"] = {JSON: {"schema": _ref(schema) if not schema.startswith("[") else
+                                               _list_of(schema[1:-1])}}
+    for code in errors:
+        responses[code] = {"description": _ERRORS[code], "content": {JSON: {"schema": _ref("Error")}}}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    if query:
+        op["parameters"] = [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                            for q in query]
+    return op
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_NF = ("401", "404")
+_BAD = ("400", "401", "404")
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/microsoft-tenants": {
+        "get": _op("List registered Microsoft tenants (never the client secret)", "tenants", "[MicrosoftTenant]"),
+        "post": _op("Register a Microsoft tenant", "registered", "MicrosoftTenant", status="201",
+                    body="MicrosoftTenantCreate", errors=("400", "401", "409")),
+    },
+    "/psa-tenants": {
+        "get": _op("List PSA tenants", "PSA tenants", "[PsaTenant]"),
+        "post": _op("Create a PSA tenant {name}", "created", "PsaTenant", status="201",
+                    body="PsaTenantCreate", errors=("400", "401", "409")),
+    },
+    "/psa-tenants/{id}/microsoft-tenant": {
+        "parameters": _ID,
+        "put": _op("Map (or remap) to a Microsoft tenant {microsoft_tenant_id}; End Users linked to a previous"
+                   " tenant become sync_disabled", "mapped", "PsaTenant", body="PsaTenantMap",
+                   errors=("400", "401", "404", "409")),
+        "delete": _op("Unmap; End Users linked to the tenant become sync_disabled (kept)", "unmapped",
+                      "PsaTenant", errors=_NF),
+    },
+    "/organizations": {
+        "get": _op("List Organizations", "Organizations", "[Organization]", errors=("400", "401"),
+                   query=("psa_tenant_id",)),
+        "post": _op("Create an Organization {name, psa_tenant_id}", "created", "Organization", status="201",
+                    body="OrganizationCreate", errors=("400", "401")),
+    },
+    "/organizations/{id}/psa-tenant": {
+        "parameters": _ID,
+        "put": _op("Re-assign to another PSA tenant {psa_tenant_id}; End Users linked to the old Microsoft"
+                   " tenant become sync_disabled", "re-assigned", "Organization", body="OrganizationAssign",
+                   errors=_BAD),
+    },
+    "/organizations/{id}/user-sync": {
+        "parameters": _ID,
+        "get": _op("User sync status, filters, in_progress and last run", "status", "UserSync", errors=_NF),
+        "put": _op("Enable or edit user sync with filters; queues an initial sync", "queued", "RunAccepted",
+                   status="202", body="FiltersBody", errors=("400", "401", "404", "409")),
+        "delete": _op("Disable user sync: End Users are kept and become sync_disabled", "disabled", "UserSync",
+                      errors=("401", "404", "409")),
+    },
+    "/organizations/{id}/user-sync/options": {
+        "parameters": _ID,
+        "get": _op("Values seen in the tenant mirror for each filter section, with counts", "options",
+                   "Options", errors=("401", "404", "409")),
+    },
+    "/organizations/{id}/user-sync/preview": {
+        "parameters": _ID,
+        "post": _op("What proposed filters would do, from the mirror (no Graph call)", "preview", "Preview",
+                    body="FiltersBody", errors=("400", "401", "404", "409")),
+    },
+    "/organizations/{id}/user-sync/runs": {
+        "parameters": _ID,
+        "post": _op("Run now with the current filters", "queued", "RunAccepted", status="202",
+                    errors=("401", "404", "409")),
+    },
+    "/organizations/{id}/end-users": {
+        "parameters": _ID,
+        "get": _op("List End Users (email = exact, case-insensitive; q = substring of name or email)",
+                   "End Users", "EndUserList", errors=_BAD,
+                   query=("email", "sync_state", "q", "limit", "offset")),
+        "post": _op("Create a manual End User", "created", "EndUser", status="201", body="EndUserCreate",
+                    errors=("400", "401", "404", "409")),
+    },
+    "/end-users/{id}": {
+        "parameters": _ID,
+        "get": _op("One End User with microsoft and assets", "End User", "EndUser", errors=_NF),
+        "delete": _op("Delete an End User", "deleted", None, status="204", errors=_NF),
+    },
+    "/organizations/{id}/assets": {
+        "parameters": _ID,
+        "get": _op("List Assets", "Assets", "[Asset]", errors=_NF),
+        "post": _op("Create an Asset; MAC addresses are normalised", "created", "Asset", status="201",
+                    body="AssetCreate", errors=_BAD),
+    },
+    "/sync-runs": {
+        "get": _op("List sync runs, newest first", "runs", "[SyncRun]", errors=("400", "401"),
+                   query=("organization_id", "tenant_id", "limit", "offset")),
+    },
+    "/sync-runs/{id}": {
+        "parameters": _ID,
+        "get": _op("One sync run", "run", "SyncRun", errors=_NF),
+    },
+    "/review-items": {
+        "get": _op("List review items (status open by default; open, resolved or all)", "review items",
+                   "[ReviewItem]", errors=("400", "401"), query=("organization_id", "status")),
+    },
+    "/review-items/{id}/resolve": {
+        "parameters": _ID,
+        "post": _op("Resolve: link {end_user_id} or {create: true}; queues an org-sync", "resolved",
+                    "ReviewResolved", body="ReviewResolve", errors=("400", "401", "404", "409")),
+    },
+    "/openapi.json": {
+        "get": {"summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}}},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Entra ID User Sync admin API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,902 @@
+"""The SQL of the admin API: configuration, End Users, assets, runs, review items, options and preview.
+
+Only the store package runs SQL. This module returns JSON-ready dicts and raises `NotFound`, `Conflict` or
+`InvalidReference`; the HTTP layer maps those to status codes once. It never talks to Kafka: the caller
+commits here first and enqueues after, so the worker never sees a command before the row it refers to.
+Every change that touches several rows runs in one transaction.
+
+jsonb columns are read as `::text` and written as `$n::text::jsonb`, so these queries work on a pool with or
+without a jsonb codec; `review_mirror_user` reuses the sync path's loader, which needs the codecs of
+`worker.store.pool.create_pool`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import asyncpg
+
+from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
+from worker.store.sync import load_mirror_users
+
+SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated")
+SAMPLE_SIZE = 5
+REASON_SYNC_DISABLED = "user sync disabled"
+_ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Row = asyncpg.Record | Mapping[str, Any]
+
+
+class StoreError(Exception):
+    """A request the data does not allow; `str(error)` is the operator-facing message."""
+
+
+class NotFound(StoreError):
+    """The resource named by the request path does not exist."""
+
+
+class Conflict(StoreError):
+    """The request contradicts the current state (duplicate, mapping conflict, not enabled …)."""
+
+
+class InvalidReference(StoreError):
+    """A body field refers to something that does not exist."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """A queued `org-sync` run; the caller publishes its Command after the commit."""
+
+    run_id: str
+    tenant_id: str
+    organization_id: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a committed change returns, and what the caller must publish about it."""
+
+    body: dict[str, Any]
+    runs: tuple[Enqueued, ...] = ()
+    stale_tenants: tuple[str, ...] = ()          # tenants whose subscriptions may no longer be needed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_body(self, body: dict[str, Any]) -> Outcome:
+        return Outcome(body=body, runs=self.runs, stale_tenants=self.stale_tenants, extra=self.extra)
+
+
+_NO_CHANGE = Outcome(body={}, extra={"end_users_stopped": 0})
+
+
+# ---- conversions -----------------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _record(row: Row, *, json_fields: Sequence[str] = ()) -> dict[str, Any]:
+    out = {key: _plain(value) for key, value in row.items()}
+    for key in json_fields:
+        out[key] = json.loads(out[key]) if out[key] is not None else None
+    return out
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _lowered(section: Any) -> list[str] | None:
+    """A filter section as SQL sees it: None for "all", else the lower-cased values."""
+    return None if section == "all" else [str(v).lower() for v in section]
+
+
+def _is_unique_violation(exc: Exception, constraint: str) -> bool:
+    return isinstance(exc, asyncpg.UniqueViolationError) and constraint in str(
+        getattr(exc, "constraint_name", "") or exc
+    )
+
+
+# ---- SQL fragments ----------------------------------------------------------------------------------------
+
+_ORG_SELECT = """
+SELECT o.id, o.name, o.psa_tenant_id, p.name AS psa_tenant_name, p.microsoft_tenant_id,
+       coalesce(s.status, 'not_set_up') AS user_sync_status, o.created_at, o.updated_at
+FROM organizations o
+JOIN psa_tenants p ON p.id = o.psa_tenant_id
+LEFT JOIN org_user_syncs s ON s.organization_id = o.id
+"""
+
+_END_USER_SELECT = """
+SELECT e.id, e.organization_id, e.first_name, e.last_name, e.email, e.phone, e.mobile, e.street, e.city,
+       e.state, e.postal_code, e.job_title, e.sync_state, e.sync_state_reason, e.entra_tenant_id,
+       e.entra_object_id, e.last_synced_at, e.created_at, e.updated_at, e.microsoft::text AS microsoft,
+       coalesce((SELECT json_agg(json_build_object('id', a.id, 'name', a.name) ORDER BY a.name, a.id)
+                 FROM end_user_assets ea JOIN assets a ON a.id = ea.asset_id
+                 WHERE ea.end_user_id = e.id), '[]')::text AS assets
+FROM end_users e
+"""
+
+_RUN_SELECT = """
+SELECT id, kind, organization_id, tenant_id, status, counts::text AS counts, warnings::text AS warnings,
+       error, requested_at, started_at, finished_at
+FROM sync_runs
+"""
+
+_REVIEW_SELECT = """
+SELECT r.id, r.organization_id, r.entra_tenant_id, r.entra_object_id, r.reason, r.candidate_ids, r.status,
+       r.resolution::text AS resolution, r.created_at, r.resolved_at,
+       (SELECT json_build_object('display_name', u.display_name, 'mail', u.mail,
+                                 'user_principal_name', u.user_principal_name)
+        FROM entra_users u WHERE u.tenant_id = r.entra_tenant_id AND u.id = r.entra_object_id
+       )::text AS entra_user,
+       coalesce((SELECT json_agg(json_build_object('id', e.id, 'first_name', e.first_name,
+                                 'last_name', e.last_name, 'email', e.email, 'sync_state', e.sync_state)
+                                 ORDER BY e.email)
+                 FROM end_users e WHERE e.id = ANY (r.candidate_ids)), '[]')::text AS candidates
+FROM review_items r
+"""
+
+# SQL forms of worker/core/filters.py and projection.py, so preview and options run as one statement over
+# 100,000 users; tests/admin/test_preview.py checks them against compile_filters and email_of on a matrix.
+_UPN = "lower(btrim(u.user_principal_name))"
+_IS_GUEST = f"position('#ext#' in {_UPN}) > 0"
+_MAIL_DOMAIN = "lower(btrim(substring(u.mail from '@([^@]*)$')))"
+_UPN_DOMAIN = (
+    f"CASE WHEN {_IS_GUEST} THEN coalesce(substring(split_part({_UPN}, '#ext#', 1) from '_([^_]*)$'), '')"
+    f" ELSE btrim(substring({_UPN} from '@([^@]*)$')) END"
+)
+_USER_EMAIL = (
+    f"coalesce(nullif(btrim(u.mail), ''),"
+    f" CASE WHEN {_IS_GUEST} THEN NULL ELSE nullif(btrim(u.user_principal_name), '') END)"
+)
+_MAIL_KEY = "lower(nullif(btrim(u.mail), ''))"
+_UPN_KEY = f"CASE WHEN {_IS_GUEST} THEN NULL ELSE nullif({_UPN}, '') END"
+
+# Users of tenant $1 matching filters $2..$6 (NULL = "all"); groups are matched transitively.
+_MATCHED_CTE = f"""
+sel_groups(id) AS (
+    SELECT g.id FROM entra_groups g WHERE g.tenant_id = $1 AND lower(g.id) = ANY ($6::text[])
+    UNION
+    SELECT unnest($6::text[])
+    UNION
+    SELECT m.member_id FROM entra_group_members m JOIN sel_groups s ON m.group_id = s.id
+    WHERE m.tenant_id = $1 AND m.member_type = 'group'
+),
+group_users AS (
+    SELECT DISTINCT m.member_id AS id FROM entra_group_members m
+    WHERE m.tenant_id = $1 AND m.member_type = 'user' AND m.group_id IN (SELECT id FROM sel_groups)
+),
+matched AS MATERIALIZED (
+    SELECT u.id, u.display_name, {_USER_EMAIL} AS email, {_MAIL_KEY} AS mail_key, {_UPN_KEY} AS upn_key
+    FROM entra_users u
+    WHERE u.tenant_id = $1 AND u.removed IS NULL
+      AND ($2::text[] IS NULL OR lower(btrim(u.user_type)) = ANY ($2::text[]))
+      AND ($3::text[] IS NULL OR {_MAIL_DOMAIN} = ANY ($3::text[]) OR {_UPN_DOMAIN} = ANY ($3::text[]))
+      AND ($4::text[] IS NULL OR lower(btrim(u.office_location)) = ANY ($4::text[]))
+      AND ($5::text[] IS NULL OR lower(btrim(u.department)) = ANY ($5::text[]))
+      AND ($6::text[] IS NULL OR u.id IN (SELECT id FROM group_users))
+)"""
+
+# Classifies matched users against the Organization's ($7) End Users, as the sync would: a linked End User
+# is updated; else one unlinked End User with the same mail or UPN is adopted (updated); two or more go to
+# review; none means create. Synced End Users whose Entra user no longer matches stop being updated.
+_PREVIEW_SQL = f"""
+WITH RECURSIVE {_MATCHED_CTE},
+linked AS MATERIALIZED (
+    SELECT e.id, e.entra_object_id, e.sync_state, e.first_name, e.last_name, e.email
+    FROM end_users e
+    WHERE e.organization_id = $7 AND e.entra_tenant_id = $1 AND e.entra_object_id IS NOT NULL
+),
+unlinked AS MATERIALIZED (
+    SELECT e.id, lower(e.email) AS k FROM end_users e
+    WHERE e.organization_id = $7 AND e.entra_object_id IS NULL AND e.email IS NOT NULL
+),
+candidates AS (
+    SELECT c.id, count(DISTINCT c.end_user_id) AS n, min(c.end_user_id::text) AS one FROM (
+        SELECT m.id, x.id AS end_user_id FROM matched m JOIN unlinked x ON x.k = m.mail_key
+        UNION ALL
+        SELECT m.id, x.id FROM matched m JOIN unlinked x ON x.k = m.upn_key
+    ) c GROUP BY c.id
+),
+classified AS MATERIALIZED (
+    SELECT m.id AS entra_object_id, m.display_name, m.email,
+           coalesce(l.id::text, CASE WHEN c.n = 1 THEN c.one END) AS end_user_id,
+           CASE WHEN l.id IS NOT NULL OR c.n = 1 THEN 'update' WHEN c.n IS NULL THEN 'create'
+                ELSE 'review' END AS category
+    FROM matched m
+    LEFT JOIN linked l ON l.entra_object_id = m.id
+    LEFT JOIN candidates c ON l.id IS NULL AND c.id = m.id
+    UNION ALL
+    SELECT l.entra_object_id, concat_ws(' ', l.first_name, l.last_name), l.email, l.id::text, 'stop'
+    FROM linked l
+    WHERE l.sync_state = 'synced' AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.id = l.entra_object_id)
+)
+SELECT
+    (SELECT count(*) FROM matched) AS matching,
+    (SELECT count(*) FROM classified WHERE category = 'create') AS would_create,
+    (SELECT count(*) FROM classified WHERE category = 'update') AS would_update,
+    (SELECT count(*) FROM classified WHERE category = 'stop') AS would_stop_updating,
+    (SELECT count(*) FROM classified WHERE category = 'review') AS would_review,
+    (SELECT coalesce(json_object_agg(category, items), '{{}}')::text FROM (
+        SELECT category, json_agg(json_build_object(
+                   'entra_object_id', entra_object_id, 'display_name', display_name, 'email', email,
+                   'end_user_id', end_user_id) ORDER BY display_name, entra_object_id) AS items
+        FROM (SELECT *, row_number() OVER (PARTITION BY category ORDER BY display_name, entra_object_id) AS n
+              FROM classified) ranked
+        WHERE n <= {SAMPLE_SIZE}
+        GROUP BY category) per_category) AS samples
+"""
+
+_OPTION_VALUES_SQL = f"""
+SELECT section, min(value) AS value, count(DISTINCT id) AS count
+FROM (
+    SELECT 'user_types' AS section, u.id, btrim(u.user_type) AS value, lower(btrim(u.user_type)) AS k
+        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
+    UNION ALL
+    SELECT 'office_locations', u.id, btrim(u.office_location), lower(btrim(u.office_location))
+        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
+    UNION ALL
+    SELECT 'departments', u.id, btrim(u.department), lower(btrim(u.department))
+        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
+    UNION ALL
+    SELECT 'domains', u.id, d.value, d.value
+        FROM entra_users u CROSS JOIN LATERAL (VALUES ({_MAIL_DOMAIN}), ({_UPN_DOMAIN})) AS d(value)
+        WHERE u.tenant_id = $1 AND u.removed IS NULL
+) v
+WHERE k IS NOT NULL AND k <> ''
+GROUP BY section, k
+ORDER BY section, count DESC, value
+"""
+
+_OPTION_GROUPS_SQL = """
+WITH RECURSIVE closure(root, id) AS (
+    SELECT g.id, g.id FROM entra_groups g WHERE g.tenant_id = $1 AND g.removed IS NULL
+    UNION
+    SELECT c.root, m.member_id FROM closure c
+    JOIN entra_group_members m ON m.tenant_id = $1 AND m.group_id = c.id AND m.member_type = 'group'
+)
+SELECT g.id, g.display_name AS name, count(DISTINCT u.id) AS count
+FROM entra_groups g
+LEFT JOIN closure c ON c.root = g.id
+LEFT JOIN entra_group_members m ON m.tenant_id = $1 AND m.group_id = c.id AND m.member_type = 'user'
+LEFT JOIN entra_users u ON u.tenant_id = $1 AND u.id = m.member_id AND u.removed IS NULL
+WHERE g.tenant_id = $1 AND g.removed IS NULL
+GROUP BY g.id, g.display_name
+ORDER BY count DESC, g.display_name, g.id
+"""
+
+class AdminStore:
+    """The admin API's view of PostgreSQL. Stateless apart from the pool it is given."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1")
+
+    # ---- Microsoft tenants --------------------------------------------------------------------------------
+
+    async def list_microsoft_tenants(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT m.tenant_id, m.display_name, m.client_id, m.default_domain,"
+            " m.capabilities::text AS capabilities, m.created_at, m.updated_at,"
+            " (SELECT p.id FROM psa_tenants p WHERE p.microsoft_tenant_id = m.tenant_id LIMIT 1)"
+            "   AS psa_tenant_id"
+            " FROM microsoft_tenants m ORDER BY m.display_name, m.tenant_id"
+        )
+        return [_record(r, json_fields=("capabilities",)) for r in rows]
+
+    async def create_microsoft_tenant(
+        self, *, tenant_id: str, display_name: str, client_id: str, client_secret: str,
+        default_domain: str | None,
+    ) -> dict[str, Any]:
+        try:
+            await self._pool.execute(
+                "INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret,"
+                " default_domain) VALUES ($1, $2, $3, $4, $5)",
+                tenant_id, display_name, client_id, client_secret, default_domain,
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"Microsoft tenant {tenant_id} is already registered") from None
+        tenants = await self.list_microsoft_tenants()
+        return next(t for t in tenants if t["tenant_id"] == tenant_id)
+
+    # ---- PSA tenants ---------------------------------------------------------------------------------------
+
+    async def list_psa_tenants(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT p.id, p.name, p.microsoft_tenant_id, p.created_at, p.updated_at,"
+            " (SELECT count(*) FROM organizations o WHERE o.psa_tenant_id = p.id) AS organizations"
+            " FROM psa_tenants p ORDER BY p.name"
+        )
+        return [_record(r) for r in rows]
+
+    async def get_psa_tenant(self, psa_tenant_id: str) -> dict[str, Any]:
+        tenants = [t for t in await self.list_psa_tenants() if t["id"] == psa_tenant_id]
+        if not tenants:
+            raise NotFound(f"no PSA tenant {psa_tenant_id}")
+        return tenants[0]
+
+    async def create_psa_tenant(self, name: str) -> dict[str, Any]:
+        try:
+            new_id = await self._pool.fetchval(
+                "INSERT INTO psa_tenants (name) VALUES ($1) RETURNING id", name
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"a PSA tenant named {name!r} already exists") from None
+        return await self.get_psa_tenant(str(new_id))
+
+    async def map_psa_tenant(self, psa_tenant_id: str, microsoft_tenant_id: str) -> Outcome:
+        """Map (or remap) a PSA tenant; End Users linked to a previous tenant stop being updated."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            psa = await _lock_psa_tenant(conn, psa_tenant_id)
+            await _require_microsoft_tenant(conn, microsoft_tenant_id)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('psa-map:' || $1))", microsoft_tenant_id
+            )
+            other = await conn.fetchval(
+                "SELECT name FROM psa_tenants WHERE microsoft_tenant_id = $1 AND id <> $2",
+                microsoft_tenant_id, psa["id"],
+            )
+            if other is not None:
+                raise Conflict(
+                    f"Microsoft tenant {microsoft_tenant_id} is already mapped to PSA tenant {other!r}"
+                )
+            change = _NO_CHANGE
+            if psa["microsoft_tenant_id"] != microsoft_tenant_id:
+                change = await _remap(conn, psa=psa, new_tenant=microsoft_tenant_id)
+        return change.with_body(await self.get_psa_tenant(psa_tenant_id))
+
+    async def unmap_psa_tenant(self, psa_tenant_id: str) -> Outcome:
+        """Unmap a PSA tenant; End Users linked to its Microsoft tenant stop being updated (kept)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            psa = await _lock_psa_tenant(conn, psa_tenant_id)
+            change = _NO_CHANGE
+            if psa["microsoft_tenant_id"] is not None:
+                change = await _remap(conn, psa=psa, new_tenant=None)
+        return change.with_body(await self.get_psa_tenant(psa_tenant_id))
+
+    # ---- Organizations -------------------------------------------------------------------------------------
+
+    async def list_organizations(self, *, psa_tenant_id: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            _ORG_SELECT + " WHERE $1::uuid IS NULL OR o.psa_tenant_id = $1 ORDER BY o.name, o.id",
+            psa_tenant_id,
+        )
+        return [_record(r) for r in rows]
+
+    async def get_organization(self, organization_id: str) -> dict[str, Any]:
+        row = await self._pool.fetchrow(_ORG_SELECT + " WHERE o.id = $1", organization_id)
+        if row is None:
+            raise NotFound(f"no Organization {organization_id}")
+        return _record(row)
+
+    async def create_organization(self, *, name: str, psa_tenant_id: str) -> dict[str, Any]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _require_psa_reference(conn, psa_tenant_id)
+            new_id = await conn.fetchval(
+                "INSERT INTO organizations (name, psa_tenant_id) VALUES ($1, $2) RETURNING id",
+                name, psa_tenant_id,
+            )
+        return await self.get_organization(str(new_id))
+
+    async def assign_organization(self, organization_id: str, psa_tenant_id: str) -> Outcome:
+        """Re-assign an Organization to another PSA tenant; links to the old Microsoft tenant stop."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await _lock_organization(conn, organization_id)
+            new_tenant = await _require_psa_reference(conn, psa_tenant_id)
+            old_tenant = org["microsoft_tenant_id"]
+            await conn.execute(
+                "UPDATE organizations SET psa_tenant_id = $2, updated_at = now() WHERE id = $1",
+                org["id"], psa_tenant_id,
+            )
+            runs: list[Enqueued] = []
+            marked = 0
+            if old_tenant is not None and old_tenant != new_tenant:
+                reason = f"Organization re-assigned; Microsoft tenant {old_tenant} no longer applies"
+                marked = await _stop_old_tenant(
+                    conn, org_ids=[org["id"]], tenant_id=old_tenant, reason=reason
+                )
+            if new_tenant is not None and new_tenant != old_tenant:
+                runs = await _queue_enabled(conn, org_ids=[org["id"]], tenant_id=new_tenant)
+        stale = (old_tenant,) if old_tenant and old_tenant != new_tenant else ()
+        return Outcome(
+            body=await self.get_organization(organization_id), runs=tuple(runs), stale_tenants=stale,
+            extra={"end_users_stopped": marked},
+        )
+
+    # ---- User sync -----------------------------------------------------------------------------------------
+
+    async def get_user_sync(self, organization_id: str) -> dict[str, Any]:
+        org = await self.get_organization(organization_id)
+        row = await self._pool.fetchrow(
+            "SELECT status, filters::text AS filters, enabled_at, disabled_at, updated_at"
+            " FROM org_user_syncs WHERE organization_id = $1", organization_id,
+        )
+        in_progress = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE organization_id = $1"
+            " AND status IN ('queued', 'running'))", organization_id,
+        )
+        last = await self._pool.fetchrow(
+            _RUN_SELECT + " WHERE organization_id = $1 ORDER BY requested_at DESC, id LIMIT 1",
+            organization_id,
+        )
+        sync = _record(row, json_fields=("filters",)) if row else {}
+        return {
+            "organization_id": organization_id,
+            "status": sync.get("status", "not_set_up"),
+            "filters": sync.get("filters"),
+            "in_progress": bool(in_progress),
+            "last_run": _run(last) if last else None,
+            "microsoft_tenant_id": org["microsoft_tenant_id"],
+            "enabled_at": sync.get("enabled_at"),
+            "disabled_at": sync.get("disabled_at"),
+        }
+
+    async def enable_user_sync(self, organization_id: str, filters_json: dict[str, Any]) -> Enqueued:
+        """Enable or edit an Organization's user sync and queue its initial sync run."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await _lock_organization(conn, organization_id)
+            tenant_id = _require_mapped(org)
+            await conn.execute(
+                "INSERT INTO org_user_syncs (organization_id, status, filters, enabled_at)"
+                " VALUES ($1, 'enabled', $2::text::jsonb, now())"
+                " ON CONFLICT (organization_id) DO UPDATE SET status = 'enabled', filters = EXCLUDED.filters,"
+                "  enabled_at = CASE WHEN org_user_syncs.status = 'enabled' THEN org_user_syncs.enabled_at"
+                "               ELSE now() END,"
+                "  updated_at = now()",
+                org["id"], _dumps(filters_json),
+            )
+            return await _queue_run(conn, organization_id=org["id"], tenant_id=tenant_id)
+
+    async def queue_org_sync(self, organization_id: str) -> Enqueued:
+        """Run now: queue an org-sync with the current filters (the sync must be enabled)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await _lock_organization(conn, organization_id)
+            if org["user_sync_status"] != "enabled":
+                raise Conflict("user sync is not enabled for this Organization")
+            tenant_id = _require_mapped(org)
+            return await _queue_run(conn, organization_id=org["id"], tenant_id=tenant_id)
+
+    async def disable_user_sync(self, organization_id: str) -> Outcome:
+        """Disable: every linked End User of the Organization stops being updated; nobody is deleted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await _lock_organization(conn, organization_id)
+            if org["user_sync_status"] == "not_set_up":
+                raise Conflict("user sync is not set up for this Organization")
+            await conn.execute(
+                "UPDATE org_user_syncs SET status = 'disabled', updated_at = now(),"
+                " disabled_at = CASE WHEN status = 'enabled' THEN now() ELSE disabled_at END"
+                " WHERE organization_id = $1", org["id"],
+            )
+            marked = await conn.fetchval(
+                "WITH changed AS (UPDATE end_users SET sync_state = 'sync_disabled', sync_state_reason = $2,"
+                " updated_at = now() WHERE organization_id = $1 AND entra_object_id IS NOT NULL"
+                " AND sync_state NOT IN ('manual', 'sync_disabled') RETURNING 1)"
+                " SELECT count(*) FROM changed",
+                org["id"], REASON_SYNC_DISABLED,
+            )
+        tenant = org["microsoft_tenant_id"]
+        return Outcome(
+            body=await self.get_user_sync(organization_id), stale_tenants=(tenant,) if tenant else (),
+            extra={"end_users_stopped": marked},
+        )
+
+    async def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a queued run failed (its command could not be enqueued)."""
+        await self._pool.execute(
+            "UPDATE sync_runs SET status = 'failed', error = $2, finished_at = now()"
+            " WHERE id = $1 AND status = 'queued'", run_id, error,
+        )
+
+    async def mapped_tenant(self, organization_id: str) -> str:
+        """The Microsoft tenant an Organization syncs from; Conflict when its PSA tenant is unmapped."""
+        org = await self.get_organization(organization_id)
+        return _require_mapped(org)
+
+    async def options(self, organization_id: str) -> dict[str, Any]:
+        """Each filter section's values seen in the Organization's tenant mirror, with user counts."""
+        tenant_id = await self.mapped_tenant(organization_id)
+        async with self._pool.acquire() as conn:
+            values = await conn.fetch(_OPTION_VALUES_SQL, tenant_id)
+            groups = await conn.fetch(_OPTION_GROUPS_SQL, tenant_id)
+            total = await conn.fetchval(
+                "SELECT count(*) FROM entra_users WHERE tenant_id = $1 AND removed IS NULL", tenant_id
+            )
+        out: dict[str, Any] = {
+            "microsoft_tenant_id": tenant_id, "total_users": total,
+            "user_types": [], "domains": [], "office_locations": [], "departments": [],
+        }
+        for r in values:
+            out[r["section"]].append({"value": r["value"], "count": r["count"]})
+        out["groups"] = [_record(r) for r in groups]
+        return out
+
+    async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
+        """What proposed filters would do, from the mirror alone: no Graph call, one SQL statement."""
+        tenant_id = await self.mapped_tenant(organization_id)
+        row = await self._pool.fetchrow(
+            _PREVIEW_SQL, tenant_id, _lowered(filters.user_types), _lowered(filters.domains),
+            _lowered(filters.office_locations), _lowered(filters.departments), _lowered(filters.groups),
+            organization_id,
+        )
+        assert row is not None
+        samples = json.loads(row["samples"])
+        return {
+            "microsoft_tenant_id": tenant_id,
+            "matching": row["matching"],
+            "would_create": row["would_create"],
+            "would_update": row["would_update"],
+            "would_stop_updating": row["would_stop_updating"],
+            "would_review": row["would_review"],
+            "samples": {
+                "would_create": samples.get("create", []),
+                "would_update": samples.get("update", []),
+                "would_stop_updating": samples.get("stop", []),
+                "would_review": samples.get("review", []),
+            },
+            "warnings": ["these filters select nobody"] if row["matching"] == 0 else [],
+        }
+
+    # ---- End Users -----------------------------------------------------------------------------------------
+
+    async def list_end_users(
+        self, organization_id: str, *, email: str | None = None, sync_state: str | None = None,
+        q: str | None = None, limit: int = 100, offset: int = 0,
+    ) -> dict[str, Any]:
+        await self.get_organization(organization_id)
+        pattern = None if not q else "%" + _escape_like(q) + "%"
+        where = (
+            " WHERE e.organization_id = $1 AND ($2::text IS NULL OR lower(e.email) = lower($2))"
+            " AND ($3::text IS NULL OR e.sync_state = $3)"
+            " AND ($4::text IS NULL OR e.first_name ILIKE $4 OR e.last_name ILIKE $4 OR e.email ILIKE $4"
+            "      OR concat_ws(' ', e.first_name, e.last_name) ILIKE $4)"
+        )
+        args = (organization_id, email, sync_state, pattern)
+        async with self._pool.acquire() as conn:
+            total = await conn.fetchval("SELECT count(*) FROM end_users e" + where, *args)
+            rows = await conn.fetch(
+                _END_USER_SELECT + where + " ORDER BY lower(e.last_name), lower(e.first_name), e.id"
+                " LIMIT $5 OFFSET $6", *args, limit, offset,
+            )
+        return {"items": [_end_user(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+
+    async def get_end_user(self, end_user_id: str) -> dict[str, Any]:
+        row = await self._pool.fetchrow(_END_USER_SELECT + " WHERE e.id = $1", end_user_id)
+        if row is None:
+            raise NotFound(f"no End User {end_user_id}")
+        return _end_user(row)
+
+    async def create_manual_end_user(
+        self, organization_id: str, fields: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        await self.get_organization(organization_id)
+        columns = [f for f in END_USER_FIELDS if f in fields]
+        placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+        sql = (
+            f"INSERT INTO end_users (organization_id, {', '.join(columns)}, sync_state)"
+            f" VALUES ($1, {placeholders}, 'manual') RETURNING id"
+        )
+        try:
+            new_id = await self._pool.fetchval(sql, organization_id, *(fields[c] for c in columns))
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"an End User with email {fields.get('email')} already exists in this Organization"
+            ) from None
+        return await self.get_end_user(str(new_id))
+
+    async def delete_end_user(self, end_user_id: str) -> None:
+        deleted = await self._pool.fetchval("DELETE FROM end_users WHERE id = $1 RETURNING id", end_user_id)
+        if deleted is None:
+            raise NotFound(f"no End User {end_user_id}")
+
+    # ---- Assets --------------------------------------------------------------------------------------------
+
+    async def list_assets(self, organization_id: str) -> list[dict[str, Any]]:
+        await self.get_organization(organization_id)
+        rows = await self._pool.fetch(
+            "SELECT id, organization_id, name, mac_addresses, created_at FROM assets"
+            " WHERE organization_id = $1 ORDER BY name, id", organization_id,
+        )
+        return [_record(r) for r in rows]
+
+    async def create_asset(self, organization_id: str, *, name: str, macs: Sequence[str]) -> dict[str, Any]:
+        """Create an Asset and link it at once to synced End Users whose devices carry one of its MACs."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await _lock_organization(conn, organization_id)
+            row = await conn.fetchrow(
+                "INSERT INTO assets (organization_id, name, mac_addresses) VALUES ($1, $2, $3)"
+                " RETURNING id, organization_id, name, mac_addresses, created_at",
+                org["id"], name, list(macs),
+            )
+            assert row is not None
+            await conn.execute(
+                "INSERT INTO end_user_assets (end_user_id, asset_id)"
+                " SELECT e.id, $2 FROM end_users e"
+                " JOIN entra_users u ON u.tenant_id = e.entra_tenant_id AND u.id = e.entra_object_id"
+                " WHERE e.organization_id = $1 AND e.entra_tenant_id = $3 AND e.sync_state = 'synced'"
+                "   AND u.device_macs && $4::text[]"
+                " ON CONFLICT DO NOTHING",
+                org["id"], row["id"], org["microsoft_tenant_id"], list(macs),
+            )
+        return _record(row)
+
+    # ---- Sync runs -----------------------------------------------------------------------------------------
+
+    async def list_runs(
+        self, *, organization_id: str | None = None, tenant_id: str | None = None, limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            _RUN_SELECT + " WHERE ($1::uuid IS NULL OR organization_id = $1)"
+            " AND ($2::text IS NULL OR tenant_id = $2) ORDER BY requested_at DESC, id LIMIT $3 OFFSET $4",
+            organization_id, tenant_id, limit, offset,
+        )
+        return [_run(r) for r in rows]
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        row = await self._pool.fetchrow(_RUN_SELECT + " WHERE id = $1", run_id)
+        if row is None:
+            raise NotFound(f"no sync run {run_id}")
+        return _run(row)
+
+    # ---- Review items --------------------------------------------------------------------------------------
+
+    async def list_review_items(
+        self, *, organization_id: str | None = None, status: str | None = "open"
+    ) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            _REVIEW_SELECT + " WHERE ($1::uuid IS NULL OR r.organization_id = $1)"
+            " AND ($2::text IS NULL OR r.status = $2) ORDER BY r.created_at, r.id",
+            organization_id, status,
+        )
+        return [_review(r) for r in rows]
+
+    async def get_review_item(self, review_id: str) -> dict[str, Any]:
+        row = await self._pool.fetchrow(_REVIEW_SELECT + " WHERE r.id = $1", review_id)
+        if row is None:
+            raise NotFound(f"no review item {review_id}")
+        return _review(row)
+
+    async def review_mirror_user(self, review_id: str) -> MirrorUser | None:
+        """The Entra user a review item is about, as the mirror holds it (None when gone)."""
+        review = await self.get_review_item(review_id)
+        async with self._pool.acquire() as conn:
+            users = await load_mirror_users(
+                cast(asyncpg.Connection, conn), review["entra_tenant_id"], [review["entra_object_id"]]
+            )
+        return users[0] if users else None
+
+    async def resolve_review_link(self, review_id: str, end_user_id: str) -> Outcome:
+        """Link an existing End User of the Organization to the review's Entra user."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            review, org = await _lock_open_review(conn, review_id)
+            end_user = await conn.fetchrow(
+                "SELECT id, entra_tenant_id, entra_object_id FROM end_users"
+                " WHERE id = $1 AND organization_id = $2 FOR UPDATE", end_user_id, review["organization_id"],
+            )
+            if end_user is None:
+                raise InvalidReference("end_user_id", "no End User with this id in the review's Organization")
+            target = (review["entra_tenant_id"], review["entra_object_id"])
+            if end_user["entra_object_id"] is not None and (
+                end_user["entra_tenant_id"], end_user["entra_object_id"]
+            ) != target:
+                raise Conflict("that End User is already linked to another Entra user")
+            state, reason = _linked_state(org)
+            try:
+                await conn.execute(
+                    "UPDATE end_users SET entra_tenant_id = $2, entra_object_id = $3, sync_state = $4,"
+                    " sync_state_reason = $5, content_hash = NULL, updated_at = now() WHERE id = $1",
+                    end_user["id"], *target, state, reason,
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(_ALREADY_LINKED) from None
+            return await _finish_review(
+                conn, review=review, org=org, end_user_id=str(end_user["id"]), action="link"
+            )
+
+    async def resolve_review_create(self, review_id: str, fields: Mapping[str, str | None]) -> Outcome:
+        """Create a linked End User for the review's Entra user (without the email if it is taken)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            review, org = await _lock_open_review(conn, review_id)
+            values = {f: fields.get(f) for f in END_USER_FIELDS}
+            if values["email"] and await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM end_users"
+                " WHERE organization_id = $1 AND lower(email) = lower($2))",
+                review["organization_id"], values["email"],
+            ):
+                values["email"] = None
+            state, reason = _linked_state(org)
+            cols = ", ".join(END_USER_FIELDS)
+            params = ", ".join(f"${i}" for i in range(6, len(END_USER_FIELDS) + 6))
+            try:
+                new_id = await conn.fetchval(
+                    f"INSERT INTO end_users (organization_id, entra_tenant_id, entra_object_id, sync_state,"
+                    f" sync_state_reason, {cols}) VALUES ($1, $2, $3, $4, $5, {params}) RETURNING id",
+                    review["organization_id"], review["entra_tenant_id"], review["entra_object_id"], state,
+                    reason, *values.values(),
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(_ALREADY_LINKED) from None
+            return await _finish_review(
+                conn, review=review, org=org, end_user_id=str(new_id), action="create"
+            )
+
+
+# ---- helpers that run inside a caller's transaction ------------------------------------------------------
+
+async def _lock_psa_tenant(conn: Conn, psa_tenant_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT id, name, microsoft_tenant_id, created_at, updated_at FROM psa_tenants"
+        " WHERE id = $1 FOR UPDATE",
+        psa_tenant_id,
+    )
+    if row is None:
+        raise NotFound(f"no PSA tenant {psa_tenant_id}")
+    return row
+
+
+async def _lock_organization(conn: Conn, organization_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        _ORG_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", organization_id
+    )
+    if row is None:
+        raise NotFound(f"no Organization {organization_id}")
+    return row
+
+
+async def _require_microsoft_tenant(conn: Conn, tenant_id: str) -> None:
+    exists = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1)", tenant_id
+    )
+    if not exists:
+        raise InvalidReference("microsoft_tenant_id", f"no Microsoft tenant {tenant_id} is registered")
+
+
+async def _require_psa_reference(conn: Conn, psa_tenant_id: str) -> str | None:
+    """The Microsoft tenant of an existing PSA tenant named in a body (InvalidReference when none)."""
+    row = await conn.fetchrow("SELECT microsoft_tenant_id FROM psa_tenants WHERE id = $1", psa_tenant_id)
+    if row is None:
+        raise InvalidReference("psa_tenant_id", f"no PSA tenant {psa_tenant_id}")
+    tenant: str | None = row["microsoft_tenant_id"]
+    return tenant
+
+
+def _require_mapped(org: Row) -> str:
+    tenant: str | None = org["microsoft_tenant_id"]
+    if tenant is None:
+        raise Conflict(
+            f"PSA tenant {org['psa_tenant_name']!r} of this Organization is not mapped to a Microsoft tenant"
+        )
+    return tenant
+
+
+async def _remap(conn: Conn, *, psa: asyncpg.Record, new_tenant: str | None) -> Outcome:
+    """Point a PSA tenant at `new_tenant`: stop links to the old one, queue syncs from the new one."""
+    old = psa["microsoft_tenant_id"]
+    await conn.execute(
+        "UPDATE psa_tenants SET microsoft_tenant_id = $2, updated_at = now() WHERE id = $1",
+        psa["id"], new_tenant,
+    )
+    orgs = await conn.fetch("SELECT id FROM organizations WHERE psa_tenant_id = $1", psa["id"])
+    org_ids = [r["id"] for r in orgs]
+    marked = 0
+    if old is not None:
+        reason = f"Microsoft tenant {old} unmapped from PSA tenant {psa['name']}"
+        marked = await _stop_old_tenant(conn, org_ids=org_ids, tenant_id=old, reason=reason)
+    runs = await _queue_enabled(conn, org_ids=org_ids, tenant_id=new_tenant) if new_tenant else []
+    return Outcome(
+        body={}, runs=tuple(runs), stale_tenants=(old,) if old else (), extra={"end_users_stopped": marked}
+    )
+
+
+async def _queue_run(conn: Conn, *, organization_id: Any, tenant_id: str) -> Enqueued:
+    run_id = await conn.fetchval(
+        "INSERT INTO sync_runs (kind, organization_id, tenant_id, status)"
+        " VALUES ('org-sync', $1, $2, 'queued') RETURNING id", organization_id, tenant_id,
+    )
+    return Enqueued(run_id=str(run_id), tenant_id=tenant_id, organization_id=str(organization_id))
+
+
+async def _queue_enabled(conn: Conn, *, org_ids: Sequence[Any], tenant_id: str) -> list[Enqueued]:
+    """Queue an org-sync for each of these Organizations whose user sync is enabled."""
+    rows = await conn.fetch(
+        "INSERT INTO sync_runs (kind, organization_id, tenant_id, status)"
+        " SELECT 'org-sync', s.organization_id, $2, 'queued' FROM org_user_syncs s"
+        " WHERE s.organization_id = ANY ($1::uuid[]) AND s.status = 'enabled'"
+        " RETURNING id, organization_id", list(org_ids), tenant_id,
+    )
+    return [
+        Enqueued(run_id=str(r["id"]), tenant_id=tenant_id, organization_id=str(r["organization_id"]))
+        for r in rows
+    ]
+
+
+async def _stop_old_tenant(
+    conn: Conn, *, org_ids: Sequence[Any], tenant_id: str, reason: str
+) -> int:
+    """End Users of these Organizations linked to `tenant_id` stop being updated; open reviews close."""
+    count = await conn.fetchval(
+        "WITH changed AS (UPDATE end_users SET sync_state = 'sync_disabled', sync_state_reason = $3,"
+        " updated_at = now() WHERE organization_id = ANY ($1::uuid[]) AND entra_tenant_id = $2"
+        " AND sync_state <> 'manual' RETURNING 1) SELECT count(*) FROM changed",
+        list(org_ids), tenant_id, reason,
+    )
+    await conn.execute(
+        "UPDATE review_items SET status = 'resolved', resolved_at = now(), resolution = $3::text::jsonb"
+        " WHERE organization_id = ANY ($1::uuid[]) AND entra_tenant_id = $2 AND status = 'open'",
+        list(org_ids), tenant_id, _dumps({"action": "dismissed", "reason": reason}),
+    )
+    return int(count)
+
+
+async def _lock_open_review(conn: Conn, review_id: str) -> tuple[asyncpg.Record, asyncpg.Record]:
+    review = await conn.fetchrow(
+        "SELECT id, organization_id, entra_tenant_id, entra_object_id, status FROM review_items"
+        " WHERE id = $1 FOR UPDATE", review_id,
+    )
+    if review is None:
+        raise NotFound(f"no review item {review_id}")
+    if review["status"] != "open":
+        raise Conflict("this review item is already resolved")
+    org = await _lock_organization(conn, review["organization_id"])
+    if org["microsoft_tenant_id"] != review["entra_tenant_id"]:
+        raise Conflict(
+            f"the review's Microsoft tenant {review['entra_tenant_id']} is no longer mapped"
+            " to the Organization"
+        )
+    return review, org
+
+
+def _linked_state(org: Row) -> tuple[str, str | None]:
+    if org["user_sync_status"] == "enabled":
+        return "synced", "linked by an operator"
+    return "sync_disabled", REASON_SYNC_DISABLED
+
+
+async def _finish_review(
+    conn: Conn, *, review: asyncpg.Record, org: asyncpg.Record, end_user_id: str, action: str
+) -> Outcome:
+    await conn.execute(
+        "UPDATE review_items SET status = 'resolved', resolved_at = now(), resolution = $2::text::jsonb"
+        " WHERE id = $1", review["id"], _dumps({"action": action, "end_user_id": end_user_id}),
+    )
+    runs: list[Enqueued] = []
+    if org["user_sync_status"] == "enabled":
+        runs.append(await _queue_run(conn, organization_id=org["id"], tenant_id=review["entra_tenant_id"]))
+    return Outcome(
+        body={"review_item_id": str(review["id"]), "action": action, "end_user_id": end_user_id},
+        runs=tuple(runs),
+    )
+
+
+def _end_user(row: Row) -> dict[str, Any]:
+    return _record(row, json_fields=("microsoft", "assets"))
+
+
+def _run(row: Row) -> dict[str, Any]:
+    return _record(row, json_fields=("counts", "warnings"))
+
+
+def _review(row: Row) -> dict[str, Any]:
+    out = _record(row, json_fields=("resolution", "entra_user", "candidates"))
+    out["candidate_ids"] = [str(c) for c in row["candidate_ids"]]
+    return out
