@@ -1,0 +1,101 @@
+"""Sync runs (list, one) and review items (list, resolve by linking or by creating)."""
+
+from __future__ import annotations
+
+import uuid
+
+from .conftest import ALL_FILTERS, Api, FakePublisher, World, insert_end_user, seed_mirror
+
+
+async def test_runs_list_and_one(api: Api) -> None:
+    world = await api.world()
+    first = await api.enable(world.org_id)
+    second = (await api.ok("POST", f"/organizations/{world.org_id}/user-sync/runs", status=202))["run_id"]
+    runs = (await api.ok("GET", f"/sync-runs?organization_id={world.org_id}"))["items"]
+    assert [r["id"] for r in runs] == [second, first]
+    assert runs[0]["counts"] == {} and runs[0]["warnings"] == [] and runs[0]["error"] is None
+    assert [r["id"] for r in (await api.ok("GET", f"/sync-runs?organization_id={world.org_id}&limit=1"))["items"]] \
+        == [second]
+    assert {r["id"] for r in (await api.ok("GET", f"/sync-runs?tenant_id={world.tenant_id}"))["items"]} == {
+        first, second}
+    assert (await api.ok("GET", f"/sync-runs/{first}"))["status"] == "queued"
+    assert (await api.call("GET", f"/sync-runs/{uuid.uuid4()}")).status == 404
+    resp = await api.call("GET", "/sync-runs?organization_id=zzz")
+    assert resp.status == 400 and resp.body["error"]["field"] == "organization_id"
+
+
+async def _review(api: Api, world: World, *, candidates: list[str], object_id: str = "entra-1") -> str:
+    review_id = await api.pool.fetchval(
+        "INSERT INTO review_items (organization_id, entra_tenant_id, entra_object_id, reason, candidate_ids)"
+        " VALUES ($1, $2, $3, 'two End Users share this email', $4::uuid[]) RETURNING id",
+        world.org_id, world.tenant_id, object_id, candidates,
+    )
+    return str(review_id)
+
+
+async def _ambiguous(api: Api) -> tuple[World, list[str], str]:
+    world = await api.world()
+    await api.enable(world.org_id)
+    await seed_mirror(api.pool, world.tenant_id, [{
+        "id": "entra-1", "display_name": "Jane Doe", "given_name": "Jane", "surname": "Doe",
+        "mail": "jane@contoso.com", "user_principal_name": "jdoe@contoso.com"}])
+    a = await insert_end_user(api.pool, world.org_id, state="manual", email="jane@contoso.com")
+    b = await insert_end_user(api.pool, world.org_id, state="manual", email="jdoe@contoso.com")
+    return world, [a, b], await _review(api, world, candidates=[a, b])
+
+
+async def test_review_list_shows_the_entra_user_and_candidates(api: Api) -> None:
+    world, candidates, review_id = await _ambiguous(api)
+    [item] = (await api.ok("GET", f"/review-items?organization_id={world.org_id}"))["items"]
+    assert item["id"] == review_id and item["status"] == "open" and item["candidate_ids"] == candidates
+    assert item["entra_user"]["mail"] == "jane@contoso.com"
+    assert {c["email"] for c in item["candidates"]} == {"jane@contoso.com", "jdoe@contoso.com"}
+    assert (await api.ok("GET", f"/review-items?organization_id={world.org_id}&status=resolved"))["items"] == []
+    resp = await api.call("GET", "/review-items?status=maybe")
+    assert resp.status == 400 and resp.body["error"]["field"] == "status"
+
+
+async def test_resolve_by_linking(api: Api, publisher: FakePublisher) -> None:
+    world, (chosen, _), review_id = await _ambiguous(api)
+    publisher.sent.clear()
+    result = await api.ok("POST", f"/review-items/{review_id}/resolve", {"end_user_id": chosen})
+    assert result["action"] == "link" and result["end_user_id"] == chosen and result["run_id"]
+    linked = await api.ok("GET", f"/end-users/{chosen}")
+    assert (linked["entra_object_id"], linked["sync_state"]) == ("entra-1", "synced")
+    [sync] = publisher.commands("org-sync")
+    assert sync.run_id == result["run_id"] and sync.organization_id == world.org_id
+    resp = await api.call("POST", f"/review-items/{review_id}/resolve", {"end_user_id": chosen})
+    assert resp.status == 409 and "already resolved" in resp.body["error"]["message"]
+    [item] = (await api.ok("GET", f"/review-items?organization_id={world.org_id}&status=all"))["items"]
+    assert item["status"] == "resolved" and item["resolution"] == {"action": "link", "end_user_id": chosen}
+
+
+async def test_resolve_by_creating_drops_a_taken_email(api: Api, publisher: FakePublisher) -> None:
+    world, _, review_id = await _ambiguous(api)
+    result = await api.ok("POST", f"/review-items/{review_id}/resolve", {"create": True})
+    created = await api.ok("GET", f"/end-users/{result['end_user_id']}")
+    assert (created["first_name"], created["last_name"], created["email"]) == ("Jane", "Doe", None)
+    assert (created["entra_object_id"], created["sync_state"]) == ("entra-1", "synced")
+    assert publisher.commands("org-sync")[-1].run_id == result["run_id"]
+
+
+async def test_resolve_errors_write_nothing(api: Api) -> None:
+    world, (a, _), review_id = await _ambiguous(api)
+    path = f"/review-items/{review_id}/resolve"
+    for body, field in [({}, "end_user_id"), ({"end_user_id": a, "create": True}, "end_user_id"),
+                        ({"create": "yes"}, "create"), ({"end_user_id": "x"}, "end_user_id"),
+                        ({"end_user_id": str(uuid.uuid4())}, "end_user_id"), ({"why": 1}, "why")]:
+        resp = await api.call("POST", path, body)
+        assert resp.status == 400 and resp.body["error"]["field"] == field, (body, resp.body)
+    elsewhere = await api.world()
+    stranger = await insert_end_user(api.pool, elsewhere.org_id, state="manual")
+    resp = await api.call("POST", path, {"end_user_id": stranger})
+    assert resp.status == 400 and resp.body["error"]["field"] == "end_user_id"
+    taken = await insert_end_user(api.pool, world.org_id, tenant_id=world.tenant_id, object_id="someone-else")
+    resp = await api.call("POST", path, {"end_user_id": taken})
+    assert resp.status == 409
+    assert (await api.call("POST", f"/review-items/{uuid.uuid4()}/resolve", {"create": True})).status == 404
+    [item] = (await api.ok("GET", f"/review-items?organization_id={world.org_id}"))["items"]
+    assert item["status"] == "open"
+    assert (await api.ok("GET", f"/end-users/{a}"))["entra_object_id"] is None
+    assert ALL_FILTERS  # the Organization's sync stays as enabled
