@@ -1,0 +1,42 @@
+"""What every request handler needs, stored on the aiohttp application under typed keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from simulator.delta import DeltaEngine
+from simulator.model import Tenant
+from simulator.notify import Notifier
+from simulator.state import SimState
+
+
+@dataclass
+class Services:
+    state: SimState
+    delta: DeltaEngine
+    notifier: Notifier
+    session: aiohttp.ClientSession
+
+
+SERVICES = web.AppKey("services", Services)
+HOUSEKEEPING: web.AppKey[Callable[[], None]] = web.AppKey("housekeeping")
+TENANT = web.RequestKey("tenant", Tenant)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def tenant_of(request: web.Request) -> Tenant:
+    """The tenant the request's bearer token belongs to (set by the auth middleware)."""
+    return request[TENANT]
+
+
+def graph_base(request: web.Request) -> str:
+    """The Graph base URL as the client reached it, e.g. `https://127.0.0.1:8443/v1.0`."""
+    return f"https://{request.host}/v1.0"
