@@ -57,6 +57,7 @@ class TenantWork:
     """Everything one batch asks of one tenant, coalesced: N notifications become one delta call."""
 
     delta: bool = False
+    groups: bool = False  # a group changed: walk groups delta too
     resync: bool = False
     renew: bool = False
     org_syncs: dict[str, str | None] = field(default_factory=dict)  # organization id -> run id
@@ -70,6 +71,7 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
     for _topic, msg in batch:
         if isinstance(msg, messages.ChangeNotification):
             work[msg.tenant_id].delta = True
+            work[msg.tenant_id].groups |= msg.object_type == "group"
         elif isinstance(msg, messages.LifecycleNotification):
             w = work[msg.tenant_id]
             if msg.lifecycle_event == "reauthorizationRequired":
@@ -134,7 +136,7 @@ class Handler:
         if w.resync:
             await self._engine.resync(tenant_id)
         elif w.delta:
-            await self._engine.sync_changes(tenant_id)
+            await self._engine.sync_changes(tenant_id, groups=w.groups)
         for org_id, run_id in w.org_syncs.items():
             await self._engine.org_sync(tenant_id, org_id, run_id)
         if w.renew or w.recreate:

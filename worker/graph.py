@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -30,6 +30,7 @@ from worker.config import GraphSettings
 log = structlog.get_logger(__name__)
 
 SCOPE = "https://graph.microsoft.com/.default"
+T = TypeVar("T")
 USER_SELECT = (
     "id,displayName,givenName,surname,mail,userPrincipalName,businessPhones,mobilePhone,streetAddress,"
     "city,state,postalCode,country,jobTitle,department,officeLocation,userType,accountEnabled,"
@@ -131,6 +132,68 @@ class UserPage(msgspec.Struct):
 
 
 _user_page_decoder = msgspec.json.Decoder(UserPage)
+
+
+class MemberDelta(msgspec.Struct):
+    id: str
+    odata_type: str = msgspec.field(default="", name="@odata.type")
+    removed: Removed | None = msgspec.field(default=None, name="@removed")
+
+
+class GraphGroup(msgspec.Struct):
+    id: str
+    display_name: str | None = msgspec.field(default=None, name="displayName")
+    members: list[MemberDelta] = msgspec.field(default_factory=list, name="members@delta")
+    removed: Removed | None = msgspec.field(default=None, name="@removed")
+
+
+class GroupPage(msgspec.Struct):
+    value: list[GraphGroup] = []
+    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
+    delta_link: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+
+
+_group_page_decoder = msgspec.json.Decoder(GroupPage)
+
+
+class Sku(msgspec.Struct, rename="camel"):
+    sku_id: str
+    sku_part_number: str = ""
+
+
+class SignIn(msgspec.Struct, rename="camel"):
+    last_sign_in_date_time: str | None = None
+    last_successful_sign_in_date_time: str | None = None
+    last_non_interactive_sign_in_date_time: str | None = None
+
+
+class UserSignIn(msgspec.Struct, rename="camel"):
+    id: str
+    sign_in_activity: SignIn | None = None
+
+
+class RegistrationDetail(msgspec.Struct, rename="camel"):
+    id: str
+    is_mfa_registered: bool = False
+    is_mfa_capable: bool = False
+    methods_registered: list[str] = []
+    user_preferred_method_for_secondary_authentication: str | None = None
+    system_preferred_authentication_methods: list[str] = []
+
+
+class ManagedDevice(msgspec.Struct, rename="camel"):
+    id: str
+    user_id: str | None = None
+    wi_fi_mac_address: str | None = None
+    ethernet_mac_address: str | None = None
+
+
+class _Listing(msgspec.Struct):
+    value: list[msgspec.Raw] = []
+    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
+
+
+_listing_decoder = msgspec.json.Decoder(_Listing)
 
 
 class Subscription(msgspec.Struct, rename="camel"):
@@ -270,6 +333,41 @@ class TenantGraph:
             page = _user_page_decoder.decode(response.content)
             yield page
             url, params = page.next_link, None
+
+    async def groups_delta(self, delta_link: str | None) -> AsyncIterator[GroupPage]:
+        """Walk /groups/delta with members; a large group may repeat across pages with other members."""
+        url: str | None = delta_link or "/groups/delta"
+        params: dict[str, str] | None = None if delta_link else {"$select": "id,displayName,members"}
+        while url:
+            response = await self.request("GET", url, params=params)
+            page = _group_page_decoder.decode(response.content)
+            yield page
+            url, params = page.next_link, None
+
+    async def _list(self, path: str, item: type[T], params: Mapping[str, str] | None = None) -> AsyncIterator[list[T]]:
+        """Pages of a plain OData collection, each item parsed as `item`."""
+        url: str | None = path
+        while url:
+            response = await self.request("GET", url, params=params)
+            page = _listing_decoder.decode(response.content)
+            yield [msgspec.json.decode(raw, type=item) for raw in page.value]
+            url, params = page.next_link, None
+
+    async def subscribed_skus(self) -> list[Sku]:
+        return [sku async for page in self._list("/subscribedSkus", Sku) for sku in page]
+
+    def sign_ins(self) -> AsyncIterator[list[UserSignIn]]:
+        """signInActivity, only readable through /users with $select (pages of at most 120); P1/P2."""
+        return self._list("/users", UserSignIn, {"$select": "id,signInActivity", "$top": "120"})
+
+    def registration_details(self) -> AsyncIterator[list[RegistrationDetail]]:
+        """MFA registration (P1/P2); the report skips disabled users."""
+        return self._list("/reports/authenticationMethods/userRegistrationDetails", RegistrationDetail)
+
+    def managed_devices(self) -> AsyncIterator[list[ManagedDevice]]:
+        """Intune devices with their MACs (ethernetMacAddress is often null in lists)."""
+        return self._list("/deviceManagement/managedDevices", ManagedDevice,
+                          {"$select": "id,userId,wiFiMacAddress,ethernetMacAddress"})
 
     # -- control plane: subscriptions ------------------------------------------------------------------
 

@@ -23,7 +23,9 @@ import structlog
 from worker.config import Settings
 from worker.core.model import OrgContext, Plan, StateChange
 from worker.core.reconcile import hold_deactivations, reconcile
-from worker.graph import DeltaTokenExpired, GraphClients, TenantGraph
+from worker.enrich import Enricher
+from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, TenantGraph
+from worker.store import enrichment
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,7 @@ class OrgRun:
         ("created", "updated", "unchanged", "out_of_scope", "deactivated", "review", "errors"), 0))
     pending_deactivations: list[StateChange] = field(default_factory=list)
     held: bool = False
+    warnings: list[str] = field(default_factory=list)
     recorded: bool = False  # the sync_runs row exists and is running
 
     def add(self, plan: Plan) -> None:
@@ -82,11 +85,14 @@ class SyncEngine:
 
     # -- public units of work ----------------------------------------------------------------------------
 
-    async def sync_changes(self, tenant_id: str) -> dict[str, int]:
-        """After change notifications: one delta call from the stored link, then project what changed."""
+    async def sync_changes(self, tenant_id: str, *, groups: bool = False) -> dict[str, int]:
+        """After change notifications: one delta call from the stored link (and one for groups when a group
+        changed), then project what changed."""
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
             changed = await self._pull(conn, graph, tenant_id, full=False)
+            if groups:
+                await self._pull_groups(conn, graph, tenant_id, full=False)
             runs = await self._project_dirty(conn, tenant_id, kind="delta", record_always=False)
             await store.record_tenant_status(conn, tenant_id, delta=True)
             self._log("sync.delta", tenant_id, started, changed, runs)
@@ -97,7 +103,9 @@ class SyncEngine:
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
             changed = await self._pull(conn, graph, tenant_id, full=True)
-            runs = await self._project_dirty(conn, tenant_id, kind="resync", record_always=True)
+            warnings = await self._pull_groups(conn, graph, tenant_id, full=True)
+            warnings += await Enricher(conn, graph, tenant_id).run()
+            runs = await self._project_dirty(conn, tenant_id, kind="resync", record_always=True, warnings=warnings)
             await store.record_tenant_status(conn, tenant_id, full=True, delta=True)
             self._log("sync.resync", tenant_id, started, changed, runs)
             return _totals(runs)
@@ -106,8 +114,11 @@ class SyncEngine:
         """An Organization's initial sync after it was enabled or its filters edited: every mirror user."""
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
-            has_link = await store.get_delta_link(conn, tenant_id, "users") is not None
-            changed = await self._pull(conn, graph, tenant_id, full=not has_link)
+            first = await store.get_delta_link(conn, tenant_id, "users") is None
+            changed = await self._pull(conn, graph, tenant_id, full=first)
+            warnings = await self._pull_groups(conn, graph, tenant_id, full=first)
+            if first:  # a tenant seen for the first time: enrich now rather than at the next hourly resync
+                warnings += await Enricher(conn, graph, tenant_id).run()
             # Other Organizations get what changed; this one gets every user just below.
             await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=organization_id)
             orgs = await store.org_contexts(conn, tenant_id, organization_id)
@@ -116,7 +127,7 @@ class SyncEngine:
                     await store.finish_run(conn, run_id, status="failed", counts={},
                                            error="user sync is not enabled for this Organization")
                 return {}
-            run = OrgRun(orgs[0], kind="org-sync", run_id=run_id)
+            run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, warnings=warnings)
             await self._project_all(conn, tenant_id, run)
             self._log("sync.org", tenant_id, started, changed, [run])
             return dict(run.counts)
@@ -161,10 +172,43 @@ class SyncEngine:
             await store.save_delta_link(conn, tenant_id, "users", new_link)
         return changed
 
+    async def _pull_groups(
+        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool
+    ) -> list[str]:
+        """Walk groups delta (with members) into the mirror; a tenant that refuses it is reported, not failed."""
+        try:
+            try:
+                await self._walk_groups(conn, graph, tenant_id, full=full)
+            except DeltaTokenExpired:
+                await store.drop_delta_link(conn, tenant_id, "groups")
+                await self._walk_groups(conn, graph, tenant_id, full=True)
+        except GraphForbidden as exc:
+            return [f"groups unavailable for this tenant ({exc.status} {exc.code}): {exc.message}"]
+        return []
+
+    async def _walk_groups(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> None:
+        link = None if full else await store.get_delta_link(conn, tenant_id, "groups")
+        seen: set[str] = set()
+        new_link = None
+        # A complete listing replaces every membership, so it is one transaction: all or nothing.
+        async with conn.transaction():
+            if link is None:
+                await enrichment.begin_full_group_listing(conn, tenant_id)
+            async for page in graph.groups_delta(link):
+                await enrichment.apply_group_page(conn, tenant_id, page.value)
+                seen.update(g.id for g in page.value if g.removed is None)
+                new_link = page.delta_link or new_link
+            if new_link is None:
+                raise DeltaTokenExpired(0, "noDeltaLink", "groups delta walk ended without a deltaLink")
+            if link is None:
+                await enrichment.finish_full_group_listing(conn, tenant_id, seen)
+            await store.save_delta_link(conn, tenant_id, "groups", new_link)
+
     async def _project_dirty(
-        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None
+        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> list[OrgRun]:
-        runs = [OrgRun(o, kind=kind, record_always=record_always)
+        runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
                 for o in await store.org_contexts(conn, tenant_id) if o.organization_id != skip]
         after = ""
         # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
@@ -216,9 +260,9 @@ class SyncEngine:
                         await store.clear_dirty(conn, tenant_id, [c.entra_object_id for c in pending])
                         run.counts["deactivated"] = len(pending)
                 if run.run_id and (run.wrote or run.record_always or run.recorded):
-                    warnings = ([f"{len(pending)} deactivations held: more than {ratio:.0%} of the "
-                                 "Organization's synced End Users; confirm the run to apply them"]
-                                if run.held else [])
+                    warnings = run.warnings + (
+                        [f"{len(pending)} deactivations held: more than {ratio:.0%} of the "
+                         "Organization's synced End Users; confirm the run to apply them"] if run.held else [])
                     await store.finish_run(conn, run.run_id, status="held" if run.held else "succeeded",
                                            counts=run.counts, warnings=warnings)
 

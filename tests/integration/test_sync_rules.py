@@ -1,0 +1,183 @@
+"""Rules of the sync that need the whole write path: enrichment and Assets, missing capabilities, groups,
+leavers under the accidental-deletion guard, failed reads, and expired delta tokens.
+
+Each test gets a fresh simulated tenant (`/_sim/tenants`) so tests never see each other's changes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from simulator.server import Simulator
+from tests.integration.conftest import ALL, Env, graph_admin, make_org
+from worker.config import GraphSettings, Settings
+from worker.core.macs import normalize_mac
+from worker.graph import GraphClients, GraphTransient
+from worker.subscriptions import SubscriptionManager
+from worker.sync import SyncEngine
+
+
+async def sim_control(sim: Simulator, method: str, path: str, body: Any = None) -> Any:
+    ctx = ssl.create_default_context(cafile=sim.info.ca_file)
+    base = sim.info.graph_url.rsplit("/v1.0", 1)[0]
+    async with aiohttp.ClientSession() as http, http.request(method, base + path, json=body, ssl=ctx) as resp:
+        assert resp.status < 400, await resp.text()
+        return await resp.json() if resp.status not in (202, 204) else None
+
+
+@pytest.fixture
+async def fresh(sim: Simulator, pool: asyncpg.Pool, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    """A brand-new simulated tenant (default 40 users) with one Organization, filters from the param."""
+    filters = getattr(request, "param", ALL)
+    tenant = await sim_control(sim, "POST", "/_sim/tenants", {"users": 40})
+    settings = Settings(graph=GraphSettings(url=sim.info.graph_url, authority_url=sim.info.authority_url,
+                                            ca_file=sim.info.ca_file, max_retries=2))
+    graph = GraphClients(settings.graph)
+    async with pool.acquire() as conn:
+        org = await make_org(conn, tenant, filters)
+    yield Env(SyncEngine(pool=pool, graph=graph, settings=settings),
+              SubscriptionManager(pool=pool, graph=graph, settings=settings),
+              settings, tenant, await graph_admin(sim, tenant), org)
+    await graph.close()
+
+
+async def end_users(pool: asyncpg.Pool, org: str) -> dict[str, asyncpg.Record]:
+    rows = await pool.fetch("SELECT * FROM end_users WHERE organization_id = $1::uuid", org)
+    return {r["entra_object_id"]: r for r in rows}
+
+
+async def last_run(pool: asyncpg.Pool, org: str) -> asyncpg.Record:
+    return await pool.fetchrow(
+        "SELECT * FROM sync_runs WHERE organization_id = $1::uuid ORDER BY requested_at DESC LIMIT 1", org)
+
+
+async def test_enrichment_fills_microsoft_data_and_links_assets_by_mac(
+    fresh: Env, pool: asyncpg.Pool, sim: Simulator
+) -> None:
+    tid = fresh.tenant["tenant_id"]
+    device = next(d for d in sim.state.tenants[tid].devices if d.get("wiFiMacAddress"))
+    mac = normalize_mac(device["wiFiMacAddress"])
+    assert mac
+    written_differently = "-".join(mac[i:i + 2] for i in range(0, 12, 2)).upper()
+    asset = await pool.fetchval(
+        "INSERT INTO assets (organization_id, name, mac_addresses) VALUES ($1::uuid, 'Laptop', $2) RETURNING id",
+        fresh.org_id, [normalize_mac(written_differently)],
+    )
+
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    users = await end_users(pool, fresh.org_id)
+    owner = users[device["userId"]]
+    assert await pool.fetchval(
+        "SELECT count(*) FROM end_user_assets WHERE end_user_id = $1 AND asset_id = $2", owner["id"], asset) == 1
+    licensed = [u["microsoft"] for u in users.values() if u["microsoft"]["licenses"]]
+    assert licensed and all(lic["sku_part_number"] for m in licensed for lic in m["licenses"])
+    assert any(u["microsoft"]["mfa"] for u in users.values())
+    assert any(u["microsoft"]["last_sign_in_at"] for u in users.values())
+
+
+async def test_missing_capabilities_are_reported_not_failed(fresh: Env, pool: asyncpg.Pool, sim: Simulator) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await sim_control(sim, "POST", "/_sim/capabilities", {"tenant_id": tid, "p1p2": False, "intune": False})
+
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    users = await end_users(pool, fresh.org_id)
+    assert users, "everything else still syncs"
+    assert all(u["microsoft"]["mfa"] is None and u["microsoft"]["last_sign_in_at"] is None for u in users.values())
+    run = await last_run(pool, fresh.org_id)
+    assert run["status"] == "succeeded"
+    text = " ".join(run["warnings"])
+    assert "sign-in" in text and "MFA" in text and "devices" in text
+    caps = await pool.fetchval("SELECT capabilities FROM microsoft_tenants WHERE tenant_id = $1", tid)
+    assert caps["entra_p1"] is False and caps["intune"] is False
+
+
+async def test_failed_full_listing_deactivates_nobody(fresh: Env, pool: asyncpg.Pool, sim: Simulator) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    # Every users-delta call now fails: the resync cannot complete its listing.
+    await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tid, "throttle": {
+        "status": 500, "retry_after": None, "count": 1000, "path_prefix": "/v1.0/users/delta"}})
+    try:
+        with pytest.raises(GraphTransient):
+            await fresh.engine.resync(tid)
+    finally:
+        await sim_control(sim, "DELETE", f"/_sim/faults?tenant_id={tid}")
+    assert {u["sync_state"] for u in (await end_users(pool, fresh.org_id)).values()} == {"synced"}
+
+
+async def test_mass_deletion_is_held_by_the_guard(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    users = await end_users(pool, fresh.org_id)
+    victims = list(users)[: len(users) // 2]
+    for oid in victims:
+        await fresh.admin.call("DELETE", f"/users/{oid}")
+
+    counts = await fresh.engine.sync_changes(tid)
+
+    assert counts.get("held") == len(victims)
+    assert {u["sync_state"] for u in (await end_users(pool, fresh.org_id)).values()} == {"synced"}
+    run = await last_run(pool, fresh.org_id)
+    assert run["status"] == "held" and "held" in run["warnings"][-1]
+
+
+async def test_a_few_leavers_are_deactivated_with_the_reason(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    disabled, deleted = list(await end_users(pool, fresh.org_id))[:2]
+    await fresh.admin.call("PATCH", f"/users/{disabled}", {"accountEnabled": False})
+    await fresh.admin.call("DELETE", f"/users/{deleted}")
+
+    await fresh.engine.sync_changes(tid)
+
+    users = await end_users(pool, fresh.org_id)
+    assert users[disabled]["sync_state"] == "deactivated" and "disabled" in users[disabled]["sync_state_reason"]
+    assert users[deleted]["sync_state"] == "deactivated" and "deleted" in users[deleted]["sync_state_reason"]
+
+
+
+
+async def test_group_filter_follows_transitive_membership(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    outer = await fresh.admin.call("POST", "/groups", {"displayName": "Outer", "mailEnabled": False,
+                                                       "mailNickname": "outer", "securityEnabled": True})
+    inner = await fresh.admin.call("POST", "/groups", {"displayName": "Inner", "mailEnabled": False,
+                                                       "mailNickname": "inner", "securityEnabled": True})
+    ref = f"{fresh.admin.graph_url}/directoryObjects/"
+    await fresh.admin.call("POST", f"/groups/{outer['id']}/members/$ref", {"@odata.id": ref + inner["id"]})
+    await pool.execute("UPDATE org_user_syncs SET filters = $2 WHERE organization_id = $1::uuid",
+                       fresh.org_id, {**ALL, "groups": [outer["id"]]})
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    before = await end_users(pool, fresh.org_id)
+    member = (await fresh.admin.call("GET", "/users?$select=id,accountEnabled"))["value"]
+    target = next(u["id"] for u in member if u["accountEnabled"] and u["id"] not in before)
+
+    await fresh.admin.call("POST", f"/groups/{inner['id']}/members/$ref", {"@odata.id": ref + target})
+    await fresh.engine.sync_changes(tid, groups=True)
+    assert (await end_users(pool, fresh.org_id))[target]["sync_state"] == "synced"
+
+    await fresh.admin.call("DELETE", f"/groups/{inner['id']}/members/{target}/$ref")
+    await fresh.engine.sync_changes(tid, groups=True)
+    assert (await end_users(pool, fresh.org_id))[target]["sync_state"] == "out_of_scope"
+
+
+async def test_expired_delta_token_falls_back_to_a_full_listing(
+    fresh: Env, pool: asyncpg.Pool, sim: Simulator
+) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    oid = next(iter(await end_users(pool, fresh.org_id)))
+    await fresh.admin.call("PATCH", f"/users/{oid}", {"city": "Reykjavik"})
+    await sim_control(sim, "POST", "/_sim/clock", {"days": 8})  # delta tokens last 7 days
+
+    await fresh.engine.sync_changes(tid)
+
+    assert (await end_users(pool, fresh.org_id))[oid]["city"] == "Reykjavik"

@@ -1,0 +1,119 @@
+"""Enrichment of the tenant mirror during the full resync: licence names, sign-in, MFA, managed devices.
+
+A tenant without Entra ID P1/P2 or Intune answers those calls with an error: the capability is recorded as
+missing and reported on the run as a warning; the rest of the sync carries on, and values already held are
+kept rather than wiped because a read failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+
+from worker.core.macs import normalize_mac
+from worker.graph import (
+    GraphBadRequest,
+    GraphForbidden,
+    GraphNotFound,
+    ManagedDevice,
+    RegistrationDetail,
+    TenantGraph,
+    UserSignIn,
+)
+from worker.store import enrichment as store
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# What Graph answers when a capability is missing: 403 for reports without P1/P2, 400 "Request not applicable
+# to target tenant" for Intune without a licence, 404 in some tenants.
+MISSING = (GraphForbidden, GraphBadRequest, GraphNotFound)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def last_sign_in(item: UserSignIn) -> datetime | None:
+    """The latest of interactive and non-interactive sign-ins; None for a user who never signed in."""
+    a = item.sign_in_activity
+    if a is None:
+        return None
+    times = [t for t in (_parse_time(a.last_sign_in_date_time),
+                         _parse_time(a.last_non_interactive_sign_in_date_time),
+                         _parse_time(a.last_successful_sign_in_date_time)) if t]
+    return max(times) if times else None
+
+
+def mfa_of(d: RegistrationDetail) -> dict[str, Any]:
+    preferred = d.user_preferred_method_for_secondary_authentication or None  # Graph may send ""
+    if preferred is None and d.system_preferred_authentication_methods:
+        preferred = d.system_preferred_authentication_methods[0]
+    return {"registered": d.is_mfa_registered, "capable": d.is_mfa_capable,
+            "methods": sorted(d.methods_registered), "preferred_method": preferred}
+
+
+def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None:
+    for d in devices:
+        if not d.user_id:
+            continue
+        for raw in (d.wi_fi_mac_address, d.ethernet_mac_address):
+            mac = normalize_mac(raw)
+            if mac:
+                into.setdefault(d.user_id, set()).add(mac)
+
+
+class Enricher:
+    def __init__(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str) -> None:
+        self._conn, self._graph, self._tenant = conn, graph, tenant_id
+        self.warnings: list[str] = []
+        self.capabilities: dict[str, bool] = {}
+
+    async def run(self) -> list[str]:
+        await self._guard("licences", "licences", self._skus)
+        await self._guard("entra_p1", "sign-in activity", self._sign_ins)
+        await self._guard("entra_p1", "MFA registration", self._mfa)
+        await self._guard("intune", "managed devices", self._devices)
+        await store.record_capabilities(self._conn, self._tenant, self.capabilities)
+        return self.warnings
+
+    async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+            self.capabilities.setdefault(capability, True)
+        except MISSING as exc:
+            self.capabilities[capability] = False
+            self.warnings.append(f"{what} unavailable for this tenant ({exc.status} {exc.code}): {exc.message}")
+            log.info("enrich.capability_missing", tenant_id=self._tenant, what=what, status=exc.status)
+
+    async def _skus(self) -> None:
+        skus = await self._graph.subscribed_skus()
+        async with self._conn.transaction():
+            await store.replace_skus(self._conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
+
+    async def _pages(self, pages: AsyncIterator[list[T]], apply: Callable[[list[T]], Awaitable[Any]]) -> None:
+        async for page in pages:
+            async with self._conn.transaction():
+                await apply(page)
+
+    async def _sign_ins(self) -> None:
+        await self._pages(self._graph.sign_ins(), lambda page: store.set_sign_ins(
+            self._conn, self._tenant, {u.id: last_sign_in(u) for u in page}))
+
+    async def _mfa(self) -> None:
+        await self._pages(self._graph.registration_details(), lambda page: store.set_mfa(
+            self._conn, self._tenant, {d.id: mfa_of(d) for d in page}))
+
+    async def _devices(self) -> None:
+        macs: dict[str, set[str]] = {}
+        async for page in self._graph.managed_devices():
+            device_macs(page, macs)
+        async with self._conn.transaction():
+            await store.set_device_macs(self._conn, self._tenant, {u: sorted(m) for u, m in macs.items()})
+            await store.clear_column_except(self._conn, self._tenant, "device_macs", "'{}'", macs)
