@@ -7,7 +7,6 @@ so the next projection step updates exactly their End Users.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -194,6 +193,7 @@ async def clear_column_except(
 
 async def record_capabilities(conn: asyncpg.Connection, tenant_id: str, capabilities: Mapping[str, bool]) -> None:
     await conn.execute(
-        "UPDATE microsoft_tenants SET capabilities = capabilities || $2::jsonb, updated_at = now() WHERE tenant_id = $1",
+        "UPDATE microsoft_tenants SET capabilities = capabilities || $2::jsonb, updated_at = now()"
+        " WHERE tenant_id = $1",
         tenant_id, dict(capabilities),
     )
