@@ -51,6 +51,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str | None = None
     reason: str = ""
     requested_at: str
+    confirm_deactivations: bool = False  # org-sync: apply deactivations the guard would hold (operator said so)
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,6 +61,7 @@ class TenantWork:
     resync: bool = False
     renew: bool = False
     org_syncs: dict[str, str | None] = field(default_factory=dict)  # organization id -> run id
+    confirmed: set[str] = field(default_factory=set)  # organizations whose held deactivations are confirmed
     reauthorize: set[str] = field(default_factory=set)
     recreate: bool = False
 
@@ -88,6 +89,8 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
                 w.renew = True
             elif msg.command == "org-sync" and msg.organization_id:
                 w.org_syncs[msg.organization_id] = msg.run_id
+                if msg.confirm_deactivations:
+                    w.confirmed.add(msg.organization_id)
                 w.renew = True  # an Organization just started syncing: its tenant needs subscriptions
     return dict(work)
 
@@ -138,7 +141,7 @@ class Handler:
         elif w.delta:
             await self._engine.sync_changes(tenant_id, groups=w.groups)
         for org_id, run_id in w.org_syncs.items():
-            await self._engine.org_sync(tenant_id, org_id, run_id)
+            await self._engine.org_sync(tenant_id, org_id, run_id, confirm_deactivations=org_id in w.confirmed)
         if w.renew or w.recreate:
             await self._subs.reconcile_tenant(tenant_id)
 

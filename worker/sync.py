@@ -49,6 +49,7 @@ class OrgRun:
         ("created", "updated", "unchanged", "out_of_scope", "deactivated", "review", "errors"), 0))
     pending_deactivations: list[StateChange] = field(default_factory=list)
     held: bool = False
+    confirmed: bool = False  # the operator confirmed: deactivations bypass the guard
     warnings: list[str] = field(default_factory=list)
     recorded: bool = False  # the sync_runs row exists and is running
 
@@ -110,8 +111,13 @@ class SyncEngine:
             self._log("sync.resync", tenant_id, started, changed, runs)
             return _totals(runs)
 
-    async def org_sync(self, tenant_id: str, organization_id: str, run_id: str | None) -> dict[str, int]:
-        """An Organization's initial sync after it was enabled or its filters edited: every mirror user."""
+    async def org_sync(
+        self, tenant_id: str, organization_id: str, run_id: str | None, *, confirm_deactivations: bool = False
+    ) -> dict[str, int]:
+        """An Organization's initial sync after it was enabled or its filters edited: every mirror user.
+
+        `confirm_deactivations` is the operator's answer to a held run: apply what the guard held.
+        """
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
             first = await store.get_delta_link(conn, tenant_id, "users") is None
@@ -127,7 +133,7 @@ class SyncEngine:
                     await store.finish_run(conn, run_id, status="failed", counts={},
                                            error="user sync is not enabled for this Organization")
                 return {}
-            run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, warnings=warnings)
+            run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, warnings=warnings, confirmed=confirm_deactivations)
             await self._project_all(conn, tenant_id, run)
             self._log("sync.org", tenant_id, started, changed, [run])
             return dict(run.counts)
@@ -253,7 +259,7 @@ class SyncEngine:
             async with conn.transaction():
                 if pending:
                     total = await store.synced_count(conn, run.org.organization_id)
-                    run.held = hold_deactivations(len(pending), total, ratio=ratio)
+                    run.held = not run.confirmed and hold_deactivations(len(pending), total, ratio=ratio)
                     await run.ensure_row(conn)
                     if not run.held:
                         await store.apply_state_changes(conn, run_id=run.run_id, changes=pending)

@@ -181,3 +181,19 @@ async def test_expired_delta_token_falls_back_to_a_full_listing(
     await fresh.engine.sync_changes(tid)
 
     assert (await end_users(pool, fresh.org_id))[oid]["city"] == "Reykjavik"
+
+
+async def test_confirming_a_held_run_applies_the_deactivations(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    victims = list(await end_users(pool, fresh.org_id))[:15]
+    for oid in victims:
+        await fresh.admin.call("DELETE", f"/users/{oid}")
+    await fresh.engine.sync_changes(tid)
+    assert (await last_run(pool, fresh.org_id))["status"] == "held"
+
+    counts = await fresh.engine.org_sync(tid, fresh.org_id, None, confirm_deactivations=True)
+
+    assert counts["deactivated"] == len(victims)
+    states = {oid: u["sync_state"] for oid, u in (await end_users(pool, fresh.org_id)).items()}
+    assert {states[v] for v in victims} == {"deactivated"}
