@@ -17,4 +17,8 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         rate = int(args.rate) if args.rate else 2000
         return [await bench_webhook(seconds=args.seconds, rate=rate)]
+    if args.name == "resync":
+        from worker.bench.resync import bench_resync
+
+        return [await bench_resync(users=args.users) for _ in range(max(1, args.runs))]
     raise NotImplementedError(f"bench {args.name!r} is not wired yet")
