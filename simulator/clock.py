@@ -34,9 +34,16 @@ class Clock:
         return iso(self.now() if at is None else at)
 
 
+_DAYS: dict[int, str] = {}
+
+
 def iso(epoch: float) -> str:
     """Graph's timestamp format: `2024-01-31T12:00:00Z` (seconds precision in most properties)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    day, rest = divmod(int(epoch), 86_400)
+    date = _DAYS.get(day)
+    if date is None:
+        date = _DAYS[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+    return f"{date}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}Z"
 
 
 def iso_precise(epoch: float) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from simulator.model import GroupRecord, Tenant, UserRecord
+from simulator.state import Tunables
 
 
 class Cursor(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -76,11 +77,18 @@ def project(data: dict[str, Any], select: Iterable[str]) -> dict[str, Any]:
 class DeltaEngine:
     """Builds delta pages for one simulator; page sizes and faults come from the tenant and tunables."""
 
-    def __init__(self, *, page_size: int, members_per_page: int) -> None:
-        self.page_size = page_size
-        self.members_per_page = members_per_page
+    def __init__(self, tunables: Tunables) -> None:
+        self.tunables = tunables
         self.cache = FragmentCache()
         self._changes: OrderedDict[tuple[str, str, int, int], list[tuple[str, set[str] | None]]] = OrderedDict()
+
+    @property
+    def page_size(self) -> int:
+        return self.tunables.delta_page_size
+
+    @property
+    def members_per_page(self) -> int:
+        return self.tunables.group_members_per_page
 
     def page(self, tenant: Tenant, cursor: Cursor, *, minimal: bool, now: float) -> Page:
         faults = tenant.faults

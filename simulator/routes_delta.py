@@ -18,8 +18,8 @@ NewCursor = Callable[[web.Request, Tenant, float], Cursor]
 
 
 def sync_state_not_found() -> GraphError:
-    return GraphError(400, "syncStateNotFound", "The sync state generation is not found. The delta token is "
-                      "expired or invalid: restart the synchronization with a full sync.")  # fmt: skip
+    return GraphError(400, "syncStateNotFound", "The sync state generation is not found; the delta token has "
+                      "expired. Restart the synchronization with a full sync.")  # fmt: skip
 
 
 def _from_token(request: web.Request, tenant: Tenant, token: str, now: float) -> Cursor:

@@ -237,8 +237,8 @@ async def purge_deleted_item(request: web.Request) -> web.Response:
 async def users_delta(request: web.Request) -> web.Response:
     select_raw = query(request.query, "select")
     if select_raw and "signinactivity" in select_raw.lower():
-        raise bad_request("Query option 'signInActivity' is not supported with delta query: the property is not "
-                          "tracked. Remove it from $select.")  # fmt: skip
+        raise bad_request("Invalid request for delta query: for this entity set, $expand/$select is not supported "
+                          "for the following properties: signInActivity")  # fmt: skip
     return await delta_response(request, "users", _new_users_cursor)
 
 

@@ -7,11 +7,13 @@ users (ids included). Generation is a tight loop over pre-built tables: 100,000 
 from __future__ import annotations
 
 import random
-import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from simulator.clock import iso
 from simulator.model import GROUP_TYPE, USER_TYPE, Capabilities, Tenant
+
+T = TypeVar("T")
 
 GIVEN = [
     "Adele", "Alex", "Allan", "Amara", "Ana", "Arjun", "Ben", "Bianca", "Carlos", "Chen", "Chloe", "Dana",
@@ -73,7 +75,21 @@ OPERATING_SYSTEMS = (("Windows", "10.0.22631.3447", "Surface Laptop 5", "Microso
 
 
 def rng_uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """A random version-4 UUID drawn from `rng` (the same value `uuid.UUID(int=…, version=4)` gives)."""
+    value = rng.getrandbits(128)
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    value = (value & ~(0xF000 << 64)) | (4 << 76)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def pick(rng: random.Random, items: Sequence[T]) -> T:
+    """`rng.choice`, several times faster (the bias is irrelevant here)."""
+    return items[int(rng.random() * len(items))]
+
+
+def below(rng: random.Random, limit: int) -> int:
+    return int(rng.random() * limit)
 
 
 def make_tenant(seed: int, index: int) -> Tenant:
@@ -117,6 +133,7 @@ class Seeder:
         self.rng = random.Random(f"users:{seed}:{tenant.tenant_id}:{len(tenant.user_order)}")
         self.now = now
         self.custom_domain = tenant.domains[1]["name"] if len(tenant.domains) > 1 else tenant.default_domain
+        self._name_counts: dict[str, int] = {}
 
     def seed(self, count: int) -> None:
         new_ids: list[str] = []
@@ -139,38 +156,40 @@ class Seeder:
         return rec.id
 
     def _names(self, rng: random.Random) -> tuple[str, str, str]:
-        given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
+        given, surname = pick(rng, GIVEN), pick(rng, SURNAMES)
         base = f"{given}.{surname}".lower()
-        local, n = base, 1
+        n = self._name_counts.get(base, 0) + 1
+        local = base if n == 1 else f"{base}{n}"
         taken = self.tenant.upn_index
         while f"{local}@{self.custom_domain}" in taken or f"{local}@{self.tenant.default_domain}" in taken:
             n += 1
             local = f"{base}{n}"
+        self._name_counts[base] = n
         return given, surname, local
 
     def _member(self, rng: random.Random) -> dict[str, Any]:
         given, surname, local = self._names(rng)
         domain = self.custom_domain if rng.random() < 0.75 else self.tenant.default_domain
-        dept = rng.choice(DEPARTMENTS)
-        office = rng.choice(OFFICES)
+        dept = pick(rng, DEPARTMENTS)
+        office = pick(rng, OFFICES)
         upn = f"{local}@{domain}"
         return {
             "id": rng_uuid(rng), "displayName": f"{given} {surname}", "givenName": given, "surname": surname,
             "mail": upn, "userPrincipalName": upn, "mailNickname": local,
-            "businessPhones": [office[7] + f"{rng.randrange(10000):04d}"] if rng.random() < 0.85 else [],
-            "mobilePhone": f"+1 206 555 {rng.randrange(10000):04d}" if rng.random() < 0.6 else None,
+            "businessPhones": [office[7] + f"{below(rng, 10000):04d}"] if rng.random() < 0.85 else [],
+            "mobilePhone": f"+1 206 555 {below(rng, 10000):04d}" if rng.random() < 0.6 else None,
             "streetAddress": office[1], "city": office[2], "state": office[3], "postalCode": office[4],
             "country": office[5], "usageLocation": office[6], "officeLocation": office[0],
-            "jobTitle": rng.choice(TITLES[dept]), "department": dept, "companyName": self.tenant.display_name,
+            "jobTitle": pick(rng, TITLES[dept]), "department": dept, "companyName": self.tenant.display_name,
             "userType": "Member", "accountEnabled": rng.random() >= 0.03, "preferredLanguage": "en-US",
             "assignedLicenses": self._licenses(rng), "createdDateTime": self._past(rng, 3 * 365),
-            "employeeId": f"E{rng.randrange(100000, 999999)}", "onPremisesSyncEnabled": None,
+            "employeeId": f"E{100000 + below(rng, 900000)}", "onPremisesSyncEnabled": None,
             "creationType": None, "externalUserState": None, "deletedDateTime": None,
         }  # fmt: skip
 
     def _guest(self, rng: random.Random) -> dict[str, Any]:
-        given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
-        mail = f"{given}.{surname}{rng.randrange(1000)}@{rng.choice(GUEST_DOMAINS)}".lower()
+        given, surname = pick(rng, GIVEN), pick(rng, SURNAMES)
+        mail = f"{given}.{surname}{below(rng, 1000)}@{pick(rng, GUEST_DOMAINS)}".lower()
         upn = f"{mail.replace('@', '_')}#EXT#@{self.tenant.initial_domain}"
         return {
             "id": rng_uuid(rng), "displayName": f"{given} {surname} (Guest)", "givenName": given,
@@ -213,7 +232,7 @@ class Seeder:
         methods = sorted(rng.sample(MFA_METHODS, rng.randint(1, 3))) if registered else []
         if user["userType"] == "Member" or registered:
             methods = methods or (["email"] if rng.random() < 0.3 else [])
-        preferred = rng.choice(PREFERRED) if registered else ""
+        preferred = pick(rng, PREFERRED) if registered else ""
         return {
             "isAdmin": False, "isMfaCapable": registered, "isMfaRegistered": registered,
             "isPasswordlessCapable": "fido2" in methods, "isSelfServicePasswordResetCapable": registered,
@@ -225,17 +244,17 @@ class Seeder:
         }  # fmt: skip
 
     def _device(self, rng: random.Random, user: dict[str, Any]) -> dict[str, Any]:
-        os_name, os_version, model, maker = rng.choice(OPERATING_SYSTEMS)
+        os_name, os_version, model, maker = pick(rng, OPERATING_SYSTEMS)
         wifi = _mac(rng)
         ethernet = _mac(rng) if os_name in ("Windows", "macOS") and rng.random() < 0.5 else None
         return {
             "id": rng_uuid(rng), "userId": user["id"], "userPrincipalName": user["userPrincipalName"],
-            "deviceName": f"{user['givenName'][:3].upper()}-{os_name[:3].upper()}-{rng.randrange(10000):04d}",
+            "deviceName": f"{user['givenName'][:3].upper()}-{os_name[:3].upper()}-{below(rng, 10000):04d}",
             "operatingSystem": os_name, "osVersion": os_version, "model": model, "manufacturer": maker,
-            "serialNumber": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(12)),
+            "serialNumber": f"{rng.getrandbits(60):015X}"[:12],
             "wiFiMacAddress": wifi, "ethernetMacAddress": ethernet, "emailAddress": user["mail"],
             "managedDeviceOwnerType": "company",
-            "complianceState": rng.choice(("compliant", "compliant", "noncompliant")),
+            "complianceState": pick(rng, ("compliant", "compliant", "noncompliant")),
             "enrolledDateTime": self._past(rng, 700), "lastSyncDateTime": self._past(rng, 3),
             "azureADDeviceId": rng_uuid(rng), "userDisplayName": user["displayName"],
         }  # fmt: skip
@@ -285,9 +304,9 @@ class Seeder:
 
 def _mac(rng: random.Random) -> str:
     """A MAC address in one of the formats Intune returns: `AA:BB:…`, `aa-bb-…` or `AABBCC…`."""
-    octets = [rng.randrange(256) for _ in range(6)]
+    octets = [below(rng, 256) for _ in range(6)]
     octets[0] = (octets[0] | 0x02) & 0xFE
-    style = rng.randrange(3)
+    style = below(rng, 3)
     if style == 0:
         return ":".join(f"{o:02X}" for o in octets)
     if style == 1:

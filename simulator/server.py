@@ -143,8 +143,7 @@ class Simulator:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         self.notifier = Notifier(self.state, self._session)
         self.state.on_change = self.notifier.on_change
-        tunables = self.state.tunables
-        engine = DeltaEngine(page_size=tunables.delta_page_size, members_per_page=tunables.group_members_per_page)
+        engine = DeltaEngine(self.state.tunables)
         services = Services(self.state, engine, self.notifier, self._session)
         self._runner = web.AppRunner(build_app(services, self.housekeeping), access_log=None)
         await self._runner.setup()
