@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
 import structlog
 
 from worker.core.macs import normalize_mac
@@ -24,6 +23,7 @@ from worker.graph import (
     TenantGraph,
     UserSignIn,
 )
+from worker.store import Conn
 from worker.store import enrichment as store
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None
 
 
 class Enricher:
-    def __init__(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str) -> None:
+    def __init__(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> None:
         self._conn, self._graph, self._tenant = conn, graph, tenant_id
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}

@@ -1,8 +1,16 @@
 """Graph subscriptions of each tenant: created while an Organization of it syncs, renewed well before they
-lapse, recreated when Graph no longer knows them, deleted when nothing of the tenant syncs any more."""
+lapse, recreated when Graph no longer knows them, deleted when nothing of the tenant syncs any more.
+
+Graph is the truth: each reconciliation lists the tenant's subscriptions, so one that Graph dropped (expired,
+deleted by an administrator) is recreated at once rather than at its renewal time, and one that Graph has
+but we never recorded (a crash between create and save) is deleted instead of doubling every notification.
+Reconciliations of one tenant are serialised across replicas by an advisory lock (the lifecycle and command
+consumers may ask for one at the same moment). This module never touches the tenant mirror or End Users.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -10,90 +18,132 @@ import structlog
 
 from schemas.client_state import client_state_for
 from worker.config import Settings
-from worker.graph import GraphClients, GraphError, GraphNotFound, TenantGraph
+from worker.graph import GraphClients, GraphError, GraphNotFound, GraphTransient, Subscription, TenantGraph
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
 
 RESOURCES = ("users", "groups")
+CHANGE_TYPE = "updated,deleted"
 
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
+def _parse(value: str, default: datetime) -> datetime:
+    """Graph's `expirationDateTime` (7 fractional digits, `Z`); `default` when absent or unreadable."""
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC) if value else default
+    except ValueError:
+        return default
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class SubscriptionManager:
-    def __init__(self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self._pool = pool
         self._graph = graph
         self._settings = settings
+        self._now = now  # Graph's clock, as far as we can tell; tests pass the simulator's
+        base = settings.webhook.public_url.rstrip("/")
+        self._notification_url = f"{base}/notifications"
+        self._lifecycle_url = f"{base}/lifecycle"
 
     async def _client(self, conn: asyncpg.Connection, tenant_id: str) -> TenantGraph | None:
         creds = await store.tenant_credentials(conn, tenant_id)
         return self._graph.for_tenant(creds) if creds else None
 
     async def reconcile_tenant(self, tenant_id: str) -> dict[str, int]:
-        """Bring the tenant's subscriptions to what its Organizations need; returns what was done."""
+        """Bring the tenant's subscriptions to what its Organizations need; returns what was done.
+
+        A transient Graph failure is raised (the command is retried); any other failure of one resource is
+        logged and counted, and the hourly renewal tries again.
+        """
         async with self._pool.acquire() as conn:
             graph = await self._client(conn, tenant_id)
             if graph is None:
                 return {}
-            wanted = tenant_id in await store.tenants_with_enabled_sync(conn)
-            existing = {r["resource"]: r for r in await store.subscriptions_of(conn, tenant_id)}
-            done = {"created": 0, "renewed": 0, "kept": 0, "deleted": 0, "failed": 0}
-            for resource in RESOURCES:
-                row = existing.get(resource)
-                try:
-                    if not wanted:
-                        if row:
-                            await graph.delete_subscription(row["id"])
-                            await store.forget_subscription(conn, row["id"])
-                            done["deleted"] += 1
-                        continue
-                    done[await self._keep(conn, graph, tenant_id, resource, row)] += 1
-                except GraphError as exc:
-                    done["failed"] += 1
-                    log.warning("subscription.failed", tenant_id=tenant_id, resource=resource,
-                                status=exc.status, code=exc.code, error=exc.message)
-            log.info("subscriptions.reconciled", tenant_id=tenant_id, wanted=wanted, **done)
-            return done
+            lock = f"{tenant_id}/subscriptions"  # its own key: never waits for a running resync
+            await store.lock_tenant(conn, lock)
+            try:
+                return await self._reconcile(conn, graph, tenant_id)
+            finally:
+                await store.unlock_tenant(conn, lock)
+
+    async def _reconcile(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str) -> dict[str, int]:
+        wanted = tenant_id in await store.tenants_with_enabled_sync(conn)
+        every = {s.id: s for s in await graph.list_subscriptions()}
+        live = {i: s for i, s in every.items() if s.notification_url == self._notification_url}
+        rows = await store.subscriptions_of(conn, tenant_id)
+        done = dict.fromkeys(("created", "renewed", "kept", "deleted", "lost", "orphans", "failed"), 0)
+        for row in rows:
+            if row["id"] not in live:  # expired or deleted on Graph's side, or made for an old public URL
+                if row["id"] in every:
+                    await graph.delete_subscription(row["id"])
+                await store.forget_subscription(conn, row["id"])
+                done["lost"] += 1
+        known = {r["id"] for r in rows if r["id"] in live}
+        for resource in RESOURCES:
+            mine = [s for s in live.values() if s.resource.strip("/").lower() == resource]
+            keep = next((s for s in mine if s.id in known), None) if wanted else None
+            try:
+                for extra in (s for s in mine if s is not keep):
+                    await graph.delete_subscription(extra.id)
+                    await store.forget_subscription(conn, extra.id)
+                    done["deleted" if extra.id in known else "orphans"] += 1
+                if wanted:
+                    done[await self._keep(conn, graph, tenant_id, resource, keep)] += 1
+            except GraphTransient:
+                raise
+            except GraphError as exc:
+                done["failed"] += 1
+                log.warning("subscription.failed", tenant_id=tenant_id, resource=resource,
+                            status=exc.status, code=exc.code, error=exc.message)
+        log.info("subscriptions.reconciled", tenant_id=tenant_id, wanted=wanted, **done)
+        return done
 
     async def _keep(
-        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, resource: str,
-        row: asyncpg.Record | None,
+        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, resource: str, sub: Subscription | None,
     ) -> str:
-        now = datetime.now(UTC)
+        now = self._now()
         expiry = now + timedelta(minutes=self._settings.sync.subscription_lifetime_min)
-        if row is not None:
-            if row["expires_at"] > now + timedelta(minutes=self._settings.sync.renew_before_min):
+        if sub is not None:
+            expires_at = _parse(sub.expiration_date_time, now)
+            if expires_at > now + timedelta(minutes=self._settings.sync.renew_before_min):
                 return "kept"
             try:
-                sub = await graph.renew_subscription(row["id"], expiration=_iso(expiry))
-                await self._save(conn, tenant_id, resource, sub.id, sub.notification_url or row["notification_url"],
-                                 expiry)
+                renewed = await graph.renew_subscription(sub.id, expiration=_iso(expiry))
+                await self._save(conn, tenant_id, resource, renewed, expiry)
                 return "renewed"
             except GraphNotFound:
-                await store.forget_subscription(conn, row["id"])
+                await store.forget_subscription(conn, sub.id)
         await self.create(conn, graph, tenant_id, resource, expiry)
         return "created"
 
     async def create(
         self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, resource: str, expiry: datetime
     ) -> None:
-        base = self._settings.webhook.public_url.rstrip("/")
         secret = self._settings.webhook.secret.get_secret_value()
         sub = await graph.create_subscription(
-            resource=resource, notification_url=f"{base}/notifications", lifecycle_url=f"{base}/lifecycle",
+            resource=resource, notification_url=self._notification_url, lifecycle_url=self._lifecycle_url,
             client_state=client_state_for(tenant_id, secret), expiration=_iso(expiry),
         )
-        await self._save(conn, tenant_id, resource, sub.id, f"{base}/notifications", expiry)
+        await self._save(conn, tenant_id, resource, sub, expiry)
 
     async def _save(
-        self, conn: asyncpg.Connection, tenant_id: str, resource: str, sub_id: str, url: str, expiry: datetime
+        self, conn: asyncpg.Connection, tenant_id: str, resource: str, sub: Subscription, expiry: datetime
     ) -> None:
         await store.save_subscription(
-            conn, tenant_id=tenant_id, subscription_id=sub_id, resource=resource,
-            change_type="updated,deleted", notification_url=url, expires_at=expiry,
+            conn, tenant_id=tenant_id, subscription_id=sub.id, resource=resource, change_type=CHANGE_TYPE,
+            notification_url=sub.notification_url or self._notification_url,
+            expires_at=_parse(sub.expiration_date_time, expiry),
         )
 
     async def reauthorize(self, tenant_id: str, subscription_id: str) -> bool:
@@ -108,6 +158,12 @@ class SubscriptionManager:
             except GraphNotFound:
                 await store.forget_subscription(conn, subscription_id)
                 return False
+
+    async def record_notifications(self, tenant_id: str, subscription_ids: Iterable[str]) -> None:
+        """Change notifications of these subscriptions were processed: stamp the tenant and each subscription."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await store.record_tenant_status(conn, tenant_id, notification=True)
+            await store.touch_subscriptions(conn, tenant_id, list(subscription_ids))
 
     async def forget(self, subscription_id: str) -> None:
         async with self._pool.acquire() as conn:

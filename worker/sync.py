@@ -25,7 +25,7 @@ from worker.core.model import OrgContext, Plan, StateChange
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, TenantGraph
-from worker.store import enrichment
+from worker.store import Conn, enrichment
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,7 @@ class OrgRun:
         return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"]
                     or self.pending_deactivations)
 
-    async def ensure_row(self, conn: asyncpg.Connection) -> str:
+    async def ensure_row(self, conn: Conn) -> str:
         if self.run_id is None or not self.recorded:
             self.run_id = await store.start_run(
                 conn, kind=self.kind, tenant_id=self.org.tenant_id,
@@ -141,7 +141,7 @@ class SyncEngine:
     # -- steps --------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _tenant(self, tenant_id: str) -> AsyncIterator[tuple[asyncpg.Connection, TenantGraph]]:
+    async def _tenant(self, tenant_id: str) -> AsyncIterator[tuple[Conn, TenantGraph]]:
         async with self._pool.acquire() as conn:
             creds = await store.tenant_credentials(conn, tenant_id)
             if creds is None:
@@ -152,7 +152,7 @@ class SyncEngine:
             finally:
                 await store.unlock_tenant(conn, tenant_id)
 
-    async def _pull(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
+    async def _pull(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
         """Walk users delta into the mirror; returns how many mirror rows changed."""
         try:
             return await self._walk(conn, graph, tenant_id, full=full)
@@ -161,7 +161,7 @@ class SyncEngine:
             await store.drop_delta_link(conn, tenant_id, "users")
             return await self._walk(conn, graph, tenant_id, full=True)
 
-    async def _walk(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
+    async def _walk(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
         link = None if full else await store.get_delta_link(conn, tenant_id, "users")
         listing_id = uuid.uuid4() if link is None else None
         changed, new_link = 0, None
@@ -179,7 +179,7 @@ class SyncEngine:
         return changed
 
     async def _pull_groups(
-        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool
     ) -> list[str]:
         """Walk groups delta (with members) into the mirror; a tenant that refuses it is reported, not failed."""
         try:
@@ -192,7 +192,7 @@ class SyncEngine:
             return [f"groups unavailable for this tenant ({exc.status} {exc.code}): {exc.message}"]
         return []
 
-    async def _walk_groups(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, *, full: bool) -> None:
+    async def _walk_groups(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> None:
         link = None if full else await store.get_delta_link(conn, tenant_id, "groups")
         seen: set[str] = set()
         new_link = None
@@ -211,7 +211,7 @@ class SyncEngine:
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
 
     async def _project_dirty(
-        self, conn: asyncpg.Connection, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None,
+        self, conn: Conn, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None,
         warnings: Sequence[str] = (),
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
@@ -227,7 +227,7 @@ class SyncEngine:
         await self._finish(conn, tenant_id, runs)
         return runs
 
-    async def _project_all(self, conn: asyncpg.Connection, tenant_id: str, run: OrgRun) -> None:
+    async def _project_all(self, conn: Conn, tenant_id: str, run: OrgRun) -> None:
         after = ""
         while ids := await store.user_ids_after(conn, tenant_id, after, limit=CHUNK):
             async with conn.transaction():
@@ -237,7 +237,7 @@ class SyncEngine:
         await self._finish(conn, tenant_id, [run])
 
     async def _project_chunk(
-        self, conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str], runs: Sequence[OrgRun]
+        self, conn: Conn, tenant_id: str, ids: Sequence[str], runs: Sequence[OrgRun]
     ) -> None:
         users = await store.load_mirror_users(conn, tenant_id, ids)
         for run in runs:
@@ -251,7 +251,7 @@ class SyncEngine:
             await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
                                    include_deactivations=False)
 
-    async def _finish(self, conn: asyncpg.Connection, tenant_id: str, runs: Sequence[OrgRun]) -> None:
+    async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
         """Apply or hold each run's deactivations (accidental-deletion guard), then close its record."""
         ratio = self._settings.sync.deactivation_guard_ratio
         for run in runs:

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from worker.graph import GraphGroup
+from worker.store import Conn
 
 _FLAG_UNDER_GROUPS = """
     WITH RECURSIVE sub(group_id) AS (
@@ -34,21 +33,21 @@ def _member_type(odata_type: str) -> str:
     return kind if kind in ("user", "group") else "other"
 
 
-async def flag_users(conn: asyncpg.Connection, tenant_id: str, user_ids: Iterable[str]) -> None:
+async def flag_users(conn: Conn, tenant_id: str, user_ids: Iterable[str]) -> None:
     await conn.execute(
         "UPDATE entra_users SET needs_projection = true WHERE tenant_id = $1 AND id = ANY($2::text[])"
         " AND NOT needs_projection", tenant_id, list(user_ids),
     )
 
 
-async def flag_users_under(conn: asyncpg.Connection, tenant_id: str, group_ids: Iterable[str]) -> None:
+async def flag_users_under(conn: Conn, tenant_id: str, group_ids: Iterable[str]) -> None:
     """Flag every user who is a transitive member of these groups (their group set may have changed)."""
     ids = list(group_ids)
     if ids:
         await conn.execute(_FLAG_UNDER_GROUPS, tenant_id, ids)
 
 
-async def apply_group_page(conn: asyncpg.Connection, tenant_id: str, groups: Sequence[GraphGroup]) -> None:
+async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup]) -> None:
     """Apply one groups-delta page: names, removals, and members@delta additions and removals."""
     removed = [g.id for g in groups if g.removed is not None]
     if removed:  # members lose the group: flag them before the memberships go
@@ -73,7 +72,7 @@ async def apply_group_page(conn: asyncpg.Connection, tenant_id: str, groups: Seq
 
 
 async def _change_members(
-    conn: asyncpg.Connection, tenant_id: str, *, added: Sequence[tuple[str, str, str]],
+    conn: Conn, tenant_id: str, *, added: Sequence[tuple[str, str, str]],
     gone: Sequence[tuple[str, str, str]],
 ) -> None:
     if gone:
@@ -93,12 +92,12 @@ async def _change_members(
         await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in inserted])
 
 
-async def _flag_members(conn: asyncpg.Connection, tenant_id: str, pairs: Sequence[tuple[str, str, str]]) -> None:
+async def _flag_members(conn: Conn, tenant_id: str, pairs: Sequence[tuple[str, str, str]]) -> None:
     await flag_users(conn, tenant_id, {m for _, m, t in pairs if t == "user"})
     await flag_users_under(conn, tenant_id, {m for _, m, t in pairs if t == "group"})
 
 
-async def begin_full_group_listing(conn: asyncpg.Connection, tenant_id: str) -> None:
+async def begin_full_group_listing(conn: Conn, tenant_id: str) -> None:
     """Start a complete groups listing (inside the caller's transaction): keep the old memberships aside."""
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS old_group_members
@@ -111,7 +110,7 @@ async def begin_full_group_listing(conn: asyncpg.Connection, tenant_id: str) -> 
     await conn.execute("DELETE FROM entra_group_members WHERE tenant_id = $1", tenant_id)
 
 
-async def finish_full_group_listing(conn: asyncpg.Connection, tenant_id: str, seen_groups: set[str]) -> None:
+async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set[str]) -> None:
     """Groups the listing did not return are gone; flag users whose memberships differ from before."""
     await conn.execute(
         "DELETE FROM entra_groups WHERE tenant_id = $1 AND NOT (id = ANY($2::text[]))", tenant_id, list(seen_groups)
@@ -131,9 +130,10 @@ async def finish_full_group_listing(conn: asyncpg.Connection, tenant_id: str, se
 
 # ---- Enrichment ---------------------------------------------------------------------------------------
 
-async def replace_skus(conn: asyncpg.Connection, tenant_id: str, skus: Mapping[str, str]) -> bool:
+async def replace_skus(conn: Conn, tenant_id: str, skus: Mapping[str, str]) -> bool:
     """Replace the tenant's licence names; True (and every licensed user flagged) when they changed."""
-    old = dict(await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id))
+    rows = await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id)
+    old: dict[str, str] = {r[0]: r[1] for r in rows}
     if old == dict(skus):
         return False
     await conn.execute("DELETE FROM subscribed_skus WHERE tenant_id = $1", tenant_id)
@@ -148,15 +148,15 @@ async def replace_skus(conn: asyncpg.Connection, tenant_id: str, skus: Mapping[s
     return True
 
 
-async def set_sign_ins(conn: asyncpg.Connection, tenant_id: str, values: Mapping[str, datetime | None]) -> int:
+async def set_sign_ins(conn: Conn, tenant_id: str, values: Mapping[str, datetime | None]) -> int:
     return await _set_column(conn, tenant_id, "last_sign_in_at", "timestamptz", values)
 
 
-async def set_mfa(conn: asyncpg.Connection, tenant_id: str, values: Mapping[str, dict[str, Any] | None]) -> int:
+async def set_mfa(conn: Conn, tenant_id: str, values: Mapping[str, dict[str, Any] | None]) -> int:
     return await _set_column(conn, tenant_id, "mfa", "jsonb", values)
 
 
-async def set_device_macs(conn: asyncpg.Connection, tenant_id: str, values: Mapping[str, list[str]]) -> int:
+async def set_device_macs(conn: Conn, tenant_id: str, values: Mapping[str, list[str]]) -> int:
     # unnest() would flatten a 2-D array, so each user's list travels as JSON text.
     encoded = {k: json.dumps(v) for k, v in values.items()}
     return await _set_column(conn, tenant_id, "device_macs", "text", encoded,
@@ -164,7 +164,7 @@ async def set_device_macs(conn: asyncpg.Connection, tenant_id: str, values: Mapp
 
 
 async def _set_column(
-    conn: asyncpg.Connection, tenant_id: str, column: str, pg_type: str, values: Mapping[str, Any],
+    conn: Conn, tenant_id: str, column: str, pg_type: str, values: Mapping[str, Any],
     *, value: str = "v.val",
 ) -> int:
     """Set one enrichment column for these users where it differs, flagging them; returns how many changed."""
@@ -180,7 +180,7 @@ async def _set_column(
 
 
 async def clear_column_except(
-    conn: asyncpg.Connection, tenant_id: str, column: str, empty: str, keep: Iterable[str]
+    conn: Conn, tenant_id: str, column: str, empty: str, keep: Iterable[str]
 ) -> int:
     """After a complete listing: users it did not mention lose the value (a device unenrolled, say)."""
     result = await conn.execute(
@@ -191,7 +191,7 @@ async def clear_column_except(
     return int(result.split()[-1])
 
 
-async def record_capabilities(conn: asyncpg.Connection, tenant_id: str, capabilities: Mapping[str, bool]) -> None:
+async def record_capabilities(conn: Conn, tenant_id: str, capabilities: Mapping[str, bool]) -> None:
     await conn.execute(
         "UPDATE microsoft_tenants SET capabilities = capabilities || $2::jsonb, updated_at = now()"
         " WHERE tenant_id = $1",

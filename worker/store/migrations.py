@@ -19,7 +19,7 @@ _LOCK_KEY = 0x656E7472_61737963  # "entrasyc"
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) of every migration shipped in the `schemas` package, in order."""
     folder = resources.files("schemas").joinpath("migrations")
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

@@ -28,6 +28,7 @@ from worker.core.model import (
 )
 from worker.core.projection import email_keys
 from worker.graph import GraphUser, TenantCredentials
+from worker.store import Conn
 
 _hash_encoder = msgspec.json.Encoder()
 
@@ -42,14 +43,14 @@ _UPDATABLE = [c for c in MIRROR_COLUMNS if c not in ("tenant_id", "id", "listing
 
 # ---- Configuration reads ----------------------------------------------------------------------------------
 
-async def tenant_credentials(conn: asyncpg.Connection, tenant_id: str) -> TenantCredentials | None:
+async def tenant_credentials(conn: Conn, tenant_id: str) -> TenantCredentials | None:
     row = await conn.fetchrow(
         "SELECT tenant_id, client_id, client_secret FROM microsoft_tenants WHERE tenant_id = $1", tenant_id
     )
     return TenantCredentials(row["tenant_id"], row["client_id"], row["client_secret"]) if row else None
 
 
-async def tenants_with_enabled_sync(conn: asyncpg.Connection) -> list[str]:
+async def tenants_with_enabled_sync(conn: Conn) -> list[str]:
     rows = await conn.fetch(
         """SELECT DISTINCT p.microsoft_tenant_id FROM org_user_syncs s
            JOIN organizations o ON o.id = s.organization_id
@@ -64,7 +65,7 @@ def filters_from_json(data: dict[str, Any]) -> Filters:
 
 
 async def org_contexts(
-    conn: asyncpg.Connection, tenant_id: str, organization_id: str | None = None
+    conn: Conn, tenant_id: str, organization_id: str | None = None
 ) -> list[OrgContext]:
     """Organizations mapped to `tenant_id` with user sync enabled (optionally just one)."""
     rows = await conn.fetch(
@@ -76,9 +77,9 @@ async def org_contexts(
            ORDER BY o.id""",
         tenant_id, organization_id,
     )
-    skus = dict(await conn.fetch(
+    skus: dict[str, str] = {r[0]: r[1] for r in await conn.fetch(
         "SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id
-    ))
+    )}
     contexts = []
     for row in rows:
         assets = await conn.fetch(
@@ -99,23 +100,23 @@ def tenant_lock_key(tenant_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(tenant_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+async def lock_tenant(conn: Conn, tenant_id: str) -> None:
     await conn.execute("SELECT pg_advisory_lock($1)", tenant_lock_key(tenant_id))
 
 
-async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+async def unlock_tenant(conn: Conn, tenant_id: str) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", tenant_lock_key(tenant_id))
 
 
 # ---- Delta links -----------------------------------------------------------------------------------------
 
-async def get_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str) -> str | None:
+async def get_delta_link(conn: Conn, tenant_id: str, resource: str) -> str | None:
     return await conn.fetchval(
         "SELECT link FROM delta_links WHERE tenant_id = $1 AND resource = $2", tenant_id, resource
     )
 
 
-async def save_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str, link: str) -> None:
+async def save_delta_link(conn: Conn, tenant_id: str, resource: str, link: str) -> None:
     await conn.execute(
         """INSERT INTO delta_links (tenant_id, resource, link) VALUES ($1, $2, $3)
            ON CONFLICT (tenant_id, resource) DO UPDATE SET link = EXCLUDED.link, updated_at = now()""",
@@ -123,7 +124,7 @@ async def save_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: st
     )
 
 
-async def drop_delta_link(conn: asyncpg.Connection, tenant_id: str, resource: str) -> None:
+async def drop_delta_link(conn: Conn, tenant_id: str, resource: str) -> None:
     await conn.execute("DELETE FROM delta_links WHERE tenant_id = $1 AND resource = $2", tenant_id, resource)
 
 
@@ -143,7 +144,7 @@ def _mirror_record(tenant_id: str, u: GraphUser, listing_id: uuid.UUID | None) -
     return (tenant_id, u.id, *values[:19], digest, True, listing_id)
 
 
-async def _ensure_stage(conn: asyncpg.Connection) -> None:
+async def _ensure_stage(conn: Conn) -> None:
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS stage_entra_users
            (LIKE entra_users INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
@@ -151,7 +152,7 @@ async def _ensure_stage(conn: asyncpg.Connection) -> None:
 
 
 async def upsert_mirror_users(
-    conn: asyncpg.Connection, tenant_id: str, users: Sequence[GraphUser], *, listing_id: uuid.UUID | None
+    conn: Conn, tenant_id: str, users: Sequence[GraphUser], *, listing_id: uuid.UUID | None
 ) -> int:
     """Write a page of Graph users into the mirror; returns how many rows changed (flagged for projection).
 
@@ -192,7 +193,7 @@ async def upsert_mirror_users(
     return len(changed)
 
 
-async def mark_absent(conn: asyncpg.Connection, tenant_id: str, listing_id: uuid.UUID) -> int:
+async def mark_absent(conn: Conn, tenant_id: str, listing_id: uuid.UUID) -> int:
     """After a complete, successful full listing: users it did not return are removed ('absent')."""
     result = await conn.execute(
         """UPDATE entra_users SET removed = 'absent', needs_projection = true, updated_at = now()
@@ -202,7 +203,7 @@ async def mark_absent(conn: asyncpg.Connection, tenant_id: str, listing_id: uuid
     return int(result.split()[-1])
 
 
-async def dirty_user_ids(conn: asyncpg.Connection, tenant_id: str, *, after: str, limit: int) -> list[str]:
+async def dirty_user_ids(conn: Conn, tenant_id: str, *, after: str, limit: int) -> list[str]:
     """Mirror users flagged for projection, in id order after `after` (keyset pagination)."""
     rows = await conn.fetch(
         "SELECT id FROM entra_users WHERE tenant_id = $1 AND needs_projection AND id > $2 ORDER BY id LIMIT $3",
@@ -211,7 +212,7 @@ async def dirty_user_ids(conn: asyncpg.Connection, tenant_id: str, *, after: str
     return [r[0] for r in rows]
 
 
-async def user_ids_after(conn: asyncpg.Connection, tenant_id: str, after: str, *, limit: int) -> list[str]:
+async def user_ids_after(conn: Conn, tenant_id: str, after: str, *, limit: int) -> list[str]:
     """Keyset pagination over all mirror users of a tenant (for a whole-Organization projection)."""
     rows = await conn.fetch(
         "SELECT id FROM entra_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -220,7 +221,7 @@ async def user_ids_after(conn: asyncpg.Connection, tenant_id: str, after: str, *
     return [r[0] for r in rows]
 
 
-async def clear_dirty(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> None:
+async def clear_dirty(conn: Conn, tenant_id: str, ids: Sequence[str]) -> None:
     await conn.execute(
         "UPDATE entra_users SET needs_projection = false WHERE tenant_id = $1 AND id = ANY($2::text[])",
         tenant_id, list(ids),
@@ -260,7 +261,7 @@ def _mirror_user(row: asyncpg.Record) -> MirrorUser:
     )
 
 
-async def load_mirror_users(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> list[MirrorUser]:
+async def load_mirror_users(conn: Conn, tenant_id: str, ids: Sequence[str]) -> list[MirrorUser]:
     rows = await conn.fetch(_MIRROR_SELECT, tenant_id, list(ids))
     return [_mirror_user(r) for r in rows]
 
@@ -287,17 +288,21 @@ def _stored(row: asyncpg.Record) -> StoredEndUser:
 
 
 async def load_end_users(
-    conn: asyncpg.Connection, *, organization_id: str, tenant_id: str, users: Sequence[MirrorUser]
+    conn: Conn, *, organization_id: str, tenant_id: str, users: Sequence[MirrorUser]
 ) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
     """The Organization's End Users linked to these Entra users, and those sharing their emails."""
     ids = [u.id for u in users]
+    # One index probe per key (LATERAL … OFFSET 0 is not flattened): with `= ANY(array)` the planner, working
+    # from statistics taken before an initial sync filled the table, scans the whole Organization per batch.
     linked_rows = await conn.fetch(
-        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2"
-        " AND e.entra_object_id = ANY($3::text[])", organization_id, tenant_id, ids,
+        "SELECT e.* FROM unnest($3::text[]) AS k(oid), LATERAL (" + _END_USER_SELECT
+        + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2 AND e.entra_object_id = k.oid"
+        " OFFSET 0) AS e", organization_id, tenant_id, ids,
     )
     email_rows = await conn.fetch(
-        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND lower(e.email) = ANY($2::text[])",
-        organization_id, sorted({k for u in users for k in email_keys(u)}),
+        "SELECT e.* FROM unnest($2::text[]) AS k(email), LATERAL (" + _END_USER_SELECT
+        + " WHERE e.organization_id = $1::uuid AND lower(e.email) = k.email AND e.email IS NOT NULL"
+        " OFFSET 0) AS e", organization_id, sorted({k for u in users for k in email_keys(u)}),
     )
     linked = {r["entra_object_id"]: _stored(r) for r in linked_rows}
     by_email: dict[str, list[StoredEndUser]] = {}
@@ -306,7 +311,7 @@ async def load_end_users(
     return linked, by_email
 
 
-async def synced_count(conn: asyncpg.Connection, organization_id: str) -> int:
+async def synced_count(conn: Conn, organization_id: str) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM end_users WHERE organization_id = $1::uuid AND sync_state = 'synced'",
         organization_id,
@@ -320,7 +325,7 @@ def _cols(rows: Sequence[Any], getter: Any) -> list[Any]:
 
 
 async def apply_plan(
-    conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan,
+    conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan,
     include_deactivations: bool = True,
 ) -> None:
     """Apply a reconcile plan set-based, journalling every field the sync changes. Call in a transaction."""
@@ -331,7 +336,7 @@ async def apply_plan(
     await _apply_reviews(conn, org=org, plan=plan)
 
 
-async def _apply_creates(conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
+async def _apply_creates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
     if not plan.creates:
         return
     c = plan.creates
@@ -354,7 +359,7 @@ async def _apply_creates(conn: asyncpg.Connection, *, org: OrgContext, run_id: s
     await _relink_assets(conn, [(ids[x.entra_object_id], x.asset_ids) for x in c])
 
 
-async def _journal_creates(conn: asyncpg.Connection, run_id: str | None, ids: list[Any]) -> None:
+async def _journal_creates(conn: Conn, run_id: str | None, ids: list[Any]) -> None:
     await conn.execute(
         "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
         "SELECT u, $2::uuid, 'created', NULL, e.entra_object_id FROM unnest($1::uuid[]) u "
@@ -362,7 +367,7 @@ async def _journal_creates(conn: asyncpg.Connection, run_id: str | None, ids: li
     )
 
 
-async def _apply_updates(conn: asyncpg.Connection, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
+async def _apply_updates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
     if not plan.updates:
         return
     u = plan.updates
@@ -394,7 +399,7 @@ async def _apply_updates(conn: asyncpg.Connection, *, org: OrgContext, run_id: s
 
 
 async def apply_state_changes(
-    conn: asyncpg.Connection, *, run_id: str | None, changes: Sequence[StateChange]
+    conn: Conn, *, run_id: str | None, changes: Sequence[StateChange]
 ) -> None:
     if not changes:
         return
@@ -413,7 +418,7 @@ async def apply_state_changes(
     )
 
 
-async def _relink_assets(conn: asyncpg.Connection, links: Sequence[tuple[Any, frozenset[str]]]) -> None:
+async def _relink_assets(conn: Conn, links: Sequence[tuple[Any, frozenset[str]]]) -> None:
     if not links:
         return
     ids = [i for i, _ in links]
@@ -427,7 +432,7 @@ async def _relink_assets(conn: asyncpg.Connection, links: Sequence[tuple[Any, fr
         )
 
 
-async def _apply_reviews(conn: asyncpg.Connection, *, org: OrgContext, plan: Plan) -> None:
+async def _apply_reviews(conn: Conn, *, org: OrgContext, plan: Plan) -> None:
     for r in plan.reviews:
         await conn.execute(
             """INSERT INTO review_items (organization_id, entra_tenant_id, entra_object_id, reason, candidate_ids)
@@ -441,7 +446,7 @@ async def _apply_reviews(conn: asyncpg.Connection, *, org: OrgContext, plan: Pla
 # ---- Runs ------------------------------------------------------------------------------------------------
 
 async def start_run(
-    conn: asyncpg.Connection, *, kind: str, tenant_id: str, organization_id: str | None,
+    conn: Conn, *, kind: str, tenant_id: str, organization_id: str | None,
     run_id: str | None = None,
 ) -> str:
     """Mark a queued run (created by the admin API) running, or create a new running one."""
@@ -461,7 +466,7 @@ async def start_run(
 
 
 async def finish_run(
-    conn: asyncpg.Connection, run_id: str, *, status: str, counts: dict[str, int],
+    conn: Conn, run_id: str, *, status: str, counts: dict[str, int],
     warnings: Sequence[str] = (), error: str | None = None,
 ) -> None:
     await conn.execute(
@@ -474,7 +479,7 @@ async def finish_run(
 # ---- Subscriptions and status ---------------------------------------------------------------------------
 
 async def save_subscription(
-    conn: asyncpg.Connection, *, tenant_id: str, subscription_id: str, resource: str, change_type: str,
+    conn: Conn, *, tenant_id: str, subscription_id: str, resource: str, change_type: str,
     notification_url: str, expires_at: datetime,
 ) -> None:
     await conn.execute(
@@ -485,19 +490,27 @@ async def save_subscription(
     )
 
 
-async def subscriptions_of(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+async def subscriptions_of(conn: Conn, tenant_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, resource, notification_url, expires_at FROM graph_subscriptions WHERE tenant_id = $1",
         tenant_id,
     )
 
 
-async def forget_subscription(conn: asyncpg.Connection, subscription_id: str) -> None:
+async def forget_subscription(conn: Conn, subscription_id: str) -> None:
     await conn.execute("DELETE FROM graph_subscriptions WHERE id = $1", subscription_id)
 
 
+async def touch_subscriptions(conn: asyncpg.Connection, tenant_id: str, subscription_ids: Sequence[str]) -> None:
+    """A change notification of each of these subscriptions was just processed."""
+    await conn.execute(
+        "UPDATE graph_subscriptions SET last_notification_at = now() WHERE tenant_id = $1 AND id = ANY($2::text[])",
+        tenant_id, list(subscription_ids),
+    )
+
+
 async def record_tenant_status(
-    conn: asyncpg.Connection, tenant_id: str, *, delta: bool = False, full: bool = False,
+    conn: Conn, tenant_id: str, *, delta: bool = False, full: bool = False,
     notification: bool = False, error: str | None = None,
 ) -> None:
     await conn.execute(
