@@ -24,8 +24,10 @@ from azure.identity.aio import ClientSecretCredential
 
 from simulator.server import Simulator, write_info
 
-SELECT = ("id,displayName,givenName,surname,mail,userPrincipalName,businessPhones,mobilePhone,streetAddress,city,"
-          "state,postalCode,country,jobTitle,department,officeLocation,userType,accountEnabled,assignedLicenses")  # fmt: skip
+SELECT = (
+    "id,displayName,givenName,surname,mail,userPrincipalName,businessPhones,mobilePhone,streetAddress,city,"
+    "state,postalCode,country,jobTitle,department,officeLocation,userType,accountEnabled,assignedLicenses"
+)
 
 
 class Page(msgspec.Struct):
@@ -76,8 +78,9 @@ async def main(users: int, rounds: int) -> dict[str, Any]:
         tenant = sim.state.first_tenant()
         results = []
         for _ in range(rounds):
-            queue: Any = multiprocessing.get_context("spawn").Queue()
-            proc = multiprocessing.get_context("spawn").Process(target=_client, args=(sim.info.to_json(), SELECT, queue))
+            spawn = multiprocessing.get_context("spawn")
+            queue: Any = spawn.Queue()
+            proc = spawn.Process(target=_client, args=(sim.info.to_json(), SELECT, queue))
             proc.start()
             while proc.is_alive() and queue.empty():
                 await asyncio.sleep(0.05)

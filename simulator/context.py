@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -12,6 +12,7 @@ from simulator.delta import DeltaEngine
 from simulator.model import Tenant
 from simulator.notify import Notifier
 from simulator.state import SimState
+from simulator.throttle import RateLimiter
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     delta: DeltaEngine
     notifier: Notifier
     session: aiohttp.ClientSession
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -156,6 +156,7 @@ class Faults:
     delta_empty_page_every: int = 0  # every Nth delta page is empty (but carries a nextLink)
     delta_repeat: bool = False  # each delta page repeats the last object of the previous page
     organization_id_form: bool = False  # change notifications carry organizationId instead of tenantId
+    rate_limits: bool = False  # enforce Graph's per-app-and-tenant budgets (simulator/throttle.py)
 
     def take_throttle(self, method: str, path: str) -> ThrottleRule | None:
         for rule in self.throttle:

@@ -36,6 +36,7 @@ class FaultsIn(msgspec.Struct, forbid_unknown_fields=True):
     delta_empty_page_every: int | None = None
     delta_repeat: bool | None = None
     organization_id_form: bool | None = None
+    rate_limits: bool | None = None
 
 
 class ClockIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,7 +86,7 @@ def faults_view(faults: Faults) -> dict[str, Any]:
 
 SCALAR_FAULTS = (
     "latency_ms", "drop_notifications", "duplicate_notifications", "reorder_notifications", "delta_gone",
-    "delta_expired", "delta_empty_page_every", "delta_repeat", "organization_id_form",
+    "delta_expired", "delta_empty_page_every", "delta_repeat", "organization_id_form", "rate_limits",
 )  # fmt: skip
 
 
@@ -188,7 +189,7 @@ async def post_lifecycle(request: web.Request) -> web.Response:
                 raise bad_request("The subscription has no lifecycleNotificationUrl.")
             if body.event == "subscriptionRemoved":
                 del tenant.subscriptions[sub.id]
-            return web.Response(status=202)
+            return json_response({"queued": body.event, "subscription_id": sub.id}, status=202)
     raise GraphError(404, "NotFound", f"No subscription '{body.subscription_id}'.")
 
 

@@ -91,8 +91,8 @@ async def graph_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _before_graph_call(request: web.Request) -> None:
-    state = request.app[SERVICES].state
-    tenant = auth.authenticate(state, request.headers.get("Authorization"))
+    services = request.app[SERVICES]
+    tenant = auth.authenticate(services.state, request.headers.get("Authorization"))
     request[TENANT] = tenant
     faults = tenant.faults
     if faults.latency_ms:
@@ -100,6 +100,9 @@ async def _before_graph_call(request: web.Request) -> None:
     rule = faults.take_throttle(request.method, request.path) if faults.throttle else None
     if rule is not None:
         raise _throttle_error(rule.status, rule.retry_after)
+    wait = services.limiter.charge(tenant, request) if faults.rate_limits else None
+    if wait is not None:
+        raise _throttle_error(429, str(wait))
 
 
 def build_app(services: Services, housekeeping: Callable[[], None]) -> web.Application:
@@ -125,6 +128,7 @@ class Simulator:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.info: SimulatorInfo
+        self.services: Services
         self.notifier: Notifier
 
     async def __aenter__(self) -> Simulator:
@@ -144,7 +148,7 @@ class Simulator:
         self.notifier = Notifier(self.state, self._session)
         self.state.on_change = self.notifier.on_change
         engine = DeltaEngine(self.state.tunables)
-        services = Services(self.state, engine, self.notifier, self._session)
+        services = self.services = Services(self.state, engine, self.notifier, self._session)
         self._runner = web.AppRunner(build_app(services, self.housekeeping), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=server_ssl_context(ca), backlog=1024)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from msgraph.generated.models.user import User
+from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
 
 from tests.simulator.conftest import Graph
 from tests.simulator.test_users import new_user
@@ -34,8 +35,14 @@ async def test_full_walk_returns_every_live_user_with_selected_properties(graph:
 
 
 async def test_sdk_delta_builder_path_with_parentheses(graph: Graph) -> None:
-    page = await graph.sdk.users.delta.get()
+    wanted = [r.id for r in graph.sim.state.tenants[graph.tenant["tenant_id"]].live_users()][:2]
+    query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+        select=["id", "displayName"], filter=" or ".join(f"id eq '{i}'" for i in wanted)
+    )
+    config = DeltaRequestBuilder.DeltaRequestBuilderGetRequestConfiguration(query_parameters=query)
+    page = await graph.sdk.users.delta.get(request_configuration=config)
     assert page is not None and page.value and page.odata_delta_link
+    assert sorted(u.id for u in page.value) == sorted(wanted)
     assert "/users/delta()?$deltatoken=" in page.odata_delta_link
 
 

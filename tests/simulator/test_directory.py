@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+from msgraph.generated.device_management.managed_devices.managed_devices_request_builder import (
+    ManagedDevicesRequestBuilder,
+)
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
 from tests.simulator.conftest import Graph
@@ -70,7 +73,9 @@ async def test_user_registration_details_skip_disabled_users(shared_graph: Graph
 
 
 async def test_managed_devices_have_mixed_mac_formats_and_null_ethernet_in_lists(shared_graph: Graph) -> None:
-    devices = await shared_graph.sdk.device_management.managed_devices.get()
+    query = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetQueryParameters(top=60)
+    config = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetRequestConfiguration(query_parameters=query)
+    devices = await shared_graph.sdk.device_management.managed_devices.get(request_configuration=config)
     assert devices is not None and devices.value
     macs = [d.wi_fi_mac_address for d in devices.value]
     assert all(m and MAC.match(m) for m in macs)

@@ -126,7 +126,8 @@ async def test_group_membership_change_notifies_group_subscribers(graph: Graph, 
     from tests.simulator.test_subscriptions import body
 
     group_id = await make_group(graph)
-    status, _, _ = await graph.call("POST", "/subscriptions", json=body(receiver, resource=f"groups/{group_id}/members"))
+    payload = body(receiver, resource=f"groups/{group_id}/members")
+    status, _, _ = await graph.call("POST", "/subscriptions", json=payload)
     assert status == 201
     await add(graph, group_id, users(graph, 1)[0])
     items = await receiver.wait_items(1)
