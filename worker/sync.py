@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -126,7 +126,10 @@ class SyncEngine:
             if first:  # a tenant seen for the first time: enrich now rather than at the next hourly resync
                 warnings += await Enricher(conn, graph, tenant_id).run()
             # Other Organizations get what changed; this one gets every user just below.
-            await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=organization_id)
+            # Organizations about to get a whole-Organization projection (this one, and any other with an
+            # org-sync queued) are skipped here, so their runs count what they created.
+            skip = {organization_id} | await store.orgs_awaiting_org_sync(conn, tenant_id)
+            await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=skip)
             orgs = await store.org_contexts(conn, tenant_id, organization_id)
             if not orgs:
                 if run_id:
@@ -211,11 +214,11 @@ class SyncEngine:
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
 
     async def _project_dirty(
-        self, conn: Conn, tenant_id: str, *, kind: str, record_always: bool, skip: str | None = None,
+        self, conn: Conn, tenant_id: str, *, kind: str, record_always: bool, skip: Set[str] = frozenset(),
         warnings: Sequence[str] = (),
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
-                for o in await store.org_contexts(conn, tenant_id) if o.organization_id != skip]
+                for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
         after = ""
         # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
         while ids := await store.dirty_user_ids(conn, tenant_id, after=after, limit=CHUNK):

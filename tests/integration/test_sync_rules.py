@@ -197,3 +197,25 @@ async def test_confirming_a_held_run_applies_the_deactivations(fresh: Env, pool:
     assert counts["deactivated"] == len(victims)
     states = {oid: u["sync_state"] for oid, u in (await end_users(pool, fresh.org_id)).items()}
     assert {states[v] for v in victims} == {"deactivated"}
+
+
+async def test_each_enabled_organization_run_counts_what_it_created(fresh: Env, pool: asyncpg.Pool) -> None:
+    """Two Organizations enabled at once: the first org-sync must not create the second's End Users behind
+    its back, or the second's run would report nothing created."""
+    tid = fresh.tenant["tenant_id"]
+    async with pool.acquire() as conn:
+        second = await make_org(conn, fresh.tenant, ALL, register=False)
+    runs = {}
+    for org in (fresh.org_id, second):
+        runs[org] = await pool.fetchval(
+            "INSERT INTO sync_runs (kind, organization_id, tenant_id, status) VALUES ('org-sync', $1::uuid, $2,"
+            " 'queued') RETURNING id::text", org, tid)
+
+    first_counts = await fresh.engine.org_sync(tid, fresh.org_id, runs[fresh.org_id])
+    assert await pool.fetchval("SELECT count(*) FROM end_users WHERE organization_id = $1::uuid", second) == 0
+    second_counts = await fresh.engine.org_sync(tid, second, runs[second])
+
+    assert first_counts["created"] == second_counts["created"] > 0
+    for org, run in runs.items():
+        row = await pool.fetchrow("SELECT status, counts FROM sync_runs WHERE id = $1::uuid", run)
+        assert row["status"] == "succeeded" and row["counts"]["created"] > 0, org

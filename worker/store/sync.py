@@ -443,6 +443,14 @@ async def _apply_reviews(conn: Conn, *, org: OrgContext, plan: Plan) -> None:
         )
 
 
+async def orgs_awaiting_org_sync(conn: Conn, tenant_id: str) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT organization_id::text FROM sync_runs WHERE tenant_id = $1 AND kind = 'org-sync'"
+        " AND status = 'queued' AND organization_id IS NOT NULL", tenant_id,
+    )
+    return {r[0] for r in rows}
+
+
 # ---- Runs ------------------------------------------------------------------------------------------------
 
 async def start_run(
