@@ -7,6 +7,7 @@ kept rather than wiped because a read failed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ T = TypeVar("T")
 # What Graph answers when a capability is missing: 403 for reports without P1/P2, 400 "Request not applicable
 # to target tenant" for Intune without a licence, 404 in some tenants.
 MISSING = (GraphForbidden, GraphBadRequest, GraphNotFound)
+FORBIDDEN_ATTEMPTS = 3
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -85,7 +87,15 @@ class Enricher:
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[None]]) -> None:
         try:
-            await step()
+            for attempt in range(FORBIDDEN_ATTEMPTS):
+                try:
+                    await step()
+                    break
+                except GraphForbidden:
+                    # The premium-licence 403 is intermittent even for P1/P2 tenants (docs/graph-notes.md).
+                    if attempt == FORBIDDEN_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
             self.capabilities.setdefault(capability, True)
         except MISSING as exc:
             self.capabilities[capability] = False
