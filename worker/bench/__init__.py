@@ -17,6 +17,10 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         rate = int(args.rate) if args.rate else 2000
         return [await bench_webhook(seconds=args.seconds, rate=rate)]
+    if args.name == "freshness":
+        from worker.bench.freshness import bench_freshness
+
+        return [await bench_freshness(changes=args.changes, rate=args.rate or 20)]
     if args.name == "resync":
         from worker.bench.resync import bench_resync
 

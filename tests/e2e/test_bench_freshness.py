@@ -1,0 +1,34 @@
+"""End to end: `bench_freshness` on a whole stack changes users in the simulator and sees every change reach its
+End User through the real path; no speed assertion here (the figures are the benchmark's)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from worker.bench.freshness import bench_freshness
+from worker.embedded import postgres_dsn_with_database
+
+pytestmark = pytest.mark.slow
+
+
+async def test_freshness_sees_every_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the stack's own embedded broker
+    if server_url := os.environ.get("DATABASE_URL"):  # a fresh database on that server, as test_stack does
+        name = f"entra_sync_bench_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        monkeypatch.setenv("DATABASE_URL", postgres_dsn_with_database(server_url, name))
+    result = await bench_freshness(changes=10, rate=5, state_dir=tmp_path)
+    assert set(result) == {"bench", "changes", "p50_s", "p99_s", "max_s", "lost"}
+    assert result["bench"] == "freshness"
+    assert result["changes"] == 10
+    assert result["lost"] == 0, result
+    assert 0 < result["p50_s"] <= result["p99_s"] <= result["max_s"]

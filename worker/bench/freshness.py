@@ -1,0 +1,238 @@
+"""`entra-sync bench freshness`: how long a user changed in the tenant takes to show on its End User.
+
+A whole stack (`worker.stack.Stack`: embedded PostgreSQL and Tansu, the simulator, webhook, worker,
+scheduler and admin API as child processes, and the demo Organizations) runs in a state dir. Once the demo
+End Users are synced and the tenant has its users subscription and delta link, N users are changed in the
+simulator through Graph (`PATCH /users/{id}` with a unique `jobTitle`) at `rate` changes/s, open loop. Each
+change's clock starts at its 204. Nothing else is triggered: the change travels the real path (simulator
+notification → webhook → Kafka → worker delta → PostgreSQL). PostgreSQL is polled directly (one query every
+~50 ms for the target End Users' `job_title`), and a change is shown when every End User of that Entra user
+carries its title. `lost` counts changes not shown within `LOST_AFTER_S` of the last PATCH.
+
+A user is changed again only once its previous change was shown, so a later title never hides an earlier
+one (the demo has fewer End Users than a typical N); with latencies well below N / rate this never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from azure.identity.aio import ClientSecretCredential
+
+from worker.stack import Stack
+
+POLL_S = 0.05
+LOST_AFTER_S = 60.0
+READY_TIMEOUT_S = 120.0
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+@dataclass
+class _Change:
+    index: int
+    object_id: str
+    title: str
+    patched_at: float | None = None
+    shown_at: float | None = None
+
+
+@dataclass
+class _Run:
+    changes: list[_Change] = field(default_factory=list)
+    pending: dict[str, _Change] = field(default_factory=dict)  # object id → its unshown patched change
+    busy: set[str] = field(default_factory=set)  # object ids with a change in flight or not yet shown
+    patch_errors: int = 0
+    last_patch_at: float = 0.0
+    patching_done: bool = False
+
+
+async def bench_freshness(*, changes: int, rate: float, state_dir: Path | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the CONTRACTS.md JSON object."""
+    with contextlib.ExitStack() as cleanup:
+        if state_dir is None:
+            state_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-freshness-")))
+        stack = Stack(state_dir)
+        try:
+            info = await stack.start()
+            run = await _measure(info, changes=changes, rate=rate)
+        finally:
+            await asyncio.to_thread(stack.stop)
+    return _result(run, changes)
+
+
+def _result(run: _Run, changes: int) -> dict[str, Any]:
+    latencies = sorted(c.shown_at - c.patched_at for c in run.changes
+                       if c.shown_at is not None and c.patched_at is not None) or [0.0]
+    shown = sum(1 for c in run.changes if c.shown_at is not None)
+    return {
+        "bench": "freshness",
+        "changes": changes,
+        "p50_s": round(_percentile(latencies, 0.50), 3),
+        "p99_s": round(_percentile(latencies, 0.99), 3),
+        "max_s": round(latencies[-1], 3),
+        "lost": changes - shown,
+    }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+# --- readiness ------------------------------------------------------------------------------------------------
+
+
+async def _wait_ready(info: dict[str, Any], db: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """The demo Organizations' ids and the Entra object ids of their synced End Users, once stable."""
+    tenant_id = info["tenants"][0]["tenant_id"]
+    headers = {"Authorization": f"Bearer {info['admin_token']}"}
+    api = info["admin_url"] + "/api/v1"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    previous: list[str] | None = None
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while True:
+            org_ids, object_ids = await _synced_users(http, api)
+            infra = await db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM graph_subscriptions WHERE tenant_id = $1 AND lower(resource) = 'users')"
+                " AND EXISTS (SELECT 1 FROM delta_links WHERE tenant_id = $1 AND resource = 'users')", tenant_id)
+            if infra and len(org_ids) >= 2 and object_ids and object_ids == previous:
+                return org_ids, object_ids
+            previous = object_ids
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"demo not ready within {READY_TIMEOUT_S}s (subscription/delta link: {infra},"
+                                   f" organizations: {len(org_ids)}, synced users: {len(object_ids)})")
+            await asyncio.sleep(1.0)
+
+
+async def _synced_users(http: aiohttp.ClientSession, api: str) -> tuple[list[str], list[str]]:
+    org_ids: list[str] = []
+    object_ids: set[str] = set()
+    for org in _items(await _get(http, f"{api}/organizations")):
+        org_ids.append(str(org["id"]))
+        for user in _items(await _get(http, f"{api}/organizations/{org['id']}/end-users")):
+            if user.get("sync_state") == "synced" and user.get("entra_object_id"):
+                object_ids.add(str(user["entra_object_id"]))
+    return org_ids, sorted(object_ids)
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"GET {url} -> {resp.status}: {await resp.text()}")
+        return await resp.json()
+
+
+def _items(data: Any) -> list[dict[str, Any]]:
+    return list(data["items"] if isinstance(data, dict) and "items" in data else data)
+
+
+# --- measurement ----------------------------------------------------------------------------------------------
+
+
+async def _measure(info: dict[str, Any], *, changes: int, rate: float) -> _Run:
+    db = await asyncpg.connect(info["database_url"])
+    try:
+        org_ids, object_ids = await _wait_ready(info, db)
+        token = await _graph_token(info)
+        run = _Run()
+        watcher = asyncio.create_task(_watch(db, run, org_ids))
+        try:
+            await _patch_all(info, token, run, object_ids, changes=changes, rate=rate)
+            deadline = run.last_patch_at + LOST_AFTER_S
+            while run.pending and time.monotonic() < deadline and not watcher.done():
+                await asyncio.sleep(POLL_S)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return run
+    finally:
+        await db.close()
+
+
+async def _graph_token(info: dict[str, Any]) -> str:
+    tenant = info["tenants"][0]
+    credential = ClientSecretCredential(
+        tenant["tenant_id"], tenant["client_id"], tenant["client_secret"], authority=info["authority_url"],
+        disable_instance_discovery=True, connection_verify=info["ca_file"] or True,
+    )
+    try:
+        return (await credential.get_token(GRAPH_SCOPE)).token
+    finally:
+        await credential.close()
+
+
+async def _patch_all(
+    info: dict[str, Any], token: str, run: _Run, object_ids: list[str], *, changes: int, rate: float
+) -> None:
+    """Open loop at `rate`: change i is due at i / rate; each goes to the least recently changed free user."""
+    nonce = secrets.token_hex(4)
+    ctx = ssl.create_default_context(cafile=info["ca_file"]) if info["ca_file"] else None
+    order = list(object_ids)  # rotation: least recently changed first
+    tasks: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        started = time.monotonic()
+        for i in range(changes):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while (object_id := next((o for o in order if o not in run.busy), None)) is None:
+                await asyncio.sleep(0.01)
+            order.remove(object_id)
+            order.append(object_id)
+            change = _Change(i, object_id, f"bench-{i}-{nonce}")
+            run.changes.append(change)
+            run.busy.add(object_id)
+            task = asyncio.create_task(_patch(http, info["graph_url"], ctx, change, run))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    run.patching_done = True
+
+
+async def _patch(
+    http: aiohttp.ClientSession, graph_url: str, ctx: ssl.SSLContext | None, change: _Change, run: _Run
+) -> None:
+    url = f"{graph_url}/users/{change.object_id}"
+    for attempt in range(5):
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with http.patch(url, json={"jobTitle": change.title}, ssl=ctx if ctx else True) as resp:
+                await resp.read()
+                if resp.status == 204:
+                    change.patched_at = time.monotonic()
+                    run.last_patch_at = max(run.last_patch_at, change.patched_at)
+                    run.pending[change.object_id] = change
+                    return
+        await asyncio.sleep(0.1 * (attempt + 1))
+    run.patch_errors += 1  # never applied: stays unshown, so counted in `lost`
+    run.last_patch_at = max(run.last_patch_at, time.monotonic())
+
+
+async def _watch(db: asyncpg.Connection, run: _Run, org_ids: list[str]) -> None:
+    """Every POLL_S, the titles of the End Users with a pending change; marks the changes they show."""
+    query = ("SELECT t.object_id, t.title, bool_and(e.job_title IS NOT DISTINCT FROM t.title)"
+             " FROM unnest($1::text[], $2::text[]) AS t (object_id, title)"
+             " JOIN end_users e ON e.entra_object_id = t.object_id AND e.organization_id = ANY ($3::uuid[])"
+             " GROUP BY t.object_id, t.title")
+    while True:
+        began = time.monotonic()
+        pending = list(run.pending.values())
+        if pending:
+            rows = await db.fetch(query, [c.object_id for c in pending], [c.title for c in pending], org_ids)
+            now = time.monotonic()
+            for object_id, title, shown in rows:
+                change = run.pending.get(object_id)
+                if shown and change is not None and change.title == title:
+                    change.shown_at = now
+                    del run.pending[object_id]
+                    run.busy.discard(object_id)
+        await asyncio.sleep(max(0.0, POLL_S - (time.monotonic() - began)))
