@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from worker.bench.resync import bench_resync
 
 CONTRACT_KEYS = {"bench", "users", "seconds", "users_per_s", "peak_rss_mb", "fetch_only_users_per_s",
                  "sdk_users_per_s"}
 
 
-async def test_bench_resync_reports_the_contract_and_a_quiet_second_run(tmp_path: Path) -> None:
-    result = await bench_resync(users=500, state_dir=tmp_path)
+async def test_bench_resync_reports_the_contract_and_a_quiet_second_run() -> None:
+    result = await bench_resync(users=500)
 
     assert result.keys() >= CONTRACT_KEYS
     assert result["bench"] == "resync" and result["users"] == 500
