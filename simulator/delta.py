@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -66,12 +66,17 @@ class FragmentCache:
         return found
 
 
-def project(data: dict[str, Any], select: Iterable[str]) -> dict[str, Any]:
-    get = data.get
-    out = {"id": data["id"]}
-    for name in select:
-        out[name] = get(name)
-    return out
+def project(data: dict[str, Any], select: Sequence[str]) -> dict[str, Any]:
+    """`id` plus the selected properties of `data` (None where the object has no value).
+
+    The hot path of every page: a comprehension with plain indexing is the fastest form measured.
+    """
+    keys = select if (select and select[0] == "id") or "id" in select else ("id", *select)
+    try:
+        return {name: data[name] for name in keys}
+    except KeyError:
+        get = data.get
+        return {name: get(name) for name in keys}
 
 
 class DeltaEngine:

@@ -80,6 +80,7 @@ class UserRecord:
     deleted_at: float | None = None
     sign_in: dict[str, Any] | None = None
     mfa: dict[str, Any] | None = None
+    saved_groups: list[str] = field(default_factory=list)  # direct memberships while soft-deleted
 
     @property
     def id(self) -> str:
@@ -94,6 +95,7 @@ class GroupRecord:
     deleted_at: float | None = None
     # (group change seq, member id, @odata.type, added?) for members@delta
     member_log: list[tuple[int, str, str, bool]] = field(default_factory=list)
+    saved_groups: list[str] = field(default_factory=list)  # direct memberships while soft-deleted
 
     @property
     def id(self) -> str:
@@ -191,6 +193,7 @@ class Tenant:
     skus: list[dict[str, Any]] = field(default_factory=list)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     upn_index: dict[str, str] = field(default_factory=dict)  # lower-case UPN -> id
+    parents: dict[str, set[str]] = field(default_factory=dict)  # member id -> ids of groups it is directly in
     on_change: ChangeHook | None = None
 
     @property
@@ -238,19 +241,24 @@ class Tenant:
         rec.deleted_at = now
         self.upn_index.pop(str(rec.data["userPrincipalName"]).lower(), None)
         rec.version = self.user_log.record(rec.id, None)
-        self._remove_memberships(rec.id)
+        rec.saved_groups = self._remove_memberships(rec.id)
         self._changed("users", rec.id, "updated")
 
     def restore_user(self, rec: UserRecord) -> None:
+        """Undo a soft delete; like Entra, group memberships come back too."""
         rec.deleted_at = None
         self.upn_index[str(rec.data["userPrincipalName"]).lower()] = rec.id
         rec.version = self.user_log.record(rec.id, None)
+        self._restore_memberships(rec.id, USER_TYPE, rec.saved_groups)
+        rec.saved_groups = []
         self._changed("users", rec.id, "updated")
 
     def purge_user(self, rec: UserRecord) -> None:
         del self.users[rec.id]
-        self.upn_index.pop(str(rec.data["userPrincipalName"]).lower(), None)
+        if rec.deleted_at is None:
+            self.upn_index.pop(str(rec.data["userPrincipalName"]).lower(), None)
         self._remove_memberships(rec.id)
+        self.parents.pop(rec.id, None)
         self.user_log.record(rec.id, None)
         self._changed("users", rec.id, "deleted")
 
@@ -291,6 +299,7 @@ class Tenant:
         if member_id in group.members:
             return False
         group.members[member_id] = odata_type
+        self.parents.setdefault(member_id, set()).add(group.id)
         self._log_membership(group, member_id, odata_type, added=True, notify=notify)
         return True
 
@@ -298,40 +307,45 @@ class Tenant:
         odata_type = group.members.pop(member_id, None)
         if odata_type is None:
             return False
+        self.parents.get(member_id, set()).discard(group.id)
         self._log_membership(group, member_id, odata_type, added=False, notify=True)
         return True
 
     def soft_delete_group(self, group: GroupRecord, now: float) -> None:
         group.deleted_at = now
         group.version = self.group_log.record(group.id, None)
-        self._remove_memberships(group.id)
+        group.saved_groups = self._remove_memberships(group.id)
         self._changed("groups", group.id, "updated")
 
     def restore_group(self, group: GroupRecord) -> None:
         group.deleted_at = None
         group.version = self.group_log.record(group.id, None)
+        self._restore_memberships(group.id, GROUP_TYPE, group.saved_groups)
+        group.saved_groups = []
         self._changed("groups", group.id, "updated")
 
     def purge_group(self, group: GroupRecord) -> None:
         del self.groups[group.id]
+        self._remove_memberships(group.id)
+        for member_id in group.members:
+            self.parents.get(member_id, set()).discard(group.id)
         self.group_log.record(group.id, None)
         self._changed("groups", group.id, "deleted")
 
     def member_of(self, obj_id: str) -> list[GroupRecord]:
         """Live groups with `obj_id` as a direct member."""
-        return [g for g in self.groups.values() if g.deleted_at is None and obj_id in g.members]
+        groups = (self.groups.get(group_id) for group_id in self.parents.get(obj_id, ()))
+        return [g for g in groups if g is not None and g.deleted_at is None]
 
     def transitive_member_of(self, obj_id: str) -> list[GroupRecord]:
         """Live groups that contain `obj_id` directly or through nested groups (each once)."""
-        parents = self._parents_index()
         seen: dict[str, GroupRecord] = {}
         frontier = [obj_id]
         while frontier:
-            current = frontier.pop()
-            for group_id in parents.get(current, ()):
-                if group_id not in seen:
-                    seen[group_id] = self.groups[group_id]
-                    frontier.append(group_id)
+            for group in self.member_of(frontier.pop()):
+                if group.id not in seen:
+                    seen[group.id] = group
+                    frontier.append(group.id)
         return list(seen.values())
 
     def transitive_members(self, group: GroupRecord) -> dict[str, str]:
@@ -349,14 +363,6 @@ class Tenant:
                     frontier.append(nested)
         return found
 
-    def _parents_index(self) -> dict[str, list[str]]:
-        parents: dict[str, list[str]] = {}
-        for group in self.groups.values():
-            if group.deleted_at is None:
-                for member_id in group.members:
-                    parents.setdefault(member_id, []).append(group.id)
-        return parents
-
     def _log_membership(
         self, group: GroupRecord, member_id: str, odata_type: str, *, added: bool, notify: bool
     ) -> None:
@@ -365,9 +371,18 @@ class Tenant:
         if notify:
             self._changed("groups", group.id, "updated", members=True)
 
-    def _remove_memberships(self, obj_id: str) -> None:
-        for group in self.member_of(obj_id):
+    def _remove_memberships(self, obj_id: str) -> list[str]:
+        """Drop `obj_id` from its groups (soft delete); returns them, so a restore can put it back."""
+        groups = self.member_of(obj_id)
+        for group in groups:
             self.remove_member(group, obj_id)
+        return [g.id for g in groups]
+
+    def _restore_memberships(self, obj_id: str, odata_type: str, group_ids: list[str]) -> None:
+        for group_id in group_ids:
+            group = self.live_group(group_id)
+            if group is not None:
+                self.add_member(group, obj_id, odata_type)
 
     def _changed(self, kind: str, obj_id: str, change_type: str, members: bool = False) -> None:
         if self.on_change is not None:

@@ -60,6 +60,7 @@ class DeliveryStats:
     delayed_slow: int = 0
     duplicated: int = 0
     lifecycle_sent: int = 0
+    event_hub_skipped: int = 0
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Notifier:
         self._wake = asyncio.Event()
         self._rng = random.Random(state.seed)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_items = 0
 
     # -- producing ---------------------------------------------------------------------------------------
 
@@ -142,6 +144,9 @@ class Notifier:
     def _enqueue(self, tenant: Tenant, url: str, item: dict[str, Any], *, lifecycle: bool = False) -> None:
         faults = tenant.faults
         self.stats.enqueued += 1
+        if url.startswith("EventHub:"):
+            self.stats.event_hub_skipped += 1  # the simulator has no Event Hubs; such subscriptions stay silent
+            return
         if faults.drop_notifications and self._rng.random() < faults.drop_notifications:
             self.stats.dropped_fault += 1
             return
@@ -155,7 +160,8 @@ class Notifier:
 
     @property
     def pending(self) -> int:
-        return len(self._heap) + sum(1 for _ in self._inflight)
+        """Notifications queued or being delivered."""
+        return len(self._heap) + self._inflight_items
 
     # -- delivering --------------------------------------------------------------------------------------
 
@@ -187,6 +193,13 @@ class Notifier:
                 task.add_done_callback(self._inflight.discard)
 
     async def _deliver(self, url: str, batch: list[Pending]) -> None:
+        self._inflight_items += len(batch)
+        try:
+            await self._attempt(url, batch)
+        finally:
+            self._inflight_items -= len(batch)
+
+    async def _attempt(self, url: str, batch: list[Pending]) -> None:
         batch = self._apply_slow_rule(url, batch)
         if not batch:
             return

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -23,11 +24,17 @@ class OffsetCursor(msgspec.Struct, array_like=True):
     o: int
 
 
+Render = Callable[[Any], dict[str, Any]]
+
+
 def paged(
-    request: web.Request, *, items: Callable[[OffsetCursor], Sequence[dict[str, Any]]], context: str,
-    default_top: int = 100, max_top: int = 999,
+    request: web.Request, *, rows: Callable[[OffsetCursor], Iterable[Any]], render: Callable[[OffsetCursor], Render],
+    context: str, default_top: int = 100, max_top: int = 999,
 ) -> web.Response:  # fmt: skip
-    """One page of `items(cursor)` (computed per request), with a nextLink while more remain."""
+    """One page of `rows(cursor)` (a lazy, filtered sequence), each row turned into JSON by `render(cursor)`.
+
+    Only the rows of the page are rendered, so a page costs O(offset) cheap steps plus O(page) rendering.
+    """
     tenant, key = tenant_of(request), services(request).state.key
     token = query(request.query, "skiptoken")
     if token:
@@ -38,12 +45,12 @@ def paged(
         top = parse_top(query(request.query, "top"), default=default_top, maximum=max_top)
         cursor = OffsetCursor(tenant.tenant_id, request.path, query(request.query, "select"),
                               query(request.query, "filter"), top, 0)  # fmt: skip
-    everything = items(cursor)
-    chunk = everything[cursor.o : cursor.o + cursor.top]
+    window = list(itertools.islice(rows(cursor), cursor.o, cursor.o + cursor.top + 1))
+    chunk = window[: cursor.top]
     links = {}
-    if cursor.o + cursor.top < len(everything):
+    if len(window) > cursor.top:
         nxt = seal(msgspec.structs.replace(cursor, o=cursor.o + cursor.top), key)
         links["@odata.nextLink"] = f"https://{request.host}{request.path}?$skiptoken={nxt}"
-    encode = msgspec.json.encode
-    body = page_body(f"{graph_base(request)}/$metadata#{context}", [encode(i) for i in chunk], links)
+    encode, draw = msgspec.json.encode, render(cursor)
+    body = page_body(f"{graph_base(request)}/$metadata#{context}", [encode(draw(row)) for row in chunk], links)
     return raw_json_response(body)

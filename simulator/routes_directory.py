@@ -6,6 +6,7 @@ listing answers 400 "Request not applicable to target tenant."
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -83,37 +84,43 @@ async def list_registration_details(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     _require_premium(tenant)
 
-    def items(cursor: OffsetCursor) -> list[dict[str, Any]]:
-        select = parse_select(cursor.s, known=REGISTRATION_PROPS, default=tuple(sorted(REGISTRATION_PROPS)),
-                              entity="userRegistrationDetails")  # fmt: skip
+    def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
         predicate = compile_filter(cursor.q)
-        out = []
         for rec in tenant.live_users():
             if rec.mfa is None or not rec.data["accountEnabled"]:
                 continue  # the report skips disabled users
             row = {"id": rec.id, "userPrincipalName": rec.data["userPrincipalName"],
                    "userDisplayName": rec.data["displayName"], **rec.mfa}  # fmt: skip
             if predicate is None or predicate(row):
-                out.append(project(row, select))
-        return out
+                yield row
 
-    return paged(request, items=items, context="reports/authenticationMethods/userRegistrationDetails",
-                 default_top=1000, max_top=1000)  # fmt: skip
+    def render(cursor: OffsetCursor) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        select = parse_select(cursor.s, known=REGISTRATION_PROPS, default=tuple(sorted(REGISTRATION_PROPS)),
+                              entity="userRegistrationDetails")  # fmt: skip
+        return lambda row: project(row, select)
+
+    return paged(request, rows=rows, render=render, default_top=1000, max_top=1000,
+                 context="reports/authenticationMethods/userRegistrationDetails")  # fmt: skip
 
 
 async def list_devices(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     _require_intune(tenant)
 
-    def items(cursor: OffsetCursor) -> list[dict[str, Any]]:
-        select = parse_select(cursor.s, known=DEVICE_PROPS, default=DEVICE_DEFAULT, entity="managedDevice")
+    def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
         predicate = compile_filter(cursor.q)
-        rows = (d for d in tenant.devices if predicate is None or predicate(d))
-        # Intune leaves ethernetMacAddress null in lists; only a single-device GET returns it.
-        return [{**project(d, select), **({"ethernetMacAddress": None} if "ethernetMacAddress" in select else {})}
-                for d in rows]  # fmt: skip
+        return (d for d in tenant.devices if predicate is None or predicate(d))
 
-    return paged(request, items=items, context="deviceManagement/managedDevices", default_top=1000, max_top=1000)
+    def render(cursor: OffsetCursor) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        select = parse_select(cursor.s, known=DEVICE_PROPS, default=DEVICE_DEFAULT, entity="managedDevice")
+        listed = [p for p in select if p != "ethernetMacAddress"]
+        # Intune leaves ethernetMacAddress null in lists; only a single-device GET returns it.
+        if "ethernetMacAddress" in select:
+            return lambda device: project(device, listed) | {"ethernetMacAddress": None}
+        return lambda device: project(device, listed)
+
+    return paged(request, rows=rows, render=render, context="deviceManagement/managedDevices",
+                 default_top=1000, max_top=1000)  # fmt: skip
 
 
 async def get_device(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -54,12 +55,17 @@ def directory_object(tenant: Tenant, obj_id: str, odata_type: str, select_raw: s
 async def list_groups(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
 
-    def items(cursor: OffsetCursor) -> list[dict[str, Any]]:
-        select, predicate = _group_select(cursor.s), compile_filter(cursor.q)
-        return [project(g.data, select) for g in (tenant.groups[i] for i in tenant.group_order if i in tenant.groups)
-                if g.deleted_at is None and (predicate is None or predicate(g.data))]  # fmt: skip
+    def rows(cursor: OffsetCursor) -> Iterator[GroupRecord]:
+        predicate = compile_filter(cursor.q)
+        groups = (tenant.groups.get(group_id) for group_id in tenant.group_order)
+        live = (g for g in groups if g is not None and g.deleted_at is None)
+        return (g for g in live if predicate is None or predicate(g.data))
 
-    return paged(request, items=items, context="groups")
+    def render(cursor: OffsetCursor) -> Callable[[GroupRecord], dict[str, Any]]:
+        select = _group_select(cursor.s)
+        return lambda group: project(group.data, select)
+
+    return paged(request, rows=rows, render=render, context="groups")
 
 
 async def get_group(request: web.Request) -> web.Response:
@@ -139,10 +145,10 @@ async def list_members(request: web.Request) -> web.Response:
     transitive = request.path.endswith("transitiveMembers")
     members = tenant.transitive_members(group) if transitive else dict(group.members)
 
-    def items(cursor: OffsetCursor) -> list[dict[str, Any]]:
-        return [directory_object(tenant, m, t, cursor.s) for m, t in members.items()]
+    def render(cursor: OffsetCursor) -> Callable[[tuple[str, str]], dict[str, Any]]:
+        return lambda member: directory_object(tenant, member[0], member[1], cursor.s)
 
-    return paged(request, items=items, context="directoryObjects")
+    return paged(request, rows=lambda _: members.items(), render=render, context="directoryObjects")
 
 
 async def list_member_of(request: web.Request) -> web.Response:
@@ -155,11 +161,12 @@ async def list_member_of(request: web.Request) -> web.Response:
     transitive = request.path.endswith("transitiveMemberOf")
     groups = tenant.transitive_member_of(obj_id) if transitive else tenant.member_of(obj_id)
 
-    def items(cursor: OffsetCursor) -> list[dict[str, Any]]:
-        return [directory_object(tenant, g.id, GROUP_TYPE, cursor.s) for g in groups]
+    def render(cursor: OffsetCursor) -> Callable[[GroupRecord], dict[str, Any]]:
+        return lambda group: directory_object(tenant, group.id, GROUP_TYPE, cursor.s)
 
     limits = services(request).state.tunables
-    return paged(request, items=items, context="directoryObjects", max_top=limits.member_of_page_max)
+    return paged(request, rows=lambda _: groups, render=render, context="directoryObjects",
+                 max_top=limits.member_of_page_max)  # fmt: skip
 
 
 async def groups_delta(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from simulator.clock import iso
-from simulator.model import GROUP_TYPE, USER_TYPE, Capabilities, Tenant
+from simulator.model import GROUP_TYPE, USER_TYPE, Capabilities, GroupRecord, Tenant
 
 T = TypeVar("T")
 
@@ -53,6 +53,11 @@ OFFICES = (
     ("Sydney", "1 Denison Street", "North Sydney", "NSW", "2060", "Australia", "AU", "+61 2 5550 "),
     ("Remote", None, None, None, None, None, "US", "+1 206 555 "),
 )
+# Properties seeded users leave empty; present so every selectable property is a plain key (fast projection).
+RARELY_SET: dict[str, Any] = {"ageGroup": None, "assignedPlans": (), "faxNumber": None, "imAddresses": (),
+                              "onPremisesImmutableId": None, "otherMails": (), "provisionedPlans": (),
+                              "proxyAddresses": ()}  # fmt: skip
+PROJECTS = ("Apollo", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Granite", "Helix", "Ion", "Juniper")
 SECRET_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 TENANT_NAMES = ("contoso", "fabrikam", "northwind", "adatum", "tailspin", "woodgrove", "litware", "proseware")
 GUEST_DOMAINS = ("gmail.com", "outlook.com", "partner.example", "vendor.example")
@@ -145,7 +150,7 @@ class Seeder:
     def add_user(self) -> str:
         rng = self.rng
         guest = rng.random() < 0.05
-        data = self._guest(rng) if guest else self._member(rng)
+        data = {**RARELY_SET, **(self._guest(rng) if guest else self._member(rng))}
         rec = self.tenant.add_user(data, notify=False)
         if not guest:
             rec.sign_in = self._sign_in(rng)
@@ -260,27 +265,49 @@ class Seeder:
         }  # fmt: skip
 
     def seed_groups(self, user_ids: list[str]) -> None:
-        """Department groups, office groups, an all-staff group nesting the department groups, a few others."""
+        """Department and office groups, "All Staff" nesting the department groups (two levels: "Engineering"
+        also nests "Platform Engineering"), VPN users, guests, and one project group per ~400 users."""
         tenant = self.tenant
         by_name = {g.data["displayName"]: g for g in tenant.groups.values() if g.deleted_at is None}
-        def group(name: str, mail_enabled: bool = False) -> Any:
+
+        def group(name: str, mail_enabled: bool = False) -> GroupRecord:
             if name not in by_name:
                 by_name[name] = tenant.add_group(self._group_data(name, mail_enabled), notify=False)
             return by_name[name]
 
+        def join(target: GroupRecord, member_id: str, odata_type: str = USER_TYPE) -> None:
+            tenant.add_member(target, member_id, odata_type, notify=False)
+
         all_staff = group("All Staff", mail_enabled=True)
         for dept in DEPARTMENTS:
-            tenant.add_member(all_staff, group(f"{dept} Team", True).id, GROUP_TYPE, notify=False)
-        vpn, contractors = group("VPN Users"), group("External Collaborators")
+            join(all_staff, group(f"{dept} Team", True).id, GROUP_TYPE)
+        platform = group("Platform Engineering")
+        join(group("Engineering Team", True), platform.id, GROUP_TYPE)
+        vpn, guests = group("VPN Users"), group("External Collaborators")
+        members = []
         for user_id in user_ids:
             data = tenant.users[user_id].data
             if data["userType"] == "Guest":
-                tenant.add_member(contractors, user_id, USER_TYPE, notify=False)
+                join(guests, user_id)
                 continue
-            tenant.add_member(group(f"{data['department']} Team", True), user_id, USER_TYPE, notify=False)
-            tenant.add_member(group(f"Office {data['officeLocation']}"), user_id, USER_TYPE, notify=False)
+            members.append(user_id)
+            join(group(f"{data['department']} Team", True), user_id)
+            join(group(f"Office {data['officeLocation']}"), user_id)
             if self.rng.random() < 0.3:
-                tenant.add_member(vpn, user_id, USER_TYPE, notify=False)
+                join(vpn, user_id)
+            if data["department"] == "Engineering" and self.rng.random() < 0.2:
+                join(platform, user_id)
+        self._seed_projects(members, group, join)
+
+    def _seed_projects(self, members: list[str], group: Any, join: Any) -> None:
+        if not members:
+            return
+        names = (g.data["displayName"] for g in self.tenant.groups.values())
+        first = sum(1 for name in names if name.startswith("Project "))
+        for number in range(first + 1, first + 1 + max(2, len(members) // 400)):
+            project = group(f"Project {PROJECTS[number % len(PROJECTS)]} {number}")
+            for _ in range(min(len(members), 10 + below(self.rng, 50))):
+                join(project, pick(self.rng, members))
 
     def _group_data(self, name: str, mail_enabled: bool) -> dict[str, Any]:
         nickname = name.lower().replace(" ", "-")

@@ -42,7 +42,7 @@ async def test_sdk_delta_builder_path_with_parentheses(graph: Graph) -> None:
     config = DeltaRequestBuilder.DeltaRequestBuilderGetRequestConfiguration(query_parameters=query)
     page = await graph.sdk.users.delta.get(request_configuration=config)
     assert page is not None and page.value and page.odata_delta_link
-    assert sorted(u.id for u in page.value) == sorted(wanted)
+    assert sorted(str(u.id) for u in page.value) == sorted(wanted)
     assert "/users/delta()?$deltatoken=" in page.odata_delta_link
 
 

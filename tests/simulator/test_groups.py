@@ -133,3 +133,15 @@ async def test_group_membership_change_notifies_group_subscribers(graph: Graph, 
     items = await receiver.wait_items(1)
     assert items[0]["resource"] == f"Groups/{group_id}"
     assert items[0]["resourceData"]["@odata.type"] == "#Microsoft.Graph.Group"
+
+
+async def test_restored_user_gets_its_memberships_back(graph: Graph) -> None:
+    group_id = await make_group(graph)
+    member = users(graph, 1)[0]
+    await add(graph, group_id, member)
+    await graph.sdk.users.by_user_id(member).delete()
+    _, body, _ = await graph.call("GET", f"/groups/{group_id}/members")
+    assert body["value"] == []
+    await graph.sdk.directory.deleted_items.by_directory_object_id(member).restore.post()
+    _, body, _ = await graph.call("GET", f"/groups/{group_id}/members")
+    assert [m["id"] for m in body["value"]] == [member]
