@@ -136,7 +136,7 @@ class Seeder:
     def __init__(self, tenant: Tenant, *, seed: int, now: float) -> None:
         self.tenant = tenant
         self.rng = random.Random(f"users:{seed}:{tenant.tenant_id}:{len(tenant.user_order)}")
-        self.now = now
+        self.now = now - now % 86_400  # midnight UTC: same seed, same day -> same timestamps
         self.custom_domain = tenant.domains[1]["name"] if len(tenant.domains) > 1 else tenant.default_domain
         self._name_counts: dict[str, int] = {}
 
