@@ -3,12 +3,17 @@
 Delivery (ARCHITECTURE.md): offsets are committed as `offset + 1` only after the work is durable in
 PostgreSQL; commits are throttled and forced on partition revoke and shutdown. A message that can never
 succeed goes to `entra.dead-letter` and its offset moves on. A transient failure (Graph throttling or 5xx,
-PostgreSQL unavailable) rewinds the batch and retries it after a backoff, without committing.
+PostgreSQL unavailable, the broker away) rewinds the batch and retries it after a backoff, without
+committing; an unexpected error does the same a few times, then dead-letters the batch rather than stall the
+partition (the hourly resync repairs what a dead-lettered notification would have done). Losing the broker
+never ends the loop: a failed commit is dropped (the work is replayed, idempotently), the topics are
+recreated if the broker came back empty, and a consumer that breaks is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import defaultdict
@@ -22,6 +27,7 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from schemas import messages, topics
 from worker import bus
@@ -32,9 +38,15 @@ from worker.sync import SyncEngine, UnknownTenant
 
 log = structlog.get_logger(__name__)
 
-TRANSIENT = (GraphTransient, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-             asyncio.TimeoutError, asyncpg.exceptions.DeadlockDetectedError,
-             asyncpg.exceptions.SerializationError)
+TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
+             asyncpg.PostgresConnectionError,  # incl. ConnectionDoesNotExistError
+             asyncpg.InterfaceError,  # incl. "connection is closed", released while in use
+             asyncpg.exceptions.OperatorInterventionError,  # pg_terminate_backend, shutdown, cancel
+             asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+             asyncpg.exceptions.CannotConnectNowError,
+             asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+MAX_UNEXPECTED = 5  # consecutive unexpected failures of one batch before it is dead-lettered
+COMMIT_TIMEOUT_S = 10.0
 
 
 class Poison(Exception):
@@ -64,6 +76,7 @@ class TenantWork:
     confirmed: set[str] = field(default_factory=set)  # organizations whose held deactivations are confirmed
     reauthorize: set[str] = field(default_factory=set)
     recreate: bool = False
+    notified: set[str] = field(default_factory=set)  # subscriptions whose change notifications these are
 
 
 def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWork]:
@@ -73,6 +86,7 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
         if isinstance(msg, messages.ChangeNotification):
             work[msg.tenant_id].delta = True
             work[msg.tenant_id].groups |= msg.object_type == "group"
+            work[msg.tenant_id].notified.add(msg.subscription_id)
         elif isinstance(msg, messages.LifecycleNotification):
             w = work[msg.tenant_id]
             if msg.lifecycle_event == "reauthorizationRequired":
@@ -136,14 +150,17 @@ class Handler:
         for sub_id in w.reauthorize:
             if not await self._subs.reauthorize(tenant_id, sub_id):
                 w.recreate = True
+        # Subscriptions first: changes made while the resync runs then arrive as notifications.
+        if w.renew or w.recreate:
+            await self._subs.reconcile_tenant(tenant_id)
         if w.resync:
             await self._engine.resync(tenant_id)
         elif w.delta:
             await self._engine.sync_changes(tenant_id, groups=w.groups)
         for org_id, run_id in w.org_syncs.items():
             await self._engine.org_sync(tenant_id, org_id, run_id, confirm_deactivations=org_id in w.confirmed)
-        if w.renew or w.recreate:
-            await self._subs.reconcile_tenant(tenant_id)
+        if w.notified:
+            await self._subs.record_notifications(tenant_id, w.notified)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -166,18 +183,34 @@ class ConsumerLoop:
     ) -> None:
         self._settings = settings
         self._topics = list(topic_names)
+        self._group = group
         self._handler = handler
         self._consumer = bus.make_consumer(settings.kafka, group_id=group)
         self._dead_letters = bus.make_producer(settings.kafka)
         self._policy = CommitPolicy(settings.sync.commit_interval_s)
         self._pending: dict[TopicPartition, int] = {}
-        self._failures = 0
+        self._failures = 0  # consecutive failed attempts (batches or the consumer itself): the backoff
+        self._unexpected = 0  # consecutive unexpected failures of the current batch
 
     async def run(self) -> None:
-        await self._dead_letters.start()
-        self._consumer.subscribe(self._topics, listener=_Rebalance(self.commit))
-        await self._consumer.start()
+        """Consume until cancelled; a consumer broken by the broker is replaced after a backoff."""
+        while True:
+            try:
+                await self._consume()
+            except KafkaError as exc:
+                log.warning("consumer.restart", group=self._group, error=repr(exc))
+                self._pending.clear()  # belongs to the old member; replaying it writes nothing
+                self._consumer = bus.make_consumer(self._settings.kafka, group_id=self._group)
+                self._dead_letters = bus.make_producer(self._settings.kafka)
+                await self._backoff()
+
+    async def _consume(self) -> None:
         try:
+            await bus.ensure_topics(self._settings.kafka)
+            await self._dead_letters.start()
+            self._consumer.subscribe(self._topics, listener=_Rebalance(self.commit))
+            await self._consumer.start()
+            self._failures = 0
             while True:
                 await self._step()
         finally:
@@ -203,28 +236,63 @@ class ConsumerLoop:
         try:
             poison_tenants = await self._handler(decoded)
         except TRANSIENT as exc:
-            self._failures += 1
-            delay = min(30.0, 0.5 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
-            log.warning("batch.retry", error=repr(exc), messages=len(flat), delay_s=round(delay, 2))
-            for tp, rs in records.items():
-                self._consumer.seek(tp, rs[0].offset)
-            await asyncio.sleep(delay)
+            log.warning("batch.retry", error=repr(exc), messages=len(flat))
+            await self._rewind(records)
             return
-        self._failures = 0
-        poison += [(r, poison_tenants[k]) for r in flat
-                   if (k := (r.key or b"").decode(errors="replace")) in poison_tenants]
-        for record, error in poison:
-            await self._dead_letter(record, error)
+        except Exception as exc:
+            self._unexpected += 1
+            if self._unexpected < MAX_UNEXPECTED:
+                log.exception("batch.failed", error=repr(exc), messages=len(flat), attempt=self._unexpected)
+                await self._rewind(records)
+                return
+            log.exception("batch.gave_up", error=repr(exc), messages=len(flat))
+            poison, poison_tenants = [(r, f"failed {MAX_UNEXPECTED} times: {exc!r}") for r in flat], {}
+        try:
+            poison += [(r, poison_tenants[k]) for r in flat
+                       if (k := (r.key or b"").decode(errors="replace")) in poison_tenants]
+            for record, error in poison:
+                await self._dead_letter(record, error)
+        except KafkaError as exc:  # the dead-letter topic is unreachable: keep the batch
+            log.warning("batch.retry", error=repr(exc), messages=len(flat))
+            await self._rewind(records)
+            return
+        self._failures = self._unexpected = 0
         for tp, rs in records.items():
             self._pending[tp] = rs[-1].offset + 1
         log.info("batch.done", messages=len(flat), dead_lettered=len(poison),
                  duration_ms=round((time.monotonic() - started) * 1000, 1))
 
+    async def _rewind(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Seek back to the batch's first offsets and back off, so the batch is retried without a tight loop."""
+        for tp, rs in records.items():
+            try:
+                self._consumer.seek(tp, rs[0].offset)
+            except (KafkaError, AssertionError):  # revoked meanwhile: its new owner replays it
+                self._pending.pop(tp, None)
+        await self._backoff()
+
+    async def _backoff(self) -> None:
+        self._failures += 1
+        delay = min(30.0, 0.5 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+        log.info("consumer.backoff", group=self._group, delay_s=round(delay, 2), failures=self._failures)
+        await asyncio.sleep(delay)
+
     async def commit(self) -> None:
+        """Commit what is done. A failed commit is dropped, never retried in a loop: the records are
+        replayed after a restart or rebalance, which writes nothing. A broker that came back empty (Tansu
+        keeps topics in memory) answers with unknown-topic errors: the topics are recreated."""
         pending, self._pending = self._pending, {}
-        if pending:
-            await self._consumer.commit(pending)
         self._policy.last = time.monotonic()
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self._consumer.commit(pending)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("commit.failed", group=self._group, error=repr(exc), partitions=len(pending))
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await bus.ensure_topics(self._settings.kafka)
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
         letter = messages.DeadLetter(

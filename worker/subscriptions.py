@@ -19,6 +19,7 @@ import structlog
 from schemas.client_state import client_state_for
 from worker.config import Settings
 from worker.graph import GraphClients, GraphError, GraphNotFound, GraphTransient, Subscription, TenantGraph
+from worker.store import Conn
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
@@ -56,7 +57,7 @@ class SubscriptionManager:
         self._notification_url = f"{base}/notifications"
         self._lifecycle_url = f"{base}/lifecycle"
 
-    async def _client(self, conn: asyncpg.Connection, tenant_id: str) -> TenantGraph | None:
+    async def _client(self, conn: Conn, tenant_id: str) -> TenantGraph | None:
         creds = await store.tenant_credentials(conn, tenant_id)
         return self._graph.for_tenant(creds) if creds else None
 
@@ -77,7 +78,7 @@ class SubscriptionManager:
             finally:
                 await store.unlock_tenant(conn, lock)
 
-    async def _reconcile(self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str) -> dict[str, int]:
+    async def _reconcile(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> dict[str, int]:
         wanted = tenant_id in await store.tenants_with_enabled_sync(conn)
         every = {s.id: s for s in await graph.list_subscriptions()}
         live = {i: s for i, s in every.items() if s.notification_url == self._notification_url}
@@ -110,7 +111,7 @@ class SubscriptionManager:
         return done
 
     async def _keep(
-        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, resource: str, sub: Subscription | None,
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, resource: str, sub: Subscription | None,
     ) -> str:
         now = self._now()
         expiry = now + timedelta(minutes=self._settings.sync.subscription_lifetime_min)
@@ -128,7 +129,7 @@ class SubscriptionManager:
         return "created"
 
     async def create(
-        self, conn: asyncpg.Connection, graph: TenantGraph, tenant_id: str, resource: str, expiry: datetime
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, resource: str, expiry: datetime
     ) -> None:
         secret = self._settings.webhook.secret.get_secret_value()
         sub = await graph.create_subscription(
@@ -138,7 +139,7 @@ class SubscriptionManager:
         await self._save(conn, tenant_id, resource, sub, expiry)
 
     async def _save(
-        self, conn: asyncpg.Connection, tenant_id: str, resource: str, sub: Subscription, expiry: datetime
+        self, conn: Conn, tenant_id: str, resource: str, sub: Subscription, expiry: datetime
     ) -> None:
         await store.save_subscription(
             conn, tenant_id=tenant_id, subscription_id=sub.id, resource=resource, change_type=CHANGE_TYPE,

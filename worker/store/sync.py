@@ -509,7 +509,7 @@ async def forget_subscription(conn: Conn, subscription_id: str) -> None:
     await conn.execute("DELETE FROM graph_subscriptions WHERE id = $1", subscription_id)
 
 
-async def touch_subscriptions(conn: asyncpg.Connection, tenant_id: str, subscription_ids: Sequence[str]) -> None:
+async def touch_subscriptions(conn: Conn, tenant_id: str, subscription_ids: Sequence[str]) -> None:
     """A change notification of each of these subscriptions was just processed."""
     await conn.execute(
         "UPDATE graph_subscriptions SET last_notification_at = now() WHERE tenant_id = $1 AND id = ANY($2::text[])",
