@@ -159,6 +159,7 @@ class Faults:
     delta_repeat: bool = False  # each delta page repeats the last object of the previous page
     organization_id_form: bool = False  # change notifications carry organizationId instead of tenantId
     rate_limits: bool = False  # enforce Graph's per-app-and-tenant budgets (simulator/throttle.py)
+    premium_flaky: float = 0.0  # probability that a P1/P2 call answers the no-premium 403 although licensed
 
     def take_throttle(self, method: str, path: str) -> ThrottleRule | None:
         for rule in self.throttle:

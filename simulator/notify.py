@@ -14,15 +14,17 @@ import contextlib
 import heapq
 import itertools
 import random
+import re
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
 import msgspec
+import yarl
 
 from simulator.clock import iso_precise
 from simulator.model import Subscription, Tenant
@@ -89,8 +91,15 @@ def endpoint_key(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def with_query(url: str, name: str, value: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{name}={quote(value, safe='')}"
+def with_query(url: str, name: str, value: str) -> yarl.URL:
+    """`url` plus `name=value`, encoded as Graph (.NET UrlEncode) does it: `+` for spaces, lower-case `%3a`.
+
+    Returned as an already-encoded URL so the HTTP client sends these bytes unchanged.
+    """
+    encoded = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote_plus(value, safe=""))
+    base = yarl.URL(url, encoded=False)
+    separator = "&" if base.raw_query_string else "?"
+    return yarl.URL(f"{base}{separator}{name}={encoded}", encoded=True)
 
 
 async def validate_endpoint(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str | None:

@@ -47,7 +47,14 @@ def _token_faults(request: web.Request, tenant: Tenant, kind: str, cursor: Curso
                          headers={"Location": location})  # fmt: skip
 
 
+def _reject_unsupported_options(request: web.Request) -> None:
+    for option in ("expand", "orderby"):
+        if query(request.query, option) is not None:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query option '${option}' for delta query.")
+
+
 async def delta_response(request: web.Request, kind: str, new_cursor: NewCursor) -> web.Response:
+    _reject_unsupported_options(request)
     svc, tenant = services(request), tenant_of(request)
     now = svc.state.clock.now()
     skip, delta = query(request.query, "skiptoken"), query(request.query, "deltatoken")

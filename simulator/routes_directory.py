@@ -14,6 +14,7 @@ from aiohttp import web
 from simulator.context import graph_base, tenant_of
 from simulator.delta import project
 from simulator.errors import GraphError, json_response, not_found
+from simulator.gates import require_intune, require_premium
 from simulator.model import Tenant
 from simulator.odata import compile_filter, parse_select
 from simulator.paging import OffsetCursor, paged
@@ -69,20 +70,9 @@ async def list_skus(request: web.Request) -> web.Response:
     return json_response({"@odata.context": f"{graph_base(request)}/$metadata#subscribedSkus", "value": tenant.skus})
 
 
-def _require_premium(tenant: Tenant) -> None:
-    if not tenant.capabilities.p1p2:
-        raise GraphError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
-                         "Neither tenant is B2C or tenant doesn't have premium license")  # fmt: skip
-
-
-def _require_intune(tenant: Tenant) -> None:
-    if not tenant.capabilities.intune:
-        raise GraphError(400, "BadRequest", "Request not applicable to target tenant.")
-
-
 async def list_registration_details(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
-    _require_premium(tenant)
+    require_premium(tenant)
 
     def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
         predicate = compile_filter(cursor.q)
@@ -105,7 +95,7 @@ async def list_registration_details(request: web.Request) -> web.Response:
 
 async def list_devices(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
-    _require_intune(tenant)
+    require_intune(tenant)
 
     def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
         predicate = compile_filter(cursor.q)
@@ -125,7 +115,7 @@ async def list_devices(request: web.Request) -> web.Response:
 
 async def get_device(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
-    _require_intune(tenant)
+    require_intune(tenant)
     device = next((d for d in tenant.devices if d["id"] == request.match_info["id"]), None)
     if device is None:
         raise GraphError(404, "ResourceNotFound", f"Resource '{request.match_info['id']}' not found.")

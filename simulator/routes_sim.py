@@ -37,6 +37,7 @@ class FaultsIn(msgspec.Struct, forbid_unknown_fields=True):
     delta_repeat: bool | None = None
     organization_id_form: bool | None = None
     rate_limits: bool | None = None
+    premium_flaky: float | None = None
 
 
 class ClockIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +88,7 @@ def faults_view(faults: Faults) -> dict[str, Any]:
 SCALAR_FAULTS = (
     "latency_ms", "drop_notifications", "duplicate_notifications", "reorder_notifications", "delta_gone",
     "delta_expired", "delta_empty_page_every", "delta_repeat", "organization_id_form", "rate_limits",
+    "premium_flaky",
 )  # fmt: skip
 
 

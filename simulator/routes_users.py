@@ -10,7 +10,8 @@ from aiohttp import web
 from simulator.clock import iso
 from simulator.context import graph_base, services, tenant_of
 from simulator.delta import Cursor, project
-from simulator.errors import GraphError, bad_request, json_response, not_found, raw_json_response
+from simulator.errors import bad_request, json_response, not_found, raw_json_response
+from simulator.gates import require_premium
 from simulator.model import USER_DEFAULT_PROPS, USER_PROPS, Tenant, UserRecord, new_id
 from simulator.odata import compile_filter, page_body, parse_id_filter, parse_select, parse_top, query
 from simulator.routes_delta import delta_response
@@ -42,12 +43,6 @@ def _user_view(tenant: Tenant, rec: UserRecord, select: tuple[str, ...]) -> dict
     return view
 
 
-def _require_premium(tenant: Tenant) -> None:
-    if not tenant.capabilities.p1p2:
-        raise GraphError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
-                         "Neither tenant is B2C or tenant doesn't have premium license")  # fmt: skip
-
-
 async def list_users(request: web.Request) -> web.Response:
     tenant, key = tenant_of(request), services(request).state.key
     token = query(request.query, "skiptoken")
@@ -59,7 +54,7 @@ async def list_users(request: web.Request) -> web.Response:
         select = _select(request)
         premium = "signInActivity" in select
         if premium:
-            _require_premium(tenant)
+            require_premium(tenant)
         limits = services(request).state.tunables
         maximum = limits.sign_in_page_max if premium else limits.users_page_max
         top = parse_top(query(request.query, "top"), default=limits.users_page_default, maximum=maximum)
@@ -100,7 +95,7 @@ async def get_user(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     select = _select(request)
     if "signInActivity" in select:
-        _require_premium(tenant)
+        require_premium(tenant)
     rec = _find(request)
     body = {"@odata.context": f"{graph_base(request)}/$metadata#users/$entity", **_user_view(tenant, rec, select)}
     return json_response(body)

@@ -127,6 +127,7 @@ class Receiver:
     url: str = ""
     bodies: list[dict[str, Any]] = field(default_factory=list)
     validations: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # path, token, content type, body
+    raw_queries: list[str] = field(default_factory=list)
     status: int = 202
     delay_s: float = 0.0
     handshake: str = "echo"  # echo | wrong | error | slow
@@ -152,6 +153,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     async def handle(request: web.Request) -> web.Response:
         token = request.query.get("validationToken")
         if token is not None:
+            state.raw_queries.append(request.rel_url.raw_query_string)
             state.validations.append((request.path, token, request.headers.get("Content-Type", ""),
                                       await request.read()))  # fmt: skip
             return await _handshake_answer(state, token)

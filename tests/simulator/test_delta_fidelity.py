@@ -25,6 +25,12 @@ async def test_pages_hold_about_200_users_and_select_travels_in_the_token(shared
     assert "@odata.deltaLink" in second and "@odata.nextLink" not in second
 
 
+async def test_expand_and_orderby_are_unsupported(shared_graph: Graph) -> None:
+    for option in ("$expand=manager", "$orderby=displayName"):
+        status, error, _ = await shared_graph.call("GET", f"/users/delta?$select=id&{option}")
+        assert status == 400 and error["error"]["code"] == "Request_UnsupportedQuery"
+
+
 async def test_top_is_silently_ignored(shared_graph: Graph) -> None:
     status, page, _ = await shared_graph.call("GET", "/users/delta?$select=id&$top=5")
     assert status == 200 and len(page["value"]) == 200

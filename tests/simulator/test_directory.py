@@ -107,3 +107,9 @@ async def test_without_intune_managed_devices_fail_like_graph(graph: Graph) -> N
     assert error["error"]["message"] == "Request not applicable to target tenant."
     caps = await graph.sim_call("GET", f"/_sim/capabilities?tenant_id={graph.tenant['tenant_id']}")
     assert caps[graph.tenant["tenant_id"]] == {"p1p2": True, "intune": False}
+
+
+async def test_premium_403_can_be_made_intermittent_for_licensed_tenants(graph: Graph) -> None:
+    await graph.sim_call("POST", "/_sim/faults", json={"tenant_id": graph.tenant["tenant_id"], "premium_flaky": 0.5})
+    statuses = {(await graph.call("GET", "/users?$select=id,signInActivity&$top=1"))[0] for _ in range(20)}
+    assert statuses == {200, 403}

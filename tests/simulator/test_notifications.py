@@ -110,3 +110,4 @@ async def test_dropped_notifications_fault(graph: Graph, receiver: Receiver) -> 
     tenant.update_user(next(tenant.live_users()), {"city": "Lost"})
     assert graph.sim.notifier.stats.dropped_fault == 1
     assert graph.sim.notifier.pending == 0
+    assert graph.sim.notifier.stats.lifecycle_sent == 0  # Graph sends no "missed" signal for users

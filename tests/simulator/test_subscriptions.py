@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from msgraph.generated.models.subscription import Subscription
 
@@ -44,9 +44,16 @@ async def test_handshake_hits_both_urls_with_a_realistic_token(graph: Graph, rec
 
 async def test_validation_token_arrives_url_encoded(graph: Graph, receiver: Receiver) -> None:
     await graph.call("POST", "/subscriptions", json=body(receiver))
-    raw_urls = [v for v in receiver.validations]
-    assert raw_urls and " " in raw_urls[0][1]  # aiohttp decoded %20 and %3A: the wire form was encoded
-    assert unquote(raw_urls[0][1]) == raw_urls[0][1]
+    raw = receiver.raw_queries[0]
+    assert raw.startswith("tenant=a&validationToken=Validation%3a+Testing+client+application+reachability")
+    assert unquote_plus(raw.split("validationToken=", 1)[1]) == receiver.validations[0][1]
+
+
+async def test_event_hubs_notification_url_needs_no_handshake(graph: Graph, receiver: Receiver) -> None:
+    url = "EventHub:https://vault.vault.azure.net/secrets/hub?tenantId=contoso.onmicrosoft.com"
+    status, created, _ = await graph.call("POST", "/subscriptions", json=body(receiver, notificationUrl=url))
+    assert status == 201 and created["notificationUrl"] == url
+    assert [v[0] for v in receiver.validations] == ["/lifecycle"]
 
 
 async def test_wrong_handshake_answer_fails_with_validation_error(graph: Graph, receiver: Receiver) -> None:
