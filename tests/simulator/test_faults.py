@@ -76,6 +76,15 @@ async def test_identity_budget_per_app_and_tenant(graph: Graph) -> None:
     assert status == 429 and int(headers["Retry-After"]) >= 1 and body["error"]["code"] == "TooManyRequests"
 
 
+async def test_intune_budget_is_2000_requests_per_20_seconds(graph: Graph) -> None:
+    await graph.sim_call("POST", "/_sim/faults", json={"tenant_id": graph.tenant["tenant_id"], "rate_limits": True})
+    assert (await graph.call("GET", "/deviceManagement/managedDevices?$top=1"))[0] == 200
+    window = graph.sim.services.limiter.windows[(graph.tenant["tenant_id"], "intune")]
+    window.used = 2_000
+    status, _, headers = await graph.call("GET", "/deviceManagement/managedDevices?$top=1")
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 20
+
+
 async def test_reports_budget_is_about_5_requests_per_10_seconds(graph: Graph) -> None:
     await graph.sim_call("POST", "/_sim/faults", json={"tenant_id": graph.tenant["tenant_id"], "rate_limits": True})
     statuses = [(await graph.call("GET", "/reports/authenticationMethods/userRegistrationDetails"))[0]

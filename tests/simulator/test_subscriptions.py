@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+import pytest
 from msgraph.generated.models.subscription import Subscription
 
 from tests.simulator.conftest import Graph, Receiver
@@ -102,14 +103,19 @@ async def test_http_is_refused_except_on_loopback(graph: Graph, receiver: Receiv
     assert status == 400 and "HTTPS" in error["error"]["message"]
 
 
-async def test_quota_per_app_and_tenant_is_403_naming_the_limit(graph: Graph, receiver: Receiver) -> None:
-    graph.sim.state.tunables.subscriptions_per_app_tenant = 2
+@pytest.mark.parametrize(("quota", "words"), [
+    ("subscriptions_per_app_tenant", "per application and tenant"),
+    ("subscriptions_per_tenant", "per tenant"),
+    ("subscriptions_per_app", "per application"),
+])  # fmt: skip
+async def test_quotas_are_403_naming_the_limit(graph: Graph, receiver: Receiver, quota: str, words: str) -> None:
+    setattr(graph.sim.state.tunables, quota, 2)  # stands for 100 / 1,000 / 50,000
     for _ in range(2):
         status, _, _ = await graph.call("POST", "/subscriptions", json=body(receiver))
         assert status == 201
     status, error, _ = await graph.call("POST", "/subscriptions", json=body(receiver))
     assert status == 403
-    assert "limit of 2" in error["error"]["message"]
+    assert f"{words} has reached its limit of 2" in error["error"]["message"]
 
 
 async def test_supported_resources(graph: Graph, receiver: Receiver) -> None:
