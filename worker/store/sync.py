@@ -228,13 +228,15 @@ async def clear_dirty(conn: Conn, tenant_id: str, ids: Sequence[str]) -> None:
     )
 
 
+# Memberships: one index probe per key (LATERAL … OFFSET 0); `= ANY(array)` scanned all the tenant's memberships
+# per batch.
 _MIRROR_SELECT = """
     WITH RECURSIVE m(member_id, group_id) AS (
-        SELECT member_id, group_id FROM entra_group_members
-        WHERE tenant_id = $1 AND member_id = ANY($2::text[])
+        SELECT k.id, g.group_id FROM unnest($2::text[]) AS k(id), LATERAL (
+            SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_id = k.id OFFSET 0) g
       UNION
-        SELECT m.member_id, g.group_id FROM m
-        JOIN entra_group_members g ON g.tenant_id = $1 AND g.member_id = m.group_id
+        SELECT m.member_id, g.group_id FROM m, LATERAL (
+            SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_id = m.group_id OFFSET 0) g
     ), groups AS (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id)
     SELECT u.*, to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS sign_in,
            g.group_ids
