@@ -22,10 +22,11 @@ class Services:
     notifier: Notifier
     session: aiohttp.ClientSession
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    housekeeping: Callable[[], None] = lambda: None  # apply the passage of simulated time now
+    tenant_added: Callable[[Tenant], None] = lambda tenant: None  # a tenant was added at run time
 
 
 SERVICES = web.AppKey("services", Services)
-HOUSEKEEPING: web.AppKey[Callable[[], None]] = web.AppKey("housekeeping")
 TENANT = web.RequestKey("tenant", Tenant)
 REQUEST_ID = web.RequestKey("request_id", str)
 

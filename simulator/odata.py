@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
+from aiohttp import web
 
 from simulator.errors import GraphError, bad_request
 
@@ -111,6 +112,18 @@ def parse_top(raw: str | None, *, default: int, maximum: int) -> int:
         raise GraphError(400, "Request_UnsupportedQuery", f"Invalid page size specified: '{value}'. Must be "
                          f"between 1 and {maximum} inclusive.")  # fmt: skip
     return value
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or Graph's 400."""
+    try:
+        body = msgspec.json.decode(await request.read())
+    except msgspec.DecodeError:
+        raise bad_request("Unable to read JSON request payload. Please ensure Content-Type header is set and "
+                          "payload is of valid JSON format.") from None  # fmt: skip
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
 
 
 def page_body(context: str, fragments: Iterable[bytes], links: Mapping[str, str] | None = None) -> bytes:

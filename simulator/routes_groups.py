@@ -21,10 +21,9 @@ from simulator.model import (
     Tenant,
     new_id,
 )
-from simulator.odata import compile_filter, parse_id_filter, parse_select, query
+from simulator.odata import compile_filter, parse_id_filter, parse_select, query, read_json_object
 from simulator.paging import OffsetCursor, paged
 from simulator.routes_delta import delta_response
-from simulator.routes_users import _json_body
 
 GROUP_WRITABLE = {"displayName", "description", "mailEnabled", "mailNickname", "securityEnabled", "groupTypes",
                   "visibility", "classification", "membershipRule"}  # fmt: skip
@@ -76,7 +75,7 @@ async def get_group(request: web.Request) -> web.Response:
 
 async def create_group(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     for required in ("displayName", "mailEnabled", "mailNickname", "securityEnabled"):
         if required not in body:
             raise bad_request(f"Invalid value specified for property '{required}' of resource 'Group'.",
@@ -94,7 +93,7 @@ async def create_group(request: web.Request) -> web.Response:
 
 async def update_group(request: web.Request) -> web.Response:
     group = _find_group(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     unknown = [k for k in body if k not in GROUP_WRITABLE and not k.startswith("@odata")]
     if unknown:
         raise bad_request(f"Property '{unknown[0]}' is read-only or does not exist on type 'microsoft.graph.group'.")
@@ -128,7 +127,7 @@ def _add_member(tenant: Tenant, group: GroupRecord, member_id: str) -> None:
 
 async def add_member_ref(request: web.Request) -> web.Response:
     group = _find_group(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     _add_member(tenant_of(request), group, _ref_id(body.get("@odata.id")))
     return web.Response(status=204)
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from simulator.context import HOUSEKEEPING, Services, services
+from simulator.context import Services, services
 from simulator.errors import GraphError, bad_request, json_response
 from simulator.model import Capabilities, Faults, Subscription, Tenant, ThrottleRule
 
@@ -131,7 +131,7 @@ async def post_clock(request: web.Request) -> web.Response:
         svc.state.clock.advance(seconds)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    request.app[HOUSEKEEPING]()
+    svc.housekeeping()
     return json_response(_clock_view(svc))
 
 
@@ -156,6 +156,7 @@ async def post_tenant(request: web.Request) -> web.Response:
     body: SeedIn = await _body(request, SeedIn)
     svc = services(request)
     tenant = svc.state.add_tenant(users=body.users)
+    svc.tenant_added(tenant)
     return json_response(credentials(tenant), status=201)
 
 

@@ -17,7 +17,7 @@ from simulator.context import graph_base, services, tenant_of
 from simulator.errors import GraphError, bad_request, json_response
 from simulator.model import Subscription, Tenant, new_id
 from simulator.notify import validate_endpoint
-from simulator.routes_users import _json_body
+from simulator.odata import read_json_object
 
 CHANGE_TYPES = ("updated", "deleted")
 LOOPBACK_HOSTS = ("localhost",)
@@ -147,7 +147,7 @@ def _new_subscription(request: web.Request, tenant: Tenant, body: dict[str, Any]
 
 async def create_subscription(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     sub = _new_subscription(request, tenant, body)
     _check_quota(request, tenant)
     await _handshake(request, sub.notification_url)
@@ -180,7 +180,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 
 async def update_subscription(request: web.Request) -> web.Response:
     _, sub = _find(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     if "expirationDateTime" in body:
         sub.expiration = _check_expiration(request, body["expirationDateTime"])
         sub.reauthorize_warned = False  # a renewal also reauthorizes

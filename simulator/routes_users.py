@@ -13,7 +13,7 @@ from simulator.delta import Cursor, project
 from simulator.errors import bad_request, json_response, not_found, raw_json_response
 from simulator.gates import require_premium
 from simulator.model import USER_DEFAULT_PROPS, USER_PROPS, Tenant, UserRecord, new_id
-from simulator.odata import compile_filter, page_body, parse_id_filter, parse_select, parse_top, query
+from simulator.odata import compile_filter, page_body, parse_id_filter, parse_select, parse_top, query, read_json_object
 from simulator.routes_delta import delta_response
 from simulator.tokens import seal, unseal
 
@@ -101,17 +101,6 @@ async def get_user(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(await request.read())
-    except msgspec.DecodeError:
-        raise bad_request("Unable to read JSON request payload. Please ensure Content-Type header is set and "
-                          "payload is of valid JSON format.") from None  # fmt: skip
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return body
-
-
 def _check_writable(body: dict[str, Any]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name, value in body.items():
@@ -140,7 +129,7 @@ def _check_upn(tenant: Tenant, upn: Any, *, current: str | None = None) -> None:
 
 async def create_user(request: web.Request) -> web.Response:
     tenant, now = tenant_of(request), services(request).state.clock
-    body = await _json_body(request)
+    body = await read_json_object(request)
     for required in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile"):
         if required not in body:
             raise bad_request(f"Invalid value specified for property '{required}' of resource 'User'.",
@@ -161,7 +150,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     rec = _find(request)
-    changes = _check_writable(await _json_body(request))
+    changes = _check_writable(await read_json_object(request))
     if "userPrincipalName" in changes:
         _check_upn(tenant, changes["userPrincipalName"], current=rec.id)
     tenant.update_user(rec, changes)

@@ -25,9 +25,10 @@ import aiohttp
 from aiohttp import web
 
 from simulator import auth, routes_directory, routes_groups, routes_sim, routes_subscriptions, routes_users
-from simulator.context import HOUSEKEEPING, REQUEST_ID, SERVICES, TENANT, Services
+from simulator.context import REQUEST_ID, SERVICES, TENANT, Services
 from simulator.delta import DeltaEngine
 from simulator.errors import GraphError, error_response
+from simulator.model import Tenant
 from simulator.notify import Notifier
 from simulator.state import SimState
 from simulator.tls import CA_FILE, load_or_create_ca, server_ssl_context
@@ -105,10 +106,9 @@ async def _before_graph_call(request: web.Request) -> None:
         raise _throttle_error(429, str(wait))
 
 
-def build_app(services: Services, housekeeping: Callable[[], None]) -> web.Application:
+def build_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[graph_middleware], client_max_size=8 * 1024 * 1024)
     app[SERVICES] = services
-    app[HOUSEKEEPING] = housekeeping
     for module in (auth, routes_users, routes_groups, routes_directory, routes_subscriptions, routes_sim):
         module.add_routes(app)
     return app
@@ -128,6 +128,7 @@ class Simulator:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.info: SimulatorInfo
+        self.info_path: Path | None = None  # set when simulator.json is written: kept up to date
         self.services: Services
         self.notifier: Notifier
 
@@ -148,8 +149,9 @@ class Simulator:
         self.notifier = Notifier(self.state, self._session)
         self.state.on_change = self.notifier.on_change
         engine = DeltaEngine(self.state.tunables)
-        services = self.services = Services(self.state, engine, self.notifier, self._session)
-        self._runner = web.AppRunner(build_app(services, self.housekeeping), access_log=None)
+        self.services = Services(self.state, engine, self.notifier, self._session, housekeeping=self.housekeeping,
+                                 tenant_added=self._tenant_added)  # fmt: skip
+        self._runner = web.AppRunner(build_app(self.services), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=server_ssl_context(ca), backlog=1024)
         await site.start()
@@ -172,6 +174,11 @@ class Simulator:
         base = f"https://{host}:{self.port}"
         return SimulatorInfo(graph_url=f"{base}/v1.0", authority_url=base, ca_file=str(self.state_dir / CA_FILE),
                              tenants=[routes_sim.credentials(t) for t in self.state.tenants.values()])  # fmt: skip
+
+    def _tenant_added(self, tenant: Tenant) -> None:
+        self.info.tenants.append(routes_sim.credentials(tenant))
+        if self.info_path is not None:
+            write_info(self.info_path.parent, self.info)
 
     def housekeeping(self) -> None:
         """Apply the passage of simulated time: purges, subscription expiry, reauthorization warnings."""
@@ -227,7 +234,7 @@ async def run_simulator(*, state_dir: Path, port: int = 0, tenants: int = 1, use
             installed.append(sig)
     try:
         async with Simulator(state_dir=state_dir, port=port, tenants=tenants, users=users, seed=seed) as sim:
-            write_info(state_dir, sim.info)
+            sim.info_path = write_info(state_dir, sim.info)
             await stop.wait()
     finally:
         for sig in installed:

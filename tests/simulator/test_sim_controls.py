@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from simulator import Simulator
+import asyncio
+import contextlib
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from simulator import Simulator, run_simulator
 from simulator.server import _is_loopback
 from tests.simulator.conftest import Graph, make_graph
 from tests.simulator.test_users import new_user
@@ -27,7 +36,7 @@ async def test_bulk_seed_adds_users_groups_and_devices(graph: Graph) -> None:
 
 async def test_new_tenant_on_demand_signs_in_like_the_others(sim: Simulator, graph: Graph) -> None:
     created = await graph.sim_call("POST", "/_sim/tenants", json={"users": 30})
-    sim.info.tenants.append(created)
+    assert sim.info.tenants[-1] == created
     other = await make_graph(sim, len(sim.info.tenants) - 1)
     status, body, _ = await other.call("GET", "/users?$select=id&$top=999")
     await other.close()
@@ -53,3 +62,24 @@ async def test_clock_never_goes_back(graph: Graph) -> None:
 def test_controls_are_for_loopback_clients_only() -> None:
     assert _is_loopback("127.0.0.1") and _is_loopback("::1")
     assert not _is_loopback("10.1.2.3") and not _is_loopback(None)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+async def test_run_simulator_writes_and_updates_simulator_json_then_stops(tmp_path: Path) -> None:
+    info_path = tmp_path / "simulator.json"
+    task = asyncio.create_task(run_simulator(state_dir=tmp_path, users=20, seed=5))
+    while (info := read_json(info_path)) is None:
+        assert not task.done()
+        await asyncio.sleep(0.02)
+    assert len(info["tenants"]) == 1
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    url = f"{info['authority_url']}/_sim/tenants"
+    async with aiohttp.ClientSession() as http, http.post(url, json={"users": 5}, ssl=context) as response:
+        assert response.status == 201
+    assert len(read_json(info_path)["tenants"]) == 2  # type: ignore[index]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
