@@ -158,6 +158,7 @@ class Faults:
     delta_empty_page_every: int = 0  # every Nth delta page is empty (but carries a nextLink)
     delta_repeat: bool = False  # each delta page repeats the last object of the previous page
     organization_id_form: bool = False  # change notifications carry organizationId instead of tenantId
+    notification_extras: bool = False  # items add sequenceNumber, encryptedContent, @odata.type; lower-case resource
     rate_limits: bool = False  # enforce Graph's per-app-and-tenant budgets (simulator/throttle.py)
     premium_flaky: float = 0.0  # probability that a P1/P2 call answers the no-premium 403 although licensed
 

@@ -35,6 +35,7 @@ VALIDATION_MESSAGE = "Validation: Testing client application reachability for su
 SLOW_WINDOW_S = 600.0
 SLOW_MIN_NOTIFICATIONS = 100
 SLOW_DELAY_S = 600.0
+_SEQUENCE = itertools.count(1)
 GRAPH_NOTIFICATION_APP = "0bf30f3b-4a52-48df-9a82-234910c4a086"  # appid in real validation tokens
 
 
@@ -297,6 +298,9 @@ def change_item(tenant: Tenant, sub: Subscription, kind: str, obj_id: str, chang
     }
     if tenant.faults.organization_id_form:
         item["organizationId"] = item.pop("tenantId")
+    if tenant.faults.notification_extras:
+        item.update({"@odata.type": "#Microsoft.Graph.ChangeNotification", "resource": resource.lower(),
+                     "sequenceNumber": next(_SEQUENCE), "encryptedContent": None})  # fmt: skip
     return item
 
 

@@ -86,6 +86,16 @@ async def test_organization_id_instead_of_tenant_id_on_demand(graph: Graph, rece
     assert "tenantId" not in item and item["organizationId"] == graph.tenant["tenant_id"]
 
 
+async def test_optional_and_unknown_item_fields_on_demand(graph: Graph, receiver: Receiver) -> None:
+    await subscribe(graph, receiver)
+    await fault(graph, notification_extras=True)
+    (user,) = touch(graph, 1, "Extras")
+    (item,) = await receiver.wait_items(1)
+    assert item["resource"] == f"users/{user}" and item["encryptedContent"] is None
+    assert isinstance(item["sequenceNumber"], int) and item["@odata.type"]
+    assert item["resourceData"]["id"] == user
+
+
 async def test_reauthorization_required_before_expiry_tenant_id_form(graph: Graph, receiver: Receiver) -> None:
     expiry = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
     sub = await subscribe(graph, receiver, expirationDateTime=expiry)
