@@ -50,7 +50,7 @@ _REMOVED_DELETED = {"reason": "deleted"}
 class FragmentCache:
     """JSON of users per (tenant, `$select`), valid while the user's version is unchanged."""
 
-    def __init__(self, max_selects: int = 8) -> None:
+    def __init__(self, max_selects: int = 4) -> None:
         self._maps: OrderedDict[tuple[str, tuple[str, ...]], dict[str, tuple[int, bytes]]] = OrderedDict()
         self._max = max_selects
 

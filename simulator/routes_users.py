@@ -38,8 +38,8 @@ def _select(request: web.Request) -> tuple[str, ...]:
 
 def _user_view(tenant: Tenant, rec: UserRecord, select: tuple[str, ...]) -> dict[str, Any]:
     view = project(rec.data, [p for p in select if p != "signInActivity"])
-    if "signInActivity" in select:
-        view["signInActivity"] = rec.sign_in
+    if "signInActivity" in select and rec.sign_in is not None:
+        view["signInActivity"] = rec.sign_in  # absent for users who never signed in
     return view
 
 

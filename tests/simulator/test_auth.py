@@ -69,3 +69,13 @@ async def test_simulator_json_shape(sim: Simulator, tmp_path: Path) -> None:
     assert set(data["tenants"][0]) == {"tenant_id", "client_id", "client_secret", "default_domain"}
     assert data["graph_url"] == data["authority_url"] + "/v1.0"
     assert Path(data["ca_file"]).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")  # noqa: ASYNC240
+
+
+async def test_credentials_of_one_tenant_do_not_sign_in_to_another(sim: Simulator) -> None:
+    first, second = sim.info.tenants[0], sim.info.tenants[1]
+    credential = ClientSecretCredential(second["tenant_id"], first["client_id"], first["client_secret"],
+                                        authority=sim.info.authority_url, disable_instance_discovery=True,
+                                        connection_verify=sim.info.ca_file)  # fmt: skip
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700016"):
+        await credential.get_token(SCOPE)
+    await credential.close()
