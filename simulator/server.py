@@ -151,7 +151,8 @@ class Simulator:
         engine = DeltaEngine(self.state.tunables)
         self.services = Services(self.state, engine, self.notifier, self._session, housekeeping=self.housekeeping,
                                  tenant_added=self._tenant_added)  # fmt: skip
-        self._runner = web.AppRunner(build_app(self.services), access_log=None)
+        # In-flight handlers (a handshake may wait 10 s) get 2 s at shutdown, not aiohttp's default 60 s.
+        self._runner = web.AppRunner(build_app(self.services), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=server_ssl_context(ca), backlog=1024)
         await site.start()
