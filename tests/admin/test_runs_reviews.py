@@ -71,7 +71,7 @@ async def test_resolve_by_linking(api: Api, publisher: FakePublisher) -> None:
 
 
 async def test_resolve_by_creating_drops_a_taken_email(api: Api, publisher: FakePublisher) -> None:
-    world, _, review_id = await _ambiguous(api)
+    _, _, review_id = await _ambiguous(api)
     result = await api.ok("POST", f"/review-items/{review_id}/resolve", {"create": True})
     created = await api.ok("GET", f"/end-users/{result['end_user_id']}")
     assert (created["first_name"], created["last_name"], created["email"]) == ("Jane", "Doe", None)
