@@ -111,9 +111,8 @@ async def validate_endpoint(session: aiohttp.ClientSession, url: str, timeout_s:
         async with session.post(with_query(url, "validationToken", token), headers=headers, data=b"",
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:  # fmt: skip
             body = await response.text()
-            if response.status == 200 and body == token:
-                return None
-            return "ValidationError"
+            plain = response.content_type == "text/plain"
+            return None if response.status == 200 and plain and body == token else "ValidationError"
     except TimeoutError:
         return "Timeout"
     except aiohttp.ClientError:

@@ -130,7 +130,7 @@ class Receiver:
     raw_queries: list[str] = field(default_factory=list)
     status: int = 202
     delay_s: float = 0.0
-    handshake: str = "echo"  # echo | wrong | error | slow
+    handshake: str = "echo"  # echo | wrong | json | error | slow
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def items(self) -> list[dict[str, Any]]:
@@ -177,6 +177,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def _handshake_answer(state: Receiver, token: str) -> web.Response:
     if state.handshake == "wrong":
         return web.Response(text="not the token", content_type="text/plain")
+    if state.handshake == "json":
+        return web.json_response(token)
     if state.handshake == "error":
         return web.Response(status=500)
     if state.handshake == "slow":

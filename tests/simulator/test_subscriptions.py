@@ -57,8 +57,9 @@ async def test_event_hubs_notification_url_needs_no_handshake(graph: Graph, rece
     assert [v[0] for v in receiver.validations] == ["/lifecycle"]
 
 
-async def test_wrong_handshake_answer_fails_with_validation_error(graph: Graph, receiver: Receiver) -> None:
-    receiver.handshake = "wrong"
+@pytest.mark.parametrize("answer", ["wrong", "json", "error"])
+async def test_bad_handshake_answer_fails_with_validation_error(graph: Graph, receiver: Receiver, answer: str) -> None:
+    receiver.handshake = answer
     status, error, _ = await graph.call("POST", "/subscriptions", json=body(receiver))
     assert status == 400
     assert error["error"]["code"] == "ValidationError"
