@@ -8,10 +8,12 @@ overlaps itself: the next tick is planned only after the current one has been en
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from schemas import messages, topics
 from worker.bus import KafkaPublisher, Publisher, ensure_topics
@@ -35,18 +37,34 @@ async def enqueue_tick(conn: asyncpg.Connection, publisher: Publisher, *, reason
 
 
 async def run_scheduler(settings: Settings) -> None:
+    """Lead when possible, until cancelled. Losing PostgreSQL (and with it the leader lock) or the broker
+    ends the current leadership, never the process: it reconnects after a backoff and competes again."""
+    failures = 0
+    while True:
+        try:
+            await _lead(settings)
+        except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            failures += 1
+            delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+            log.warning("scheduler.retry", error=repr(exc), delay_s=round(delay, 2))
+            await asyncio.sleep(delay)
+
+
+async def _lead(settings: Settings) -> None:
     await ensure_topics(settings.kafka)
     publisher = KafkaPublisher(settings.kafka)
     await publisher.start()
-    conn = await asyncpg.connect(settings.database.url)
     try:
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-            await asyncio.sleep(min(30.0, settings.sync.resync_interval_s))
-        log.info("scheduler.leader")
-        while True:
-            count = await enqueue_tick(conn, publisher)
-            log.info("scheduler.tick", tenants=count, next_in_s=settings.sync.resync_interval_s)
-            await asyncio.sleep(settings.sync.resync_interval_s)
+        conn = await asyncpg.connect(settings.database.url)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                await asyncio.sleep(min(30.0, settings.sync.resync_interval_s))
+            log.info("scheduler.leader")
+            while True:
+                count = await enqueue_tick(conn, publisher)
+                log.info("scheduler.tick", tenants=count, next_in_s=settings.sync.resync_interval_s)
+                await asyncio.sleep(settings.sync.resync_interval_s)
+        finally:
+            await conn.close()
     finally:
-        await conn.close()
         await publisher.stop()

@@ -7,7 +7,6 @@ import asyncio
 import structlog
 
 from schemas import topics
-from worker import bus
 from worker.config import Settings
 from worker.consumers import ConsumerLoop, Handler
 from worker.graph import GraphClients
@@ -26,7 +25,8 @@ GROUPS = (
 
 
 async def run_worker(settings: Settings) -> None:
-    await bus.ensure_topics(settings.kafka)
+    # Topics are ensured by each consumer loop as it (re)starts, so a broker that is away at start-up or comes
+    # back empty only delays the worker.
     pool = await create_pool(settings.database.url, min_size=settings.database.pool_min,
                              max_size=settings.database.pool_max)
     graph = GraphClients(settings.graph)

@@ -7,12 +7,19 @@ change. Broker outage and a killed worker, where processes matter, are in test_s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from datetime import UTC, datetime
+
+from aiokafka import TopicPartition
 
 from schemas import messages, topics
 from simulator.model import ThrottleRule
 from tests.faults.conftest import Pipeline, change_note
+from worker import bus
+from worker.config import DatabaseSettings, KafkaSettings, SyncSettings
+from worker.scheduler import run_scheduler
 
 
 async def test_postgres_connections_dropped_mid_transaction(pipeline: Pipeline) -> None:
@@ -139,3 +146,43 @@ async def test_duplicates_and_reordering_end_in_the_right_state(pipeline: Pipeli
         await asyncio.sleep(0.1)
     assert await pipeline.pool.fetchval("SELECT count(*) FROM end_user_changes") == journal
     assert {r["id"]: r["updated_at"] for r in await pipeline.end_users()} == stamps
+
+
+async def test_scheduler_survives_losing_its_postgres_connection(
+    pipeline: Pipeline, kafka_settings: KafkaSettings
+) -> None:
+    app_name = f"fault-scheduler-{uuid.uuid4().hex[:6]}"
+    settings = pipeline.settings.model_copy(update={
+        "database": DatabaseSettings(url=pipeline.settings.database.url.replace(pipeline.app_name, app_name)),
+        "sync": SyncSettings(resync_interval_s=0.5),
+    })
+    reader = bus.make_consumer(kafka_settings, group_id=None)
+    await reader.start()
+    tps = [TopicPartition(topics.COMMANDS, p) for p in reader.partitions_for_topic(topics.COMMANDS) or ()]
+    reader.assign(tps)
+    await reader.seek_to_end(*tps)
+
+    async def resyncs_of_our_tenant(timeout_s: float) -> int:
+        deadline, seen = time.monotonic() + timeout_s, 0
+        while not seen and time.monotonic() < deadline:
+            batch = await reader.getmany(timeout_ms=200)
+            seen = sum(1 for rs in batch.values() for r in rs if r.key == pipeline.tenant_id.encode()
+                       and messages.decode(r.value or b"", messages.Command).command == "resync")
+        return seen
+
+    scheduler = asyncio.create_task(run_scheduler(settings))
+    try:
+        assert await resyncs_of_our_tenant(15), "the scheduler never ticked"
+        killed = await pipeline.pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app_name)
+        assert killed == 1
+        await reader.seek_to_end(*tps)
+        started = time.monotonic()
+        assert await resyncs_of_our_tenant(20), "the scheduler stopped ticking after losing its connection"
+        print(f"scheduler: leader again and ticking {time.monotonic() - started:.1f}s after its connection died")
+        assert not scheduler.done()
+    finally:
+        scheduler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler
+        await reader.stop()
