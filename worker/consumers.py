@@ -4,8 +4,9 @@ Delivery (ARCHITECTURE.md): offsets are committed as `offset + 1` only after the
 PostgreSQL; commits are throttled and forced on partition revoke and shutdown. A message that can never
 succeed goes to `entra.dead-letter` and its offset moves on. A transient failure (Graph throttling or 5xx,
 PostgreSQL unavailable, the broker away) rewinds the batch and retries it after a backoff, without
-committing; an unexpected error does the same a few times, then dead-letters the batch rather than stall the
-partition (the hourly resync repairs what a dead-lettered notification would have done). Losing the broker
+committing; an unexpected error does the same, and after a few attempts a batch of notifications is
+dead-lettered rather than stall its partition (the hourly resync and renewal repair what it would have done),
+while a batch of commands (an Organization's initial sync has no other trigger) keeps being retried. Losing the broker
 never ends the loop: a failed commit is dropped (the work is replayed, idempotently), the topics are
 recreated if the broker came back empty, and a consumer that breaks is replaced.
 """
@@ -45,7 +46,7 @@ TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
              asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
              asyncpg.exceptions.CannotConnectNowError,
              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-MAX_UNEXPECTED = 5  # consecutive unexpected failures of one batch before it is dead-lettered
+MAX_UNEXPECTED = 5  # consecutive unexpected failures of a notification batch before it is dead-lettered
 COMMIT_TIMEOUT_S = 10.0
 
 
@@ -191,6 +192,8 @@ class ConsumerLoop:
         self._pending: dict[TopicPartition, int] = {}
         self._failures = 0  # consecutive failed attempts (batches or the consumer itself): the backoff
         self._unexpected = 0  # consecutive unexpected failures of the current batch
+        # Notifications and lifecycle events are repaired by the hourly resync and renewal; commands are not.
+        self._may_give_up = topics.COMMANDS not in self._topics
 
     async def run(self) -> None:
         """Consume until cancelled; a consumer broken by the broker is replaced after a backoff."""
@@ -241,7 +244,7 @@ class ConsumerLoop:
             return
         except Exception as exc:
             self._unexpected += 1
-            if self._unexpected < MAX_UNEXPECTED:
+            if self._unexpected < MAX_UNEXPECTED or not self._may_give_up:
                 log.exception("batch.failed", error=repr(exc), messages=len(flat), attempt=self._unexpected)
                 await self._rewind(records)
                 return
