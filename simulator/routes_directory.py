@@ -15,9 +15,9 @@ from simulator.context import graph_base, tenant_of
 from simulator.delta import project
 from simulator.errors import GraphError, json_response, not_found
 from simulator.gates import require_intune, require_premium
-from simulator.model import Tenant
+from simulator.model import Tenant, UserRecord
 from simulator.odata import compile_filter, parse_select
-from simulator.paging import OffsetCursor, paged
+from simulator.paging import OffsetCursor, from_position, paged
 
 DEVICE_PROPS = frozenset({
     "id", "deviceName", "userId", "userPrincipalName", "wiFiMacAddress", "ethernetMacAddress", "serialNumber",
@@ -70,24 +70,29 @@ async def list_skus(request: web.Request) -> web.Response:
     return json_response({"@odata.context": f"{graph_base(request)}/$metadata#subscribedSkus", "value": tenant.skus})
 
 
+def registration_row(rec: UserRecord) -> dict[str, Any]:
+    """A user's row of the userRegistrationDetails report."""
+    return {"id": rec.id, "userPrincipalName": rec.data["userPrincipalName"],
+            "userDisplayName": rec.data["displayName"], **(rec.mfa or {})}  # fmt: skip
+
+
 async def list_registration_details(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     require_premium(tenant)
 
-    def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
+    def rows(cursor: OffsetCursor, start: int) -> Iterator[tuple[int, UserRecord]]:
         predicate = compile_filter(cursor.q)
-        for rec in tenant.live_users():
-            if rec.mfa is None or not rec.data["accountEnabled"]:
+        for position, user_id in from_position(tenant.user_order, start):
+            rec = tenant.users.get(user_id)
+            if rec is None or rec.deleted_at is not None or rec.mfa is None or not rec.data["accountEnabled"]:
                 continue  # the report skips disabled users
-            row = {"id": rec.id, "userPrincipalName": rec.data["userPrincipalName"],
-                   "userDisplayName": rec.data["displayName"], **rec.mfa}  # fmt: skip
-            if predicate is None or predicate(row):
-                yield row
+            if predicate is None or predicate(registration_row(rec)):
+                yield position, rec
 
-    def render(cursor: OffsetCursor) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def render(cursor: OffsetCursor) -> Callable[[UserRecord], dict[str, Any]]:
         select = parse_select(cursor.s, known=REGISTRATION_PROPS, default=tuple(sorted(REGISTRATION_PROPS)),
                               entity="userRegistrationDetails")  # fmt: skip
-        return lambda row: project(row, select)
+        return lambda rec: project(registration_row(rec), select)
 
     return paged(request, rows=rows, render=render, default_top=1000, max_top=1000,
                  context="reports/authenticationMethods/userRegistrationDetails")  # fmt: skip
@@ -97,9 +102,9 @@ async def list_devices(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     require_intune(tenant)
 
-    def rows(cursor: OffsetCursor) -> Iterator[dict[str, Any]]:
+    def rows(cursor: OffsetCursor, start: int) -> Iterator[tuple[int, dict[str, Any]]]:
         predicate = compile_filter(cursor.q)
-        return (d for d in tenant.devices if predicate is None or predicate(d))
+        return ((i, d) for i, d in from_position(tenant.devices, start) if predicate is None or predicate(d))
 
     def render(cursor: OffsetCursor) -> Callable[[dict[str, Any]], dict[str, Any]]:
         select = parse_select(cursor.s, known=DEVICE_PROPS, default=DEVICE_DEFAULT, entity="managedDevice")

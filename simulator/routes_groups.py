@@ -22,7 +22,7 @@ from simulator.model import (
     new_id,
 )
 from simulator.odata import compile_filter, parse_id_filter, parse_select, query, read_json_object
-from simulator.paging import OffsetCursor, paged
+from simulator.paging import OffsetCursor, from_position, paged
 from simulator.routes_delta import delta_response
 
 GROUP_WRITABLE = {"displayName", "description", "mailEnabled", "mailNickname", "securityEnabled", "groupTypes",
@@ -54,11 +54,12 @@ def directory_object(tenant: Tenant, obj_id: str, odata_type: str, select_raw: s
 async def list_groups(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
 
-    def rows(cursor: OffsetCursor) -> Iterator[GroupRecord]:
+    def rows(cursor: OffsetCursor, start: int) -> Iterator[tuple[int, GroupRecord]]:
         predicate = compile_filter(cursor.q)
-        groups = (tenant.groups.get(group_id) for group_id in tenant.group_order)
-        live = (g for g in groups if g is not None and g.deleted_at is None)
-        return (g for g in live if predicate is None or predicate(g.data))
+        for position, group_id in from_position(tenant.group_order, start):
+            group = tenant.live_group(group_id)
+            if group is not None and (predicate is None or predicate(group.data)):
+                yield position, group
 
     def render(cursor: OffsetCursor) -> Callable[[GroupRecord], dict[str, Any]]:
         select = _group_select(cursor.s)
@@ -142,12 +143,13 @@ async def remove_member_ref(request: web.Request) -> web.Response:
 async def list_members(request: web.Request) -> web.Response:
     tenant, group = tenant_of(request), _find_group(request)
     transitive = request.path.endswith("transitiveMembers")
-    members = tenant.transitive_members(group) if transitive else dict(group.members)
+    members = list((tenant.transitive_members(group) if transitive else group.members).items())
 
     def render(cursor: OffsetCursor) -> Callable[[tuple[str, str]], dict[str, Any]]:
         return lambda member: directory_object(tenant, member[0], member[1], cursor.s)
 
-    return paged(request, rows=lambda _: members.items(), render=render, context="directoryObjects")
+    return paged(request, rows=lambda _, start: from_position(members, start), render=render,
+                 context="directoryObjects")  # fmt: skip
 
 
 async def list_member_of(request: web.Request) -> web.Response:
@@ -164,8 +166,8 @@ async def list_member_of(request: web.Request) -> web.Response:
         return lambda group: directory_object(tenant, group.id, GROUP_TYPE, cursor.s)
 
     limits = services(request).state.tunables
-    return paged(request, rows=lambda _: groups, render=render, context="directoryObjects",
-                 max_top=limits.member_of_page_max)  # fmt: skip
+    return paged(request, rows=lambda _, start: from_position(groups, start), render=render,
+                 context="directoryObjects", max_top=limits.member_of_page_max)  # fmt: skip
 
 
 async def groups_delta(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ and the capability gates (P1/P2, Intune) that make those calls fail the way Grap
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from msgraph.generated.device_management.managed_devices.managed_devices_request_builder import (
     ManagedDevicesRequestBuilder,
@@ -115,3 +116,24 @@ async def test_premium_403_can_be_made_intermittent_for_licensed_tenants(graph: 
     await graph.sim_call("POST", "/_sim/faults", json={"tenant_id": graph.tenant["tenant_id"], "premium_flaky": 0.5})
     statuses = {(await graph.call("GET", "/users?$select=id,signInActivity&$top=1"))[0] for _ in range(20)}
     assert statuses == {200, 403}
+
+
+async def collect(graph: Graph, url: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while url:
+        status, page, _ = await graph.call("GET", url)
+        assert status == 200, page
+        items.extend(page["value"])
+        url = page.get("@odata.nextLink", "")
+    return items
+
+
+async def test_paged_listings_return_every_row_once(shared_graph: Graph) -> None:
+    tenant = shared_graph.sim.state.tenants[shared_graph.tenant["tenant_id"]]
+    groups = await collect(shared_graph, "/groups?$select=id&$top=3")
+    assert sorted(g["id"] for g in groups) == sorted(g.id for g in tenant.groups.values() if g.deleted_at is None)
+    rows = await collect(shared_graph, "/reports/authenticationMethods/userRegistrationDetails?$top=7")
+    expected = [r.id for r in tenant.live_users() if r.mfa is not None and r.data["accountEnabled"]]
+    assert [r["id"] for r in rows] == expected
+    devices = await collect(shared_graph, "/deviceManagement/managedDevices?$select=id&$top=11")
+    assert [d["id"] for d in devices] == [d["id"] for d in tenant.devices]
