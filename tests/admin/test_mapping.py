@@ -20,7 +20,8 @@ async def test_unmap_marks_linked_end_users_and_keeps_them(api: Api, publisher: 
     world = await api.world()
     await api.enable(world.org_id)
     linked, manual = await _linked_and_manual(api, world)
-    await api.ok("DELETE", f"/psa-tenants/{world.psa_id}/microsoft-tenant")
+    unmapped = await api.ok("DELETE", f"/psa-tenants/{world.psa_id}/microsoft-tenant")
+    assert unmapped["end_users_stopped"] == 2 and unmapped["microsoft_tenant_id"] is None
     states = await end_user_states(api.pool, world.org_id)
     assert set(states) == {*linked, manual}
     for end_user in linked:

@@ -100,6 +100,7 @@ async def test_disable_keeps_everyone_marks_linked_and_leaves_manual(api: Api, p
     manual = await insert_end_user(api.pool, world.org_id, state="manual", email="manual@contoso.com")
     status = await api.ok("DELETE", f"/organizations/{world.org_id}/user-sync")
     assert status["status"] == "disabled" and status["filters"] == ALL_FILTERS and status["disabled_at"]
+    assert status["end_users_stopped"] == 3
     states = await end_user_states(api.pool, world.org_id)
     assert set(states) == {*linked, manual}
     assert all(states[i] == ("sync_disabled", "user sync disabled") for i in linked)

@@ -152,7 +152,8 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(_store(request).ping(), timeout=2.0)
     except Exception as exc:
-        return web.json_response({"status": "unavailable", "database": repr(exc)}, status=503)
+        log.warning("admin.not_ready", error=type(exc).__name__)
+        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
     return web.json_response({"status": "ready"})
 
 

@@ -41,10 +41,12 @@ SCHEMAS: dict[str, Any] = {
                        "client_id": {"type": "string"}, "client_secret": {"type": "string", "writeOnly": True},
                        "default_domain": {"type": "string"}}},
     "PsaTenant": {"type": "object", "properties": {
+        "end_users_stopped": {"type": "integer", "description": "after map/unmap: End Users no longer updated"},
         "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
         "microsoft_tenant_id": _nullable("string"), "organizations": {"type": "integer"},
         "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
     "Organization": {"type": "object", "properties": {
+        "end_users_stopped": {"type": "integer", "description": "after re-assign: End Users no longer updated"},
         "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
         "psa_tenant_id": {"type": "string"}, "psa_tenant_name": {"type": "string"},
         "microsoft_tenant_id": _nullable("string"),
@@ -58,6 +60,7 @@ SCHEMAS: dict[str, Any] = {
     "FiltersBody": {"type": "object", "required": ["filters"], "additionalProperties": False,
                     "properties": {"filters": _ref("Filters")}},
     "UserSync": {"type": "object", "properties": {
+        "end_users_stopped": {"type": "integer", "description": "after disable: End Users no longer updated"},
         "organization_id": {"type": "string"}, "status": {"enum": ["not_set_up", "enabled", "disabled"]},
         "filters": {"oneOf": [_ref("Filters"), {"type": "null"}]}, "in_progress": {"type": "boolean"},
         "last_run": {"oneOf": [_ref("SyncRun"), {"type": "null"}]},

@@ -79,7 +79,7 @@ class AdminService:
             await self._enqueue(run, strict=False)
         for tenant_id in outcome.stale_tenants:
             await self._renew_subscriptions(tenant_id, reason)
-        return outcome.body
+        return outcome.body | outcome.extra
 
     async def _enqueue(self, run: Enqueued, *, strict: bool) -> None:
         command = Command(

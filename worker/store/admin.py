@@ -116,6 +116,12 @@ def _is_unique_violation(exc: Exception, constraint: str) -> bool:
 
 # ---- SQL fragments ----------------------------------------------------------------------------------------
 
+_PSA_SELECT = """
+SELECT p.id, p.name, p.microsoft_tenant_id, p.created_at, p.updated_at,
+       (SELECT count(*) FROM organizations o WHERE o.psa_tenant_id = p.id) AS organizations
+FROM psa_tenants p
+"""
+
 _ORG_SELECT = """
 SELECT o.id, o.name, o.psa_tenant_id, p.name AS psa_tenant_name, p.microsoft_tenant_id,
        coalesce(s.status, 'not_set_up') AS user_sync_status, o.created_at, o.updated_at
@@ -336,18 +342,14 @@ class AdminStore:
     # ---- PSA tenants ---------------------------------------------------------------------------------------
 
     async def list_psa_tenants(self) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(
-            "SELECT p.id, p.name, p.microsoft_tenant_id, p.created_at, p.updated_at,"
-            " (SELECT count(*) FROM organizations o WHERE o.psa_tenant_id = p.id) AS organizations"
-            " FROM psa_tenants p ORDER BY p.name"
-        )
+        rows = await self._pool.fetch(_PSA_SELECT + " ORDER BY p.name")
         return [_record(r) for r in rows]
 
     async def get_psa_tenant(self, psa_tenant_id: str) -> dict[str, Any]:
-        tenants = [t for t in await self.list_psa_tenants() if t["id"] == psa_tenant_id]
-        if not tenants:
+        row = await self._pool.fetchrow(_PSA_SELECT + " WHERE p.id = $1", psa_tenant_id)
+        if row is None:
             raise NotFound(f"no PSA tenant {psa_tenant_id}")
-        return tenants[0]
+        return _record(row)
 
     async def create_psa_tenant(self, name: str) -> dict[str, Any]:
         try:
