@@ -42,6 +42,8 @@ class Page(msgspec.Struct):
     last: bool  # True: `next` goes in a deltaLink; False: in a nextLink
 
 
+# (tenant, kind, since, upto, $select, $filter ids): what a round's change list depends on
+ChangeKey = tuple[str, str, int, int, tuple[str, ...], tuple[str, ...] | None]
 _encode = msgspec.json.Encoder().encode
 _REMOVED_CHANGED = {"reason": "changed"}
 _REMOVED_DELETED = {"reason": "deleted"}
@@ -85,7 +87,7 @@ class DeltaEngine:
     def __init__(self, tunables: Tunables) -> None:
         self.tunables = tunables
         self.cache = FragmentCache()
-        self._changes: OrderedDict[tuple[str, str, int, int], list[tuple[str, set[str] | None]]] = OrderedDict()
+        self._changes: OrderedDict[ChangeKey, list[tuple[str, set[str] | None]]] = OrderedDict()
 
     @property
     def page_size(self) -> int:
@@ -167,7 +169,7 @@ class DeltaEngine:
 
     def _changed(self, tenant: Tenant, cursor: Cursor, upto: int) -> list[tuple[str, set[str] | None]]:
         """Objects changed in (b, upto] that this walk tracks, memoised for the pages of one round."""
-        key = (tenant.tenant_id, cursor.k, cursor.b, upto)
+        key = (tenant.tenant_id, cursor.k, cursor.b, upto, cursor.s, cursor.f)
         found = self._changes.get(key)
         if found is not None:
             return found

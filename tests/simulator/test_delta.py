@@ -86,3 +86,12 @@ async def test_only_selected_properties_are_tracked(graph: Graph) -> None:
     await graph.sdk.users.by_user_id(victim).patch(User(display_name="Tracked Change"))
     items, _ = await walk(graph, delta_link)
     assert items == [{"id": victim, "displayName": "Tracked Change"}]
+
+
+async def test_two_walks_with_different_selects_see_their_own_changes(graph: Graph) -> None:
+    _, names = await walk(graph, "/users/delta?$select=id,displayName")
+    _, titles = await walk(graph, "/users/delta?$select=id,jobTitle")
+    victim = next(graph.sim.state.tenants[graph.tenant["tenant_id"]].live_users()).id
+    await graph.sdk.users.by_user_id(victim).patch(User(job_title="Only Titles See This"))
+    assert (await walk(graph, names))[0] == []
+    assert (await walk(graph, titles))[0] == [{"id": victim, "jobTitle": "Only Titles See This"}]
