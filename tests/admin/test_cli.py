@@ -89,6 +89,8 @@ async def test_operator_flow_through_the_cli(cli: Cli, api: Api) -> None:
     runs = (await _ok(cli, "runs", "list", "--org", org["id"]))["items"]
     assert runs[0]["id"] == now and run_id in {r["id"] for r in runs}
     assert (await _ok(cli, "runs", "show", run_id))["kind"] == "org-sync"
+    result = await cli("runs", "confirm", run_id)
+    assert result.code == 1 and "only a held" in result.err
 
     manual = await _ok(cli, "end-users", "add", org["id"], "--first-name", "Ann", "--email", "ann@contoso.com")
     listed = await _ok(cli, "end-users", "list", org["id"], "--email", "ANN@contoso.com")

@@ -24,6 +24,26 @@ async def test_runs_list_and_one(api: Api) -> None:
     assert resp.status == 400 and resp.body["error"]["field"] == "organization_id"
 
 
+async def test_confirming_a_held_run_queues_an_org_sync_that_applies_deactivations(
+    api: Api, publisher: FakePublisher
+) -> None:
+    world = await api.world()
+    queued = await api.enable(world.org_id)
+    held = await api.pool.fetchval(
+        "INSERT INTO sync_runs (kind, organization_id, tenant_id, status, warnings) VALUES ('org-sync', $1, $2,"
+        " 'held', '[\"held 30 deactivations\"]') RETURNING id::text", world.org_id, world.tenant_id,
+    )
+    publisher.sent.clear()
+    run_id = (await api.ok("POST", f"/sync-runs/{held}/confirm", status=202))["run_id"]
+    [command] = publisher.commands("org-sync")
+    assert (command.run_id, command.confirm_deactivations, command.organization_id) == (run_id, True, world.org_id)
+    resp = await api.call("POST", f"/sync-runs/{queued}/confirm")
+    assert resp.status == 409 and "held" in resp.body["error"]["message"]
+    assert (await api.call("POST", f"/sync-runs/{uuid.uuid4()}/confirm")).status == 404
+    await api.ok("DELETE", f"/organizations/{world.org_id}/user-sync")
+    assert (await api.call("POST", f"/sync-runs/{held}/confirm")).status == 409
+
+
 async def _review(api: Api, world: World, *, candidates: list[str], object_id: str = "entra-1") -> str:
     review_id = await api.pool.fetchval(
         "INSERT INTO review_items (organization_id, entra_tenant_id, entra_object_id, reason, candidate_ids)"

@@ -331,6 +331,11 @@ async def get_run(request: web.Request) -> web.Response:
     return web.json_response(await _store(request).get_run(inputs.path_id(request)))
 
 
+async def confirm_run(request: web.Request) -> web.Response:
+    run_id = await request.app[SERVICE].confirm_run(inputs.path_id(request))
+    return web.json_response({"run_id": run_id}, status=202)
+
+
 async def list_review_items(request: web.Request) -> web.Response:
     status = inputs.query_text(request, "status", choices=("open", "resolved", "all")) or "open"
     items = await _store(request).list_review_items(
@@ -378,6 +383,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/organizations/{id}/assets", create_asset),
     ("GET", "/sync-runs", list_runs),
     ("GET", "/sync-runs/{id}", get_run),
+    ("POST", "/sync-runs/{id}/confirm", confirm_run),
     ("GET", "/review-items", list_review_items),
     ("POST", "/review-items/{id}/resolve", resolve_review_item),
     ("GET", "/openapi.json", openapi),

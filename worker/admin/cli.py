@@ -371,6 +371,8 @@ def _runs(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParse
     listing.add_argument("--tenant", help="Microsoft tenant id")
     listing.add_argument("--limit", type=int)
     tree.leaf("show", "one sync run", lambda a, _: Call("GET", f"/sync-runs/{a.id}")).add_argument("id")
+    tree.leaf("confirm", "apply the deactivations a held run kept back (queues a new run)",
+              lambda a, _: Call("POST", f"/sync-runs/{a.id}/confirm")).add_argument("id")
 
 
 def _review(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -240,6 +240,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "parameters": _ID,
         "get": _op("One sync run", "run", "SyncRun", errors=_NF),
     },
+    "/sync-runs/{id}/confirm": {
+        "parameters": _ID,
+        "post": _op("Confirm a held run: queue an org-sync that applies the deactivations the guard held",
+                    "queued", "RunAccepted", status="202", errors=("401", "404", "409")),
+    },
     "/review-items": {
         "get": _op("List review items (status open by default; open, resolved or all)", "review items",
                    "[ReviewItem]", errors=("400", "401"), query=("organization_id", "status")),

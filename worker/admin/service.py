@@ -45,6 +45,12 @@ class AdminService:
         await self._enqueue(run, strict=True)
         return run.run_id
 
+    async def confirm_run(self, run_id: str) -> str:
+        """Answer a held run: a new org-sync that applies the deactivations the guard held."""
+        run = await self.store.queue_confirmation(run_id)
+        await self._enqueue(run, strict=True, confirm=True)
+        return run.run_id
+
     async def disable_sync(self, organization_id: str) -> dict[str, Any]:
         return await self._dispatch(await self.store.disable_user_sync(organization_id), "user sync disabled")
 
@@ -81,10 +87,10 @@ class AdminService:
             await self._renew_subscriptions(tenant_id, reason)
         return outcome.body | outcome.extra
 
-    async def _enqueue(self, run: Enqueued, *, strict: bool) -> None:
+    async def _enqueue(self, run: Enqueued, *, strict: bool, confirm: bool = False) -> None:
         command = Command(
             command="org-sync", tenant_id=run.tenant_id, organization_id=run.organization_id,
-            run_id=run.run_id, requested_at=_now(),
+            run_id=run.run_id, requested_at=_now(), confirm_deactivations=confirm,
         )
         try:
             await self._publisher.publish(topics.COMMANDS, run.tenant_id, command)

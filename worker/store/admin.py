@@ -492,6 +492,23 @@ class AdminStore:
             tenant_id = _require_mapped(org)
             return await _queue_run(conn, organization_id=org["id"], tenant_id=tenant_id)
 
+    async def queue_confirmation(self, run_id: str) -> Enqueued:
+        """Queue an org-sync that applies the deactivations a held run kept back (the operator confirmed)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            held = await conn.fetchrow(
+                "SELECT status, organization_id, tenant_id FROM sync_runs WHERE id = $1 FOR UPDATE", run_id
+            )
+            if held is None:
+                raise NotFound(f"no sync run {run_id}")
+            if held["status"] != "held" or held["organization_id"] is None:
+                raise Conflict(f"only a held Organization run can be confirmed; this one is {held['status']}")
+            org = await _lock_organization(conn, held["organization_id"])
+            if org["user_sync_status"] != "enabled":
+                raise Conflict("user sync is not enabled for this Organization")
+            if _require_mapped(org) != held["tenant_id"]:
+                raise Conflict("the Organization no longer syncs from the Microsoft tenant of this run")
+            return await _queue_run(conn, organization_id=org["id"], tenant_id=held["tenant_id"])
+
     async def disable_user_sync(self, organization_id: str) -> Outcome:
         """Disable: every linked End User of the Organization stops being updated; nobody is deleted."""
         async with self._pool.acquire() as conn, conn.transaction():
