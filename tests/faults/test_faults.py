@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
+from structlog.testing import capture_logs
 
 from schemas import messages, topics
 from simulator.model import ThrottleRule
@@ -23,36 +24,41 @@ from worker.scheduler import run_scheduler
 
 
 async def test_postgres_connections_dropped_mid_transaction(pipeline: Pipeline) -> None:
-    await pipeline.faults(latency_ms=40)  # each delta page takes a while: the worker is mid-work longer
     users = [r["entra_object_id"] for r in await pipeline.end_users()]
-    terminated, busy = 0, 0
+    await pipeline.converge(await pipeline.patch_titles(users[-1:], "Warm-up"), timeout_s=30)  # groups joined
+    await pipeline.faults(latency_ms=60)  # each Graph call takes a while: the worker is mid-work longer
+    kills: list[str] = []
     stop = asyncio.Event()
 
-    async def terminate_worker_connections() -> None:
-        # Every connection of the worker, whatever it is doing: in a query, in a transaction, or held idle
-        # by a unit of work that is waiting on Graph with the tenant's advisory lock.
-        nonlocal terminated, busy
-        while not stop.is_set():
-            row = await pipeline.pool.fetchrow(
-                """SELECT count(*) AS n, count(*) FILTER (WHERE state <> 'idle') AS busy FROM (
-                     SELECT pg_terminate_backend(pid), state FROM pg_stat_activity WHERE application_name = $1) t""",
-                pipeline.app_name)
-            terminated, busy = terminated + row["n"], busy + row["busy"]
-            await asyncio.sleep(0.25)
+    async def terminate_worker_connections_mid_work() -> None:
+        # A connection of the worker that is in a query, in a transaction, or holding a tenant's advisory
+        # lock (a unit of work is under way) is terminated; a few times, then the worker may finish.
+        while not stop.is_set() and len(kills) < 3:
+            kills.extend(await pipeline.pool.fetchval(
+                """WITH busy AS MATERIALIZED (
+                     SELECT a.pid, a.state FROM pg_stat_activity a
+                     WHERE a.application_name = $1 AND (a.state IN ('active', 'idle in transaction')
+                       OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')))
+                   SELECT coalesce(array_agg(state), '{}') FROM busy WHERE pg_terminate_backend(pid)""",
+                pipeline.app_name))
+            await asyncio.sleep(0.02)
 
-    killer = asyncio.create_task(terminate_worker_connections())
-    try:
-        wanted = await pipeline.patch_titles(users[:10], "Dropped")
-        await asyncio.sleep(3)  # notifications keep arriving while connections are killed under the worker
-        wanted |= await pipeline.patch_titles(users[10:20], "Dropped again")
-        await asyncio.sleep(2)
-    finally:
-        stop.set()
-        await killer
-    assert terminated > 0, "no worker connection was there to kill: the fault was never injected"
-    recovery = await pipeline.converge(wanted, timeout_s=45)
-    print(f"pg-drop: {terminated} worker connections terminated ({busy} busy); "
-          f"converged {recovery:.1f}s after the last kill")
+    with capture_logs() as logs:
+        killer = asyncio.create_task(terminate_worker_connections_mid_work())
+        try:
+            wanted = await pipeline.patch_titles(users[:10], "Dropped")
+            await asyncio.sleep(2)  # notifications keep arriving while connections are killed under the worker
+            wanted |= await pipeline.patch_titles(users[10:20], "Dropped again")
+            await asyncio.sleep(2)
+        finally:
+            stop.set()
+            await killer
+        assert kills, "the worker was never caught mid-work: the fault was never injected"
+        recovery = await pipeline.converge(wanted, timeout_s=45)
+    retries = [e for e in logs if e["event"] == "batch.retry"]
+    assert retries, "no batch was retried: the kills missed the work"
+    print(f"pg-drop: {len(kills)} worker connections terminated mid-work ({', '.join(kills)}); "
+          f"{len(retries)} batch retries ({retries[0]['error'][:60]}); converged {recovery:.1f}s after")
     assert not pipeline.worker.done()  # type: ignore[union-attr]
 
 
