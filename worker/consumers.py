@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
@@ -186,7 +186,7 @@ class ConsumerLoop:
         self._topics = list(topic_names)
         self._group = group
         self._handler = handler
-        self._consumer = bus.make_consumer(settings.kafka, group_id=group)
+        self._consumer = self._make_consumer()
         self._dead_letters = bus.make_producer(settings.kafka)
         self._policy = CommitPolicy(settings.sync.commit_interval_s)
         self._pending: dict[TopicPartition, int] = {}
@@ -203,9 +203,22 @@ class ConsumerLoop:
             except KafkaError as exc:
                 log.warning("consumer.restart", group=self._group, error=repr(exc))
                 self._pending.clear()  # belongs to the old member; replaying it writes nothing
-                self._consumer = bus.make_consumer(self._settings.kafka, group_id=self._group)
+                self._consumer = self._make_consumer()
                 self._dead_letters = bus.make_producer(self._settings.kafka)
                 await self._backoff()
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        return bus.make_consumer(
+            self._settings.kafka, group_id=self._group,
+            # While the broker is away, aiokafka retries its fetches and coordinator lookups at this pace
+            # (its default, 100 ms, logs a few hundred lines a second).
+            retry_backoff_ms=500,
+            # A SIGKILLed member is noticed after this long and its partitions go to the others (or to the
+            # restarted worker); heartbeats run beside the work, so a long unit of work does not count.
+            session_timeout_ms=6000, heartbeat_interval_ms=2000,
+            # A full resync of a large tenant may take longer than aiokafka's 5-minute default between polls.
+            max_poll_interval_ms=30 * 60 * 1000,
+        )
 
     async def _consume(self) -> None:
         try:

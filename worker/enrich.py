@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+import asyncpg
+import msgspec
 import structlog
 
 from worker.core.macs import normalize_mac
@@ -72,24 +74,39 @@ def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None
 
 
 class Enricher:
-    def __init__(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> None:
-        self._conn, self._graph, self._tenant = conn, graph, tenant_id
+    """Fetches the enrichment listings on a connection of its own, concurrently with the users listing,
+    staging them; once the users are in the mirror (`users_ready`), applies them in one pass."""
+
+    def __init__(self, pool: asyncpg.Pool, graph: TenantGraph, tenant_id: str) -> None:
+        self._pool, self._graph, self._tenant = pool, graph, tenant_id
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
+        self._copy = asyncio.Lock()  # one connection: its COPYs take turns
 
-    async def run(self) -> list[str]:
-        await self._guard("licences", "licences", self._skus)
-        await self._guard("entra_p1", "sign-in activity", self._sign_ins)
-        await self._guard("entra_p1", "MFA registration", self._mfa)
-        await self._guard("intune", "managed devices", self._devices)
-        await store.record_capabilities(self._conn, self._tenant, self.capabilities)
+    async def run(self, users_ready: asyncio.Event) -> list[str]:
+        async with self._pool.acquire() as conn:
+            await store.stage_enrichment(conn)
+            skus = await self._guard("licences", "licences", self._graph.subscribed_skus)
+            fetched = await asyncio.gather(
+                self._guard("entra_p1", "sign-in activity", lambda: self._sign_ins(conn)),
+                self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
+                self._guard("intune", "managed devices", lambda: self._devices(conn)),
+            )
+            await users_ready.wait()
+            async with conn.transaction():
+                if skus is not None:
+                    await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
+                sign_ins, mfa, devices = (f is not None for f in fetched)
+                await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa, devices=devices)
+                await store.record_capabilities(conn, self._tenant, self.capabilities)
         return self.warnings
 
-    async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one listing; a missing capability becomes a warning and None (its column is left alone)."""
         try:
             for attempt in range(FORBIDDEN_ATTEMPTS):
                 try:
-                    await step()
+                    result = await step()
                     break
                 except GraphForbidden:
                     # The premium-licence 403 is intermittent even for P1/P2 tenants (docs/graph-notes.md).
@@ -97,33 +114,36 @@ class Enricher:
                         raise
                     await asyncio.sleep(0.5 * (attempt + 1))
             self.capabilities.setdefault(capability, True)
+            return result
         except MISSING as exc:
             self.capabilities[capability] = False
             self.warnings.append(f"{what} unavailable for this tenant ({exc.status} {exc.code}): {exc.message}")
             log.info("enrich.capability_missing", tenant_id=self._tenant, what=what, status=exc.status)
+            return None
 
-    async def _skus(self) -> None:
-        skus = await self._graph.subscribed_skus()
-        async with self._conn.transaction():
-            await store.replace_skus(self._conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
-
-    async def _pages(self, pages: AsyncIterator[list[T]], apply: Callable[[list[T]], Awaitable[Any]]) -> None:
+    async def _stream(self, pages: AsyncIterator[list[T]], write: Callable[[list[T]], Awaitable[None]]) -> bool:
         async for page in pages:
-            async with self._conn.transaction():
-                await apply(page)
+            async with self._copy:
+                await write(page)
+        return True
 
-    async def _sign_ins(self) -> None:
-        await self._pages(self._graph.sign_ins(), lambda page: store.set_sign_ins(
-            self._conn, self._tenant, {u.id: last_sign_in(u) for u in page}))
+    async def _sign_ins(self, conn: Conn) -> bool:
+        return await self._stream(self._graph.sign_ins(), lambda page: store.copy_sign_ins(
+            conn, [(u.id, last_sign_in(u)) for u in page]))
 
-    async def _mfa(self) -> None:
-        await self._pages(self._graph.registration_details(), lambda page: store.set_mfa(
-            self._conn, self._tenant, {d.id: mfa_of(d) for d in page}))
+    async def _mfa(self, conn: Conn) -> bool:
+        return await self._stream(self._graph.registration_details(), lambda page: store.copy_mfa(
+            conn, [(d.id, _json(mfa_of(d))) for d in page]))
 
-    async def _devices(self) -> None:
-        macs: dict[str, set[str]] = {}
-        async for page in self._graph.managed_devices():
+    async def _devices(self, conn: Conn) -> bool:
+        def rows(page: list[ManagedDevice]) -> list[tuple[str, str]]:
+            macs: dict[str, set[str]] = {}
             device_macs(page, macs)
-        async with self._conn.transaction():
-            await store.set_device_macs(self._conn, self._tenant, {u: sorted(m) for u, m in macs.items()})
-            await store.clear_column_except(self._conn, self._tenant, "device_macs", "'{}'", macs)
+            return [(user, mac) for user, found in macs.items() for mac in found]
+
+        return await self._stream(self._graph.managed_devices(),
+                                  lambda page: store.copy_devices(conn, rows(page)))
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

@@ -11,6 +11,7 @@ tenant pauses that tenant's requests only, honouring a (possibly fractional) Ret
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 import time
@@ -207,6 +208,37 @@ class Subscription(msgspec.Struct, rename="camel"):
 
 class _SubscriptionList(msgspec.Struct):
     value: list[Subscription] = []
+
+
+async def prefetch(pages: AsyncIterator[T], *, depth: int) -> AsyncIterator[T]:
+    """Iterate `pages` while up to `depth` further pages are fetched (and parsed) in the background.
+
+    The consumer's database writes then overlap Graph's latency. An error of the producer surfaces at the
+    point of the page that failed; leaving the loop early stops the producer.
+    """
+    queue: asyncio.Queue[tuple[T | None, BaseException | None, bool]] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for page in pages:
+                await queue.put((page, None, False))
+            await queue.put((None, None, True))
+        except Exception as exc:  # handed to the consumer, raised there
+            await queue.put((None, exc, True))
+
+    task = asyncio.create_task(produce())
+    try:
+        while True:
+            page, error, done = await queue.get()
+            if error is not None:
+                raise error
+            if done:
+                return
+            yield page  # type: ignore[misc]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # ---- Per-tenant throttle --------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ Work for one tenant is serialised across replicas by a PostgreSQL advisory lock.
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,13 +24,14 @@ from worker.config import Settings
 from worker.core.model import OrgContext, Plan, StateChange
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.enrich import Enricher
-from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, TenantGraph
+from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
 from worker.store import Conn, enrichment
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
 
 CHUNK = 2000
+WRITE_BATCH = 2000  # mirror users written per transaction during a delta walk
 
 
 class UnknownTenant(Exception):
@@ -103,9 +104,7 @@ class SyncEngine:
         """The hourly full resync: a complete listing (a fresh delta round), absences, projection."""
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
-            changed = await self._pull(conn, graph, tenant_id, full=True)
-            warnings = await self._pull_groups(conn, graph, tenant_id, full=True)
-            warnings += await Enricher(conn, graph, tenant_id).run()
+            changed, warnings = await self._full_pull(conn, graph, tenant_id)
             runs = await self._project_dirty(conn, tenant_id, kind="resync", record_always=True, warnings=warnings)
             await store.record_tenant_status(conn, tenant_id, full=True, delta=True)
             self._log("sync.resync", tenant_id, started, changed, runs)
@@ -120,11 +119,12 @@ class SyncEngine:
         """
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
-            first = await store.get_delta_link(conn, tenant_id, "users") is None
-            changed = await self._pull(conn, graph, tenant_id, full=first)
-            warnings = await self._pull_groups(conn, graph, tenant_id, full=first)
-            if first:  # a tenant seen for the first time: enrich now rather than at the next hourly resync
-                warnings += await Enricher(conn, graph, tenant_id).run()
+            if await store.get_delta_link(conn, tenant_id, "users") is None:
+                # A tenant seen for the first time: everything now, not at the next hourly resync.
+                changed, warnings = await self._full_pull(conn, graph, tenant_id)
+            else:
+                changed = await self._pull(conn, graph, tenant_id, full=False)
+                warnings = await self._pull_groups(conn, graph, tenant_id, full=False)
             # Other Organizations get what changed; this one gets every user just below.
             # Organizations about to get a whole-Organization projection (this one, and any other with an
             # org-sync queued) are skipped here, so their runs count what they created.
@@ -155,6 +155,41 @@ class SyncEngine:
             finally:
                 await store.unlock_tenant(conn, tenant_id)
 
+    async def _full_pull(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> tuple[int, list[str]]:
+        """Complete listings of users, groups and enrichment, side by side on three connections.
+
+        The enrichment waits for the users to be in the mirror before it writes; if any listing fails the
+        others are cancelled and nothing is deactivated (absence counts only after a complete listing).
+        """
+        users_ready = asyncio.Event()
+        started = time.monotonic()
+        took: dict[str, float] = {}
+
+        async def users() -> int:
+            try:
+                return await self._pull(conn, graph, tenant_id, full=True)
+            finally:
+                users_ready.set()
+                took["users_ms"] = (time.monotonic() - started) * 1000
+
+        async def groups() -> list[str]:
+            async with self._pool.acquire() as groups_conn:
+                try:
+                    return await self._pull_groups(groups_conn, graph, tenant_id, full=True)
+                finally:
+                    took["groups_ms"] = (time.monotonic() - started) * 1000
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                changed = tasks.create_task(users())
+                group_warnings = tasks.create_task(groups())
+                enrich_warnings = tasks.create_task(Enricher(self._pool, graph, tenant_id).run(users_ready))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None  # callers map single errors (transient, poison)
+        log.info("sync.full_pull", tenant_id=tenant_id, enrich_ms=round((time.monotonic() - started) * 1000),
+                 **{k: round(v) for k, v in took.items()})
+        return changed.result(), group_warnings.result() + enrich_warnings.result()
+
     async def _pull(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
         """Walk users delta into the mirror; returns how many mirror rows changed."""
         try:
@@ -166,19 +201,29 @@ class SyncEngine:
 
     async def _walk(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
         link = None if full else await store.get_delta_link(conn, tenant_id, "users")
-        listing_id = uuid.uuid4() if link is None else None
+        listing = link is None
         changed, new_link = 0, None
-        async for page in graph.users_delta(link):
-            if page.value:
-                async with conn.transaction():
-                    changed += await store.upsert_mirror_users(conn, tenant_id, page.value, listing_id=listing_id)
-            new_link = page.delta_link or new_link
-        if new_link is None:
-            raise DeltaTokenExpired(0, "noDeltaLink", "delta walk ended without a deltaLink")
-        async with conn.transaction():
-            if listing_id is not None:  # a complete, successful listing: absence is evidence
-                changed += await store.mark_absent(conn, tenant_id, listing_id)
-            await store.save_delta_link(conn, tenant_id, "users", new_link)
+        if listing:
+            await store.begin_listing(conn)
+        try:
+            # The next pages are fetched and parsed while these are written, a few pages per transaction.
+            batch: list[GraphUser] = []
+            async for page in prefetch(graph.users_delta(link), depth=4):
+                batch += page.value
+                new_link = page.delta_link or new_link
+                if len(batch) >= WRITE_BATCH or (new_link and batch):
+                    async with conn.transaction():
+                        changed += await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)
+                    batch = []
+            if new_link is None:
+                raise DeltaTokenExpired(0, "noDeltaLink", "delta walk ended without a deltaLink")
+            async with conn.transaction():
+                if listing:  # a complete, successful listing: absence is evidence
+                    changed += await store.mark_absent(conn, tenant_id)
+                await store.save_delta_link(conn, tenant_id, "users", new_link)
+        finally:
+            if listing:
+                await store.end_listing(conn)
         return changed
 
     async def _pull_groups(
@@ -203,8 +248,8 @@ class SyncEngine:
         async with conn.transaction():
             if link is None:
                 await enrichment.begin_full_group_listing(conn, tenant_id)
-            async for page in graph.groups_delta(link):
-                await enrichment.apply_group_page(conn, tenant_id, page.value)
+            async for page in prefetch(graph.groups_delta(link), depth=2):
+                await enrichment.apply_group_page(conn, tenant_id, page.value, flag=link is not None)
                 seen.update(g.id for g in page.value if g.removed is None)
                 new_link = page.delta_link or new_link
             if new_link is None:
@@ -219,13 +264,16 @@ class SyncEngine:
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
                 for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
+        if not runs:  # no Organization wants these changes now; an org-sync projects every user anyway
+            await store.clear_all_dirty(conn, tenant_id)
+            return runs
         after = ""
         # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
         while ids := await store.dirty_user_ids(conn, tenant_id, after=after, limit=CHUNK):
             async with conn.transaction():
                 await self._project_chunk(conn, tenant_id, ids, runs)
-                deferred = {c.entra_object_id for r in runs for c in r.pending_deactivations}
-                await store.clear_dirty(conn, tenant_id, [i for i in ids if i not in deferred])
+                deferred = sorted({c.entra_object_id for r in runs for c in r.pending_deactivations})
+                await store.clear_dirty_range(conn, tenant_id, first=ids[0], last=ids[-1], keep=deferred)
             after = ids[-1]
         await self._finish(conn, tenant_id, runs)
         return runs

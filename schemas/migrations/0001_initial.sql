@@ -69,13 +69,18 @@ CREATE TABLE entra_users (
     mfa               jsonb,                          -- {"registered","capable","methods","preferred_method"}
     device_macs       text[] NOT NULL DEFAULT '{}',   -- normalised (12 lowercase hex digits)
     content_hash      bytea NOT NULL,
-    needs_projection  boolean NOT NULL DEFAULT true,  -- changed since last projected into End Users
-    listing_id        uuid,                           -- the last full listing that saw this user
     seen_at           timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX entra_users_dirty ON entra_users (tenant_id) WHERE needs_projection;
+
+-- Mirror users changed since they were last projected into End Users. A narrow table of its own, so that
+-- flagging and clearing never rewrites the wide mirror rows (100,000 users → no dead-row churn).
+CREATE TABLE entra_user_dirty (
+    tenant_id  text NOT NULL,
+    id         text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
 
 CREATE TABLE entra_groups (
     tenant_id     text NOT NULL,

@@ -44,7 +44,7 @@ async def bench_resync(*, users: int, state_dir: Path | None = None) -> dict[str
             tenant = info["tenants"][0]
             settings = Settings(graph=GraphSettings(url=info["graph_url"], authority_url=info["authority_url"],
                                                     ca_file=info["ca_file"]))
-            pool = await create_pool(database_url, max_size=2)
+            pool = await create_pool(database_url, max_size=4)
             graph = GraphClients(settings.graph)
             try:
                 async with pool.acquire() as conn:

@@ -1,15 +1,15 @@
 """SQL of the tenant mirror's groups, memberships and enrichment (licence names, sign-in, MFA, devices).
 
-Every write compares before it writes and flags the users whose projection it changes (`needs_projection`),
-so the next projection step updates exactly their End Users.
+Every write compares before it writes and flags the users whose projection it changes (`entra_user_dirty`),
+so the next projection step updates exactly their End Users. Flags are always inserted in id order: the
+users listing, the groups listing and the enrichment run side by side, and a common order keeps their
+inserts from deadlocking.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from worker.graph import GraphGroup
 from worker.store import Conn
@@ -21,10 +21,11 @@ _FLAG_UNDER_GROUPS = """
         SELECT m.member_id FROM entra_group_members m JOIN sub ON m.group_id = sub.group_id
         WHERE m.tenant_id = $1 AND m.member_type = 'group'
     )
-    UPDATE entra_users u SET needs_projection = true
-    FROM entra_group_members m JOIN sub ON m.group_id = sub.group_id
-    WHERE m.tenant_id = $1 AND m.member_type = 'user' AND u.tenant_id = $1 AND u.id = m.member_id
-      AND NOT u.needs_projection
+    INSERT INTO entra_user_dirty (tenant_id, id)
+    SELECT DISTINCT $1, m.member_id FROM entra_group_members m JOIN sub ON m.group_id = sub.group_id
+    WHERE m.tenant_id = $1 AND m.member_type = 'user'
+    ORDER BY 2
+    ON CONFLICT DO NOTHING
 """
 
 
@@ -34,10 +35,13 @@ def _member_type(odata_type: str) -> str:
 
 
 async def flag_users(conn: Conn, tenant_id: str, user_ids: Iterable[str]) -> None:
-    await conn.execute(
-        "UPDATE entra_users SET needs_projection = true WHERE tenant_id = $1 AND id = ANY($2::text[])"
-        " AND NOT needs_projection", tenant_id, list(user_ids),
-    )
+    """Flag users for projection (ids not in the mirror are harmless: projection skips them)."""
+    ids = list(user_ids)
+    if ids:
+        await conn.execute(
+            "INSERT INTO entra_user_dirty (tenant_id, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            tenant_id, sorted(set(ids)),
+        )
 
 
 async def flag_users_under(conn: Conn, tenant_id: str, group_ids: Iterable[str]) -> None:
@@ -47,8 +51,11 @@ async def flag_users_under(conn: Conn, tenant_id: str, group_ids: Iterable[str])
         await conn.execute(_FLAG_UNDER_GROUPS, tenant_id, ids)
 
 
-async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup]) -> None:
-    """Apply one groups-delta page: names, removals, and members@delta additions and removals."""
+async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup], *, flag: bool = True) -> None:
+    """Apply one groups-delta page: names, removals, and members@delta additions and removals.
+
+    `flag=False` during a complete listing, which flags by difference at its end instead.
+    """
     removed = [g.id for g in groups if g.removed is not None]
     if removed:  # members lose the group: flag them before the memberships go
         await flag_users_under(conn, tenant_id, removed)
@@ -68,15 +75,16 @@ async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGro
         )
     added = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is None]
     gone = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is not None]
-    await _change_members(conn, tenant_id, added=added, gone=gone)
+    await _change_members(conn, tenant_id, added=added, gone=gone, flag=flag)
 
 
 async def _change_members(
     conn: Conn, tenant_id: str, *, added: Sequence[tuple[str, str, str]],
-    gone: Sequence[tuple[str, str, str]],
+    gone: Sequence[tuple[str, str, str]], flag: bool,
 ) -> None:
     if gone:
-        await _flag_members(conn, tenant_id, gone)
+        if flag:
+            await _flag_members(conn, tenant_id, gone)
         await conn.execute(
             """DELETE FROM entra_group_members m USING unnest($2::text[], $3::text[]) AS g(gid, mid)
                WHERE m.tenant_id = $1 AND m.group_id = g.gid AND m.member_id = g.mid""",
@@ -89,7 +97,8 @@ async def _change_members(
                RETURNING group_id, member_id, member_type""",
             tenant_id, [g for g, _, _ in added], [m for _, m, _ in added], [t for _, _, t in added],
         )
-        await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in inserted])
+        if flag:
+            await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in inserted])
 
 
 async def _flag_members(conn: Conn, tenant_id: str, pairs: Sequence[tuple[str, str, str]]) -> None:
@@ -142,53 +151,67 @@ async def replace_skus(conn: Conn, tenant_id: str, skus: Mapping[str, str]) -> b
         [(tenant_id, k, v) for k, v in skus.items()],
     )
     await conn.execute(
-        "UPDATE entra_users SET needs_projection = true WHERE tenant_id = $1 AND cardinality(assigned_licenses) > 0",
+        "INSERT INTO entra_user_dirty (tenant_id, id) SELECT tenant_id, id FROM entra_users"
+        " WHERE tenant_id = $1 AND cardinality(assigned_licenses) > 0 ORDER BY id ON CONFLICT DO NOTHING",
         tenant_id,
     )
     return True
 
 
-async def set_sign_ins(conn: Conn, tenant_id: str, values: Mapping[str, datetime | None]) -> int:
-    return await _set_column(conn, tenant_id, "last_sign_in_at", "timestamptz", values)
+async def stage_enrichment(conn: Conn) -> None:
+    """Per-connection staging tables the enrichment listings stream into (COPY), applied in one pass."""
+    await conn.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS stage_sign_ins (id text PRIMARY KEY, at timestamptz);
+           CREATE TEMP TABLE IF NOT EXISTS stage_mfa (id text PRIMARY KEY, mfa jsonb);
+           CREATE TEMP TABLE IF NOT EXISTS stage_devices (id text, mac text);
+           TRUNCATE stage_sign_ins, stage_mfa, stage_devices"""
+    )
 
 
-async def set_mfa(conn: Conn, tenant_id: str, values: Mapping[str, dict[str, Any] | None]) -> int:
-    return await _set_column(conn, tenant_id, "mfa", "jsonb", values)
+async def copy_sign_ins(conn: Conn, rows: Sequence[tuple[str, datetime | None]]) -> None:
+    await conn.copy_records_to_table("stage_sign_ins", records=rows, columns=("id", "at"))
 
 
-async def set_device_macs(conn: Conn, tenant_id: str, values: Mapping[str, list[str]]) -> int:
-    # unnest() would flatten a 2-D array, so each user's list travels as JSON text.
-    encoded = {k: json.dumps(v) for k, v in values.items()}
-    return await _set_column(conn, tenant_id, "device_macs", "text", encoded,
-                             value="ARRAY(SELECT jsonb_array_elements_text(v.val::jsonb))")
+async def copy_mfa(conn: Conn, rows: Sequence[tuple[str, str]]) -> None:
+    """`rows` carry the MFA object as JSON text (COPY does not go through the jsonb codec)."""
+    await conn.execute(
+        "INSERT INTO stage_mfa SELECT k.id, k.m::jsonb FROM unnest($1::text[], $2::text[]) AS k(id, m)"
+        " ON CONFLICT (id) DO UPDATE SET mfa = EXCLUDED.mfa",
+        [r[0] for r in rows], [r[1] for r in rows],
+    )
 
 
-async def _set_column(
-    conn: Conn, tenant_id: str, column: str, pg_type: str, values: Mapping[str, Any],
-    *, value: str = "v.val",
-) -> int:
-    """Set one enrichment column for these users where it differs, flagging them; returns how many changed."""
-    if not values:
+async def copy_devices(conn: Conn, rows: Sequence[tuple[str, str]]) -> None:
+    await conn.copy_records_to_table("stage_devices", records=rows, columns=("id", "mac"))
+
+
+async def apply_enrichment(conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: bool, devices: bool) -> int:
+    """Write the staged listings into the mirror in one pass, one row version per changed user, flagging
+    them. A listing that did not complete (its flag False) leaves its column as it was."""
+    if not (sign_ins or mfa or devices):
         return 0
-    result = await conn.execute(
-        f"""UPDATE entra_users u SET {column} = {value}, needs_projection = true, updated_at = now()
-            FROM unnest($2::text[], $3::{pg_type}[]) AS v(id, val)
-            WHERE u.tenant_id = $1 AND u.id = v.id AND u.{column} IS DISTINCT FROM {value}""",
-        tenant_id, list(values), list(values.values()),
-    )
-    return int(result.split()[-1])
-
-
-async def clear_column_except(
-    conn: Conn, tenant_id: str, column: str, empty: str, keep: Iterable[str]
-) -> int:
-    """After a complete listing: users it did not mention lose the value (a device unenrolled, say)."""
-    result = await conn.execute(
-        f"""UPDATE entra_users SET {column} = {empty}, needs_projection = true, updated_at = now()
-            WHERE tenant_id = $1 AND {column} IS DISTINCT FROM {empty} AND NOT (id = ANY($2::text[]))""",
-        tenant_id, list(keep),
-    )
-    return int(result.split()[-1])
+    return int(await conn.fetchval(
+        """WITH macs AS (SELECT id, array_agg(DISTINCT mac ORDER BY mac) AS macs FROM stage_devices GROUP BY id),
+           e AS (
+             SELECT u.id,
+                    CASE WHEN $2 THEN si.at ELSE u.last_sign_in_at END AS at,
+                    CASE WHEN $3 THEN mf.mfa ELSE u.mfa END AS mfa,
+                    CASE WHEN $4 THEN COALESCE(dv.macs, '{}') ELSE u.device_macs END AS macs
+             FROM entra_users u
+             LEFT JOIN stage_sign_ins si ON si.id = u.id
+             LEFT JOIN stage_mfa mf ON mf.id = u.id
+             LEFT JOIN macs dv ON dv.id = u.id
+             WHERE u.tenant_id = $1),
+           upd AS (
+             UPDATE entra_users u SET last_sign_in_at = e.at, mfa = e.mfa, device_macs = e.macs, updated_at = now()
+             FROM e WHERE u.tenant_id = $1 AND u.id = e.id
+               AND (u.last_sign_in_at IS DISTINCT FROM e.at OR u.mfa IS DISTINCT FROM e.mfa
+                    OR u.device_macs IS DISTINCT FROM e.macs)
+             RETURNING u.id),
+           flagged AS (INSERT INTO entra_user_dirty SELECT $1, id FROM upd ORDER BY id ON CONFLICT DO NOTHING)
+           SELECT count(*) FROM upd""",
+        tenant_id, sign_ins, mfa, devices,
+    ))
 
 
 async def record_capabilities(conn: Conn, tenant_id: str, capabilities: Mapping[str, bool]) -> None:

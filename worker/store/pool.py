@@ -10,15 +10,22 @@ import msgspec
 _encode = msgspec.json.Encoder().encode
 
 
-def _encode_json(value: Any) -> str:
-    return _encode(value).decode()
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + _encode(value)  # jsonb's binary format: a version byte, then the JSON text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return msgspec.json.decode(data[1:])
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
-        )
+    """JSON columns as Python values, in the binary format so that COPY (bulk writes) carries them too."""
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "json", encoder=_encode, decoder=msgspec.json.decode, schema="pg_catalog", format="binary"
+    )
 
 
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,9 +36,9 @@ MIRROR_COLUMNS = (
     "tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
     "business_phones", "mobile_phone", "street_address", "city", "state", "postal_code", "country",
     "job_title", "department", "office_location", "user_type", "account_enabled", "assigned_licenses",
-    "removed", "content_hash", "needs_projection", "listing_id",
+    "removed", "content_hash",
 )
-_UPDATABLE = [c for c in MIRROR_COLUMNS if c not in ("tenant_id", "id", "listing_id", "needs_projection")]
+_UPDATABLE = [c for c in MIRROR_COLUMNS if c not in ("tenant_id", "id")]
 
 
 # ---- Configuration reads ----------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ async def drop_delta_link(conn: Conn, tenant_id: str, resource: str) -> None:
 
 # ---- Mirror --------------------------------------------------------------------------------------------
 
-def _mirror_record(tenant_id: str, u: GraphUser, listing_id: uuid.UUID | None) -> tuple[Any, ...]:
+def _mirror_record(tenant_id: str, u: GraphUser) -> tuple[Any, ...]:
     licenses = sorted(lic.sku_id for lic in u.assigned_licenses)
     removed = u.removed.reason if u.removed else None
     if removed not in (None, "changed", "deleted"):
@@ -141,7 +141,7 @@ def _mirror_record(tenant_id: str, u: GraphUser, listing_id: uuid.UUID | None) -
         u.department, u.office_location, u.user_type, u.account_enabled, licenses, removed,
     )
     digest = hashlib.blake2b(_hash_encoder.encode(values), digest_size=16).digest()
-    return (tenant_id, u.id, *values[:19], digest, True, listing_id)
+    return (tenant_id, u.id, *values, digest)
 
 
 async def _ensure_stage(conn: Conn) -> None:
@@ -151,65 +151,85 @@ async def _ensure_stage(conn: Conn) -> None:
     )
 
 
-async def upsert_mirror_users(
-    conn: Conn, tenant_id: str, users: Sequence[GraphUser], *, listing_id: uuid.UUID | None
-) -> int:
+async def begin_listing(conn: Conn) -> None:
+    """Start a complete listing on this connection: the ids it returns are kept aside, so absence can be
+    computed at the end without touching the rows of users that did not change."""
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS listing_seen (id text PRIMARY KEY)")
+    await conn.execute("TRUNCATE listing_seen")
+
+
+async def end_listing(conn: Conn) -> None:
+    await conn.execute("DROP TABLE IF EXISTS listing_seen")
+
+
+_MIRROR_CHANGES = """(s.removed IS NULL AND (e.content_hash <> s.content_hash OR e.removed IS NOT NULL))
+                     OR (s.removed IS NOT NULL AND e.removed IS DISTINCT FROM s.removed)"""
+
+
+async def upsert_mirror_users(conn: Conn, tenant_id: str, users: Sequence[GraphUser], *, listing: bool) -> int:
     """Write a page of Graph users into the mirror; returns how many rows changed (flagged for projection).
 
     Must run inside a transaction (the staging table empties on commit). A removed entry keeps the user's
-    last known properties, so filters still evaluate on it.
+    last known properties, so filters still evaluate on it. With `listing`, the page's ids are also
+    remembered in `listing_seen` (see `begin_listing`).
     """
     latest = {u.id: u for u in users}  # delta may repeat an object; the last one wins
-    records = [_mirror_record(tenant_id, u, listing_id) for u in latest.values()]
+    records = [_mirror_record(tenant_id, u) for u in latest.values()]
     await _ensure_stage(conn)
     await conn.copy_records_to_table("stage_entra_users", records=records, columns=MIRROR_COLUMNS)
     keep_props = ", ".join(
         f"{c} = CASE WHEN s.removed IS NOT NULL THEN e.{c} ELSE s.{c} END" for c in _UPDATABLE if c != "removed"
     )
-    changes = """(s.removed IS NULL AND (e.content_hash <> s.content_hash OR e.removed IS NOT NULL))
-                 OR (s.removed IS NOT NULL AND e.removed IS DISTINCT FROM s.removed)"""
-    changed = await conn.fetch(
+    changed = await conn.fetchval(
         f"""WITH s AS (SELECT * FROM stage_entra_users),
             upd AS (
-              UPDATE entra_users e SET {keep_props}, removed = s.removed,
-                     needs_projection = true, updated_at = now(), seen_at = now(),
-                     listing_id = COALESCE(s.listing_id, e.listing_id)
-              FROM s WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND ({changes})
-              RETURNING e.id),
-            seen AS (
-              UPDATE entra_users e SET listing_id = s.listing_id, seen_at = now()
-              FROM s WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND s.listing_id IS NOT NULL
-                AND NOT ({changes})
+              UPDATE entra_users e SET {keep_props}, removed = s.removed, updated_at = now(), seen_at = now()
+              FROM s WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND ({_MIRROR_CHANGES})
               RETURNING e.id),
             ins AS (
               INSERT INTO entra_users ({", ".join(MIRROR_COLUMNS)})
               SELECT {", ".join(MIRROR_COLUMNS)} FROM s
               WHERE NOT EXISTS (SELECT 1 FROM entra_users e WHERE e.tenant_id = s.tenant_id AND e.id = s.id)
                 AND s.removed IS NULL
-              RETURNING id)
-            SELECT id FROM upd UNION ALL SELECT id FROM ins"""
+              RETURNING id),
+            flagged AS (
+              INSERT INTO entra_user_dirty (tenant_id, id)
+              SELECT $1, id FROM (SELECT id FROM upd UNION ALL SELECT id FROM ins) c ORDER BY id
+              ON CONFLICT DO NOTHING)
+            SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)""",
+        tenant_id,
     )
+    if listing:
+        await conn.execute("INSERT INTO listing_seen SELECT id FROM stage_entra_users ON CONFLICT DO NOTHING")
     await conn.execute("TRUNCATE stage_entra_users")
-    return len(changed)
+    return int(changed)
 
 
-async def mark_absent(conn: Conn, tenant_id: str, listing_id: uuid.UUID) -> int:
-    """After a complete, successful full listing: users it did not return are removed ('absent')."""
-    result = await conn.execute(
-        """UPDATE entra_users SET removed = 'absent', needs_projection = true, updated_at = now()
-           WHERE tenant_id = $1 AND removed IS NULL AND listing_id IS DISTINCT FROM $2""",
-        tenant_id, listing_id,
-    )
-    return int(result.split()[-1])
+async def mark_absent(conn: Conn, tenant_id: str) -> int:
+    """After a complete, successful listing (`begin_listing`): users it did not return are removed ('absent')."""
+    return int(await conn.fetchval(
+        """WITH gone AS (
+             UPDATE entra_users e SET removed = 'absent', updated_at = now()
+             WHERE e.tenant_id = $1 AND e.removed IS NULL
+               AND NOT EXISTS (SELECT 1 FROM listing_seen s WHERE s.id = e.id)
+             RETURNING e.id),
+           flagged AS (INSERT INTO entra_user_dirty SELECT $1, id FROM gone ORDER BY id ON CONFLICT DO NOTHING)
+           SELECT count(*) FROM gone""",
+        tenant_id,
+    ))
 
 
 async def dirty_user_ids(conn: Conn, tenant_id: str, *, after: str, limit: int) -> list[str]:
     """Mirror users flagged for projection, in id order after `after` (keyset pagination)."""
     rows = await conn.fetch(
-        "SELECT id FROM entra_users WHERE tenant_id = $1 AND needs_projection AND id > $2 ORDER BY id LIMIT $3",
+        "SELECT id FROM entra_user_dirty WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         tenant_id, after, limit,
     )
     return [r[0] for r in rows]
+
+
+async def clear_all_dirty(conn: Conn, tenant_id: str) -> None:
+    await conn.execute("DELETE FROM entra_user_dirty WHERE tenant_id = $1", tenant_id)
 
 
 async def user_ids_after(conn: Conn, tenant_id: str, after: str, *, limit: int) -> list[str]:
@@ -223,8 +243,17 @@ async def user_ids_after(conn: Conn, tenant_id: str, after: str, *, limit: int) 
 
 async def clear_dirty(conn: Conn, tenant_id: str, ids: Sequence[str]) -> None:
     await conn.execute(
-        "UPDATE entra_users SET needs_projection = false WHERE tenant_id = $1 AND id = ANY($2::text[])",
+        "DELETE FROM entra_user_dirty d USING unnest($2::text[]) AS k(id) WHERE d.tenant_id = $1 AND d.id = k.id",
         tenant_id, list(ids),
+    )
+
+
+async def clear_dirty_range(conn: Conn, tenant_id: str, *, first: str, last: str, keep: Sequence[str]) -> None:
+    """Clear the flags of a keyset page [first, last] (see `dirty_user_ids`) but those in `keep`: one
+    index range scan instead of a probe per id."""
+    await conn.execute(
+        "DELETE FROM entra_user_dirty WHERE tenant_id = $1 AND id >= $2 AND id <= $3 AND id <> ALL($4::text[])",
+        tenant_id, first, last, list(keep),
     )
 
 
@@ -237,16 +266,26 @@ _MIRROR_SELECT = """
       UNION
         SELECT m.member_id, g.group_id FROM m, LATERAL (
             SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_id = m.group_id OFFSET 0) g
-    ), groups AS (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id)
-    SELECT u.*, to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS sign_in,
-           g.group_ids
-    FROM entra_users u LEFT JOIN groups g ON g.member_id = u.id
-    WHERE u.tenant_id = $1 AND u.id = ANY($2::text[])
+    ),
+    groups AS MATERIALIZED (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id),
+    -- One primary-key probe per id: with `id = ANY(...)` the planner chose a scan of the whole tenant per
+    -- batch, which made a full projection quadratic in the tenant's size.
+    us AS MATERIALIZED (
+        SELECT u.* FROM unnest($2::text[]) AS k(id)
+        CROSS JOIN LATERAL (SELECT * FROM entra_users WHERE tenant_id = $1 AND id = k.id OFFSET 0) u)
+    SELECT u.tenant_id, u.id, u.display_name, u.given_name, u.surname, u.mail, u.user_principal_name,
+           u.business_phones, u.mobile_phone, u.street_address, u.city, u.state, u.postal_code, u.country,
+           u.job_title, u.department, u.office_location, u.user_type, u.account_enabled, u.assigned_licenses,
+           u.removed, u.last_sign_in_at, u.mfa::text AS mfa, u.device_macs, g.group_ids
+    FROM us u LEFT JOIN groups g ON g.member_id = u.id
 """
 
 
+_mfa_decoder = msgspec.json.Decoder(Mfa)
+
+
 def _mirror_user(row: asyncpg.Record) -> MirrorUser:
-    mfa = row["mfa"]
+    mfa, sign_in = row["mfa"], row["last_sign_in_at"]
     return MirrorUser(
         tenant_id=row["tenant_id"], id=row["id"], display_name=row["display_name"],
         given_name=row["given_name"], surname=row["surname"], mail=row["mail"],
@@ -256,8 +295,8 @@ def _mirror_user(row: asyncpg.Record) -> MirrorUser:
         job_title=row["job_title"], department=row["department"], office_location=row["office_location"],
         user_type=row["user_type"], account_enabled=row["account_enabled"],
         license_sku_ids=tuple(row["assigned_licenses"]), removed=row["removed"],
-        last_sign_in_at=row["sign_in"],
-        mfa=msgspec.convert(mfa, Mfa) if mfa else None,
+        last_sign_in_at=sign_in.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if sign_in else None,
+        mfa=_mfa_decoder.decode(mfa) if mfa and mfa != "null" else None,
         device_macs=tuple(row["device_macs"]),
         group_ids=frozenset(row["group_ids"] or ()),
     )
@@ -338,35 +377,29 @@ async def apply_plan(
     await _apply_reviews(conn, org=org, plan=plan)
 
 
+_CREATE_COLUMNS = ("id", "organization_id", *END_USER_FIELDS, "sync_state", "entra_tenant_id", "entra_object_id",
+                   "microsoft", "content_hash", "last_synced_at")
+
+
 async def _apply_creates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
+    """New End Users, their journal entries and Asset links, each written with COPY (the bulk path)."""
     if not plan.creates:
         return
-    c = plan.creates
-    rows = await conn.fetch(
-        f"""INSERT INTO end_users (organization_id, {", ".join(END_USER_FIELDS)}, sync_state,
-                   entra_tenant_id, entra_object_id, microsoft, content_hash, last_synced_at)
-            SELECT $1::uuid, {", ".join(f"u.f{i}" for i in range(len(END_USER_FIELDS)))}, 'synced', $2,
-                   u.oid, u.ms, u.h, now()
-            FROM unnest({", ".join(f"${i + 3}::text[]" for i in range(len(END_USER_FIELDS)))},
-                        ${len(END_USER_FIELDS) + 3}::text[], ${len(END_USER_FIELDS) + 4}::jsonb[],
-                        ${len(END_USER_FIELDS) + 5}::bytea[])
-                 AS u({", ".join(f"f{i}" for i in range(len(END_USER_FIELDS)))}, oid, ms, h)
-            RETURNING id, entra_object_id""",
-        org.organization_id, org.tenant_id,
-        *[[x.fields.get(f) for x in c] for f in END_USER_FIELDS],
-        [x.entra_object_id for x in c], [x.microsoft for x in c], [x.content_hash for x in c],
+    now = datetime.now(UTC)
+    org_id, run = uuid.UUID(org.organization_id), uuid.UUID(run_id) if run_id else None
+    ids = [uuid.uuid4() for _ in plan.creates]
+    await conn.copy_records_to_table("end_users", columns=_CREATE_COLUMNS, records=[
+        (i, org_id, *(x.fields.get(f) for f in END_USER_FIELDS), "synced", org.tenant_id, x.entra_object_id,
+         x.microsoft, x.content_hash, now)
+        for i, x in zip(ids, plan.creates, strict=True)
+    ])
+    await conn.copy_records_to_table(
+        "end_user_changes", columns=("end_user_id", "run_id", "field", "old_value", "new_value"),
+        records=[(i, run, "created", None, x.entra_object_id) for i, x in zip(ids, plan.creates, strict=True)],
     )
-    ids = {r["entra_object_id"]: r["id"] for r in rows}
-    await _journal_creates(conn, run_id, list(ids.values()))
-    await _relink_assets(conn, [(ids[x.entra_object_id], x.asset_ids) for x in c])
-
-
-async def _journal_creates(conn: Conn, run_id: str | None, ids: list[Any]) -> None:
-    await conn.execute(
-        "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
-        "SELECT u, $2::uuid, 'created', NULL, e.entra_object_id FROM unnest($1::uuid[]) u "
-        "JOIN end_users e ON e.id = u", ids, run_id,
-    )
+    links = [(i, uuid.UUID(a)) for i, x in zip(ids, plan.creates, strict=True) for a in x.asset_ids]
+    if links:
+        await conn.copy_records_to_table("end_user_assets", columns=("end_user_id", "asset_id"), records=links)
 
 
 async def _apply_updates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
