@@ -100,10 +100,12 @@ async def test_disable_keeps_everyone_marks_linked_and_leaves_manual(api: Api, p
     manual = await insert_end_user(api.pool, world.org_id, state="manual", email="manual@contoso.com")
     status = await api.ok("DELETE", f"/organizations/{world.org_id}/user-sync")
     assert status["status"] == "disabled" and status["filters"] == ALL_FILTERS and status["disabled_at"]
-    assert status["end_users_stopped"] == 3
+    assert status["end_users_stopped"] == 2
     states = await end_user_states(api.pool, world.org_id)
     assert set(states) == {*linked, manual}
-    assert all(states[i] == ("sync_disabled", "user sync disabled") for i in linked)
+    synced, out_of_scope, deactivated = linked
+    assert all(states[i] == ("sync_disabled", "user sync disabled") for i in (synced, out_of_scope))
+    assert states[deactivated][0] == "deactivated"  # a leaver stays a leaver
     assert states[manual] == ("manual", None)
     [renew] = publisher.commands("renew-subscriptions")
     assert renew.tenant_id == world.tenant_id and publisher.sent[-1][1] == world.tenant_id

@@ -523,7 +523,9 @@ class AdminStore:
             marked = await conn.fetchval(
                 "WITH changed AS (UPDATE end_users SET sync_state = 'sync_disabled', sync_state_reason = $2,"
                 " updated_at = now() WHERE organization_id = $1 AND entra_object_id IS NOT NULL"
-                " AND sync_state NOT IN ('manual', 'sync_disabled') RETURNING 1)"
+                # A deactivated leaver stays deactivated: "disabled" must not hide that they left, and a
+                # re-enable must not see them as fresh deactivations (the guard would hold them).
+                " AND sync_state NOT IN ('manual', 'sync_disabled', 'deactivated') RETURNING 1)"
                 " SELECT count(*) FROM changed",
                 org["id"], REASON_SYNC_DISABLED,
             )
