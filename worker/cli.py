@@ -137,10 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=1)
     bench.set_defaults(func=_bench)
 
-    with contextlib.suppress(ImportError):
-        from worker.admin.cli import register
+    from worker.admin.cli import register
 
-        register(sub)
+    register(sub)  # every admin API operation: tenants, psa-tenants, orgs, sync, end-users, assets, runs, review
     return parser
 
 
