@@ -247,9 +247,9 @@ class SyncEngine:
         # A complete listing replaces every membership, so it is one transaction: all or nothing.
         async with conn.transaction():
             if link is None:
-                await enrichment.begin_full_group_listing(conn, tenant_id)
+                await enrichment.begin_full_group_listing(conn)
             async for page in prefetch(graph.groups_delta(link), depth=2):
-                await enrichment.apply_group_page(conn, tenant_id, page.value, flag=link is not None)
+                await enrichment.apply_group_page(conn, tenant_id, page.value, listing=link is None)
                 seen.update(g.id for g in page.value if g.removed is None)
                 new_link = page.delta_link or new_link
             if new_link is None:

@@ -219,3 +219,32 @@ async def test_each_enabled_organization_run_counts_what_it_created(fresh: Env, 
     for org, run in runs.items():
         row = await pool.fetchrow("SELECT status, counts FROM sync_runs WHERE id = $1::uuid", run)
         assert row["status"] == "succeeded" and row["counts"]["created"] > 0, org
+
+
+async def test_full_resync_applies_membership_changes_and_rewrites_nothing_unchanged(
+    fresh: Env, pool: asyncpg.Pool
+) -> None:
+    tid = fresh.tenant["tenant_id"]
+    group = await fresh.admin.call("POST", "/groups", {"displayName": "Field", "mailEnabled": False,
+                                                       "mailNickname": "field", "securityEnabled": True})
+    users = [u["id"] for u in (await fresh.admin.call("GET", "/users?$select=id,accountEnabled"))["value"]
+             if u["accountEnabled"]][:2]
+    ref = f"{fresh.admin.graph_url}/directoryObjects/"
+    for uid in users:
+        await fresh.admin.call("POST", f"/groups/{group['id']}/members/$ref", {"@odata.id": ref + uid})
+    await pool.execute("UPDATE org_user_syncs SET filters = $2 WHERE organization_id = $1::uuid",
+                       fresh.org_id, {**ALL, "groups": [group["id"]]})
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    assert set(await end_users(pool, fresh.org_id)) == set(users)
+    rows_before = await pool.fetch(
+        "SELECT xmin::text, group_id, member_id FROM entra_group_members WHERE tenant_id = $1 ORDER BY 2, 3", tid)
+
+    await fresh.engine.resync(tid)  # nothing changed: memberships are not rewritten
+    rows_after = await pool.fetch(
+        "SELECT xmin::text, group_id, member_id FROM entra_group_members WHERE tenant_id = $1 ORDER BY 2, 3", tid)
+    assert rows_after == rows_before
+
+    await fresh.admin.call("DELETE", f"/groups/{group['id']}/members/{users[0]}/$ref")
+    await fresh.engine.resync(tid)  # the full listing, not a delta, sees the removal
+    states = {oid: u["sync_state"] for oid, u in (await end_users(pool, fresh.org_id)).items()}
+    assert states == {users[0]: "out_of_scope", users[1]: "synced"}

@@ -51,10 +51,11 @@ async def flag_users_under(conn: Conn, tenant_id: str, group_ids: Iterable[str])
         await conn.execute(_FLAG_UNDER_GROUPS, tenant_id, ids)
 
 
-async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup], *, flag: bool = True) -> None:
+async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup], *, listing: bool = False) -> None:
     """Apply one groups-delta page: names, removals, and members@delta additions and removals.
 
-    `flag=False` during a complete listing, which flags by difference at its end instead.
+    With `listing` (a complete listing, see `begin_full_group_listing`) memberships are only staged; the
+    listing's end applies the difference.
     """
     removed = [g.id for g in groups if g.removed is not None]
     if removed:  # members lose the group: flag them before the memberships go
@@ -75,16 +76,18 @@ async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGro
         )
     added = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is None]
     gone = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is not None]
-    await _change_members(conn, tenant_id, added=added, gone=gone, flag=flag)
+    if listing:
+        await conn.copy_records_to_table("stage_group_members", records=added,
+                                         columns=("group_id", "member_id", "member_type"))
+    else:
+        await _change_members(conn, tenant_id, added=added, gone=gone)
 
 
 async def _change_members(
-    conn: Conn, tenant_id: str, *, added: Sequence[tuple[str, str, str]],
-    gone: Sequence[tuple[str, str, str]], flag: bool,
+    conn: Conn, tenant_id: str, *, added: Sequence[tuple[str, str, str]], gone: Sequence[tuple[str, str, str]]
 ) -> None:
     if gone:
-        if flag:
-            await _flag_members(conn, tenant_id, gone)
+        await _flag_members(conn, tenant_id, gone)
         await conn.execute(
             """DELETE FROM entra_group_members m USING unnest($2::text[], $3::text[]) AS g(gid, mid)
                WHERE m.tenant_id = $1 AND m.group_id = g.gid AND m.member_id = g.mid""",
@@ -97,8 +100,7 @@ async def _change_members(
                RETURNING group_id, member_id, member_type""",
             tenant_id, [g for g, _, _ in added], [m for _, m, _ in added], [t for _, _, t in added],
         )
-        if flag:
-            await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in inserted])
+        await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in inserted])
 
 
 async def _flag_members(conn: Conn, tenant_id: str, pairs: Sequence[tuple[str, str, str]]) -> None:
@@ -106,35 +108,38 @@ async def _flag_members(conn: Conn, tenant_id: str, pairs: Sequence[tuple[str, s
     await flag_users_under(conn, tenant_id, {m for _, m, t in pairs if t == "group"})
 
 
-async def begin_full_group_listing(conn: Conn, tenant_id: str) -> None:
-    """Start a complete groups listing (inside the caller's transaction): keep the old memberships aside."""
+async def begin_full_group_listing(conn: Conn) -> None:
+    """Start a complete groups listing (inside the caller's transaction): its memberships are staged, and
+    `finish_full_group_listing` writes only the difference, so an hourly resync of an unchanged tenant
+    rewrites nothing."""
     await conn.execute(
-        """CREATE TEMP TABLE IF NOT EXISTS old_group_members
+        """CREATE TEMP TABLE IF NOT EXISTS stage_group_members
            (group_id text, member_id text, member_type text) ON COMMIT DROP"""
     )
-    await conn.execute(
-        "INSERT INTO old_group_members SELECT group_id, member_id, member_type FROM entra_group_members"
-        " WHERE tenant_id = $1", tenant_id,
-    )
-    await conn.execute("DELETE FROM entra_group_members WHERE tenant_id = $1", tenant_id)
 
 
 async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set[str]) -> None:
-    """Groups the listing did not return are gone; flag users whose memberships differ from before."""
+    """Groups the listing did not return are gone; memberships are brought to the listing's, and the users
+    whose memberships changed are flagged."""
     await conn.execute(
         "DELETE FROM entra_groups WHERE tenant_id = $1 AND NOT (id = ANY($2::text[]))", tenant_id, list(seen_groups)
     )
-    diff = await conn.fetch(
-        """(SELECT group_id, member_id, member_type FROM old_group_members
-            EXCEPT SELECT group_id, member_id, member_type FROM entra_group_members WHERE tenant_id = $1)
-           UNION
-           (SELECT group_id, member_id, member_type FROM entra_group_members WHERE tenant_id = $1
-            EXCEPT SELECT group_id, member_id, member_type FROM old_group_members)""",
+    gone = await conn.fetch(
+        """DELETE FROM entra_group_members m WHERE m.tenant_id = $1 AND NOT EXISTS (
+               SELECT 1 FROM stage_group_members s WHERE s.group_id = m.group_id AND s.member_id = m.member_id)
+           RETURNING group_id, member_id, member_type""",
         tenant_id,
     )
-    await _flag_members(conn, tenant_id, [(r[0], r[1], r[2]) for r in diff])
+    added = await conn.fetch(
+        """INSERT INTO entra_group_members (tenant_id, group_id, member_id, member_type)
+           SELECT DISTINCT $1, group_id, member_id, member_type FROM stage_group_members
+           ON CONFLICT DO NOTHING RETURNING group_id, member_id, member_type""",
+        tenant_id,
+    )
+    diff = [(r[0], r[1], r[2]) for r in [*gone, *added]]
+    await _flag_members(conn, tenant_id, diff)
     # A nested group that moved changes the transitive set of everyone under its old parents too.
-    await flag_users_under(conn, tenant_id, {r[0] for r in diff if r[2] == "group"})
+    await flag_users_under(conn, tenant_id, {g for g, _, t in diff if t == "group"})
 
 
 # ---- Enrichment ---------------------------------------------------------------------------------------
