@@ -142,8 +142,10 @@ class Handler:
             except UnknownTenant:
                 log.warning("work.unknown_tenant", tenant_id=tenant_id)
             except GraphForbidden as exc:
-                # Consent revoked or a licence gone: retrying cannot help; the hourly resync tries again.
-                log.error("work.forbidden", tenant_id=tenant_id, status=exc.status, code=exc.code)
+                # Credentials refused, consent revoked or a licence gone: retrying cannot help; the error is
+                # shown in the tenant's sync status and the hourly resync tries again.
+                log.error("work.forbidden", tenant_id=tenant_id, status=exc.status, code=exc.code, error=exc.message)
+                await self._engine.record_error(tenant_id, f"{exc.status} {exc.code}: {exc.message}")
             except GraphBadRequest as exc:
                 raise Poison(str(exc)) from exc
 

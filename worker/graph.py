@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 import structlog
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.identity.aio import ClientSecretCredential
 from kiota_http.middleware import RedirectHandler
 from msgraph_core import GraphClientFactory
@@ -61,6 +62,10 @@ class DeltaTokenExpired(GraphError):
 
 class GraphForbidden(GraphError):
     """Missing permission, licence or capability (P1/P2, Intune), or a quota."""
+
+
+class GraphAuthFailed(GraphForbidden):
+    """The tenant's credentials were refused (unknown tenant, wrong or expired secret, consent revoked)."""
 
 
 class GraphBadRequest(GraphError):
@@ -314,7 +319,14 @@ class TenantGraph:
         await self._credential.close()
 
     async def _token(self) -> str:
-        return (await self._credential.get_token(SCOPE)).token
+        try:
+            return (await self._credential.get_token(SCOPE)).token
+        except ClientAuthenticationError as exc:
+            # Retrying cannot help until an operator fixes the tenant's registration; the message is Entra's
+            # (AADSTS code), which never contains the secret.
+            raise GraphAuthFailed(401, "authentication", str(exc).splitlines()[0][:300]) from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise GraphTransient(0, "token", str(exc)[:300]) from exc
 
     def url(self, path: str) -> str:
         return path if path.startswith("https://") or path.startswith("http://") else self._base + path
@@ -331,7 +343,7 @@ class TenantGraph:
                 try:
                     hdrs = {"Authorization": f"Bearer {await self._token()}", **(headers or {})}
                     response = await self._http.request(method, url, params=params, json=json, headers=hdrs)
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, GraphTransient) as exc:
                     last = None
                     if attempt == self._settings.max_retries:
                         raise GraphTransient(0, "network", str(exc)) from exc

@@ -141,6 +141,11 @@ class SyncEngine:
             self._log("sync.org", tenant_id, started, changed, [run])
             return dict(run.counts)
 
+    async def record_error(self, tenant_id: str, error: str) -> None:
+        """Make a tenant-level failure (e.g. refused credentials) visible in its sync status."""
+        async with self._pool.acquire() as conn:
+            await store.record_tenant_status(conn, tenant_id, error=error)
+
     # -- steps --------------------------------------------------------------------------------------------
 
     @asynccontextmanager

@@ -248,3 +248,23 @@ async def test_full_resync_applies_membership_changes_and_rewrites_nothing_uncha
     await fresh.engine.resync(tid)  # the full listing, not a delta, sees the removal
     states = {oid: u["sync_state"] for oid, u in (await end_users(pool, fresh.org_id)).items()}
     assert states == {users[0]: "out_of_scope", users[1]: "synced"}
+
+
+async def test_refused_credentials_are_reported_on_the_tenant_not_retried_forever(
+    fresh: Env, pool: asyncpg.Pool
+) -> None:
+    from schemas import messages
+    from worker.consumers import Handler
+
+    tid = fresh.tenant["tenant_id"]
+    await pool.execute("UPDATE microsoft_tenants SET client_secret = 'wrong' WHERE tenant_id = $1", tid)
+    handler = Handler(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
+    note = messages.ChangeNotification(tenant_id=tid, subscription_id="s", change_type="updated",
+                                       resource="Users/x", received_at="now")
+
+    poison = await handler([("entra.notifications", note)])  # neither raises (retry) nor dead-letters
+
+    assert poison == {}
+    error = await pool.fetchval("SELECT last_error FROM tenant_sync_status WHERE tenant_id = $1", tid)
+    assert error and error.startswith("401 authentication")
+    assert "wrong" not in error
