@@ -15,6 +15,26 @@ async def test_microsoft_tenant_is_listed_without_its_secret(api: Api) -> None:
     assert mine["client_id"] == "cid" and mine["psa_tenant_id"] is None
 
 
+async def test_tenant_sync_status_shows_subscriptions_and_last_work(api: Api) -> None:
+    tenant_id = await api.microsoft_tenant()
+    empty = await api.ok("GET", f"/microsoft-tenants/{tenant_id}/sync-status")
+    assert empty["subscriptions"] == [] and empty["last_notification_at"] is None
+
+    await api.pool.execute(
+        "INSERT INTO graph_subscriptions (id, tenant_id, resource, change_type, notification_url, expires_at,"
+        " last_notification_at) VALUES ($1, $2, 'users', 'updated,deleted', 'https://x/notifications',"
+        " now() + interval '20 days', now())", f"sub-{tenant_id}", tenant_id)
+    await api.pool.execute(
+        "INSERT INTO tenant_sync_status (tenant_id, last_delta_at, last_notification_at, last_error)"
+        " VALUES ($1, now(), now(), '401 authentication: AADSTS7000215')", tenant_id)
+    status = await api.ok("GET", f"/microsoft-tenants/{tenant_id}/sync-status")
+    [sub] = status["subscriptions"]
+    assert sub["id"] == f"sub-{tenant_id}" and sub["resource"] == "users" and sub["expires_at"]
+    assert sub["last_notification_at"] and status["last_delta_at"] and status["last_full_resync_at"] is None
+    assert status["last_error"].startswith("401")
+    assert (await api.call("GET", "/microsoft-tenants/nope/sync-status")).status == 404
+
+
 async def test_microsoft_tenant_registered_twice_is_a_conflict(api: Api) -> None:
     tenant_id = await api.microsoft_tenant()
     body = {"tenant_id": tenant_id, "display_name": "x", "client_id": "c", "client_secret": "s"}

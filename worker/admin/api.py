@@ -172,6 +172,10 @@ async def list_microsoft_tenants(request: web.Request) -> web.Response:
     return _items(await _store(request).list_microsoft_tenants())
 
 
+async def microsoft_tenant_sync_status(request: web.Request) -> web.Response:
+    return web.json_response(await _store(request).tenant_sync_status(request.match_info["id"]))
+
+
 async def create_microsoft_tenant(request: web.Request) -> web.Response:
     body = await inputs.json_body(
         request, allowed=("tenant_id", "display_name", "client_id", "client_secret", "default_domain")
@@ -362,6 +366,7 @@ async def resolve_review_item(request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/microsoft-tenants", list_microsoft_tenants),
     ("POST", "/microsoft-tenants", create_microsoft_tenant),
+    ("GET", "/microsoft-tenants/{id}/sync-status", microsoft_tenant_sync_status),
     ("GET", "/psa-tenants", list_psa_tenants),
     ("POST", "/psa-tenants", create_psa_tenant),
     ("PUT", "/psa-tenants/{id}/microsoft-tenant", map_psa_tenant),

@@ -268,6 +268,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _tenants(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     tree = _Tree(subparsers, common, "tenants", "Microsoft tenants")
     tree.leaf("list", "list registered Microsoft tenants", lambda a, _: Call("GET", "/microsoft-tenants"))
+    status = tree.leaf("status", "real-time state: subscriptions, last notification, last delta and resync",
+                       lambda a, _: Call("GET", f"/microsoft-tenants/{a.tenant}/sync-status"))
+    status.add_argument("tenant", help="the Microsoft tenant id")
     add = tree.leaf("add", "register a Microsoft tenant", lambda a, _: Call("POST", "/microsoft-tenants", {
         "tenant_id": a.tenant_id, "display_name": a.display_name, "client_id": a.client_id,
         "client_secret": _secret(a.client_secret),

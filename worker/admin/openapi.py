@@ -34,6 +34,14 @@ SCHEMAS: dict[str, Any] = {
         "tenant_id": {"type": "string"}, "display_name": {"type": "string"}, "client_id": {"type": "string"},
         "default_domain": _nullable("string"), "capabilities": {"type": "object"},
         "psa_tenant_id": _nullable("string"), "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+    "TenantSyncStatus": {"type": "object", "properties": {
+        "tenant_id": {"type": "string"}, "last_delta_at": _nullable("string"),
+        "last_full_resync_at": _nullable("string"), "last_notification_at": _nullable("string"),
+        "last_error": _nullable("string"), "updated_at": _nullable("string"),
+        "subscriptions": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "resource": {"type": "string"}, "expires_at": {"type": "string"},
+            "last_notification_at": _nullable("string"), "renewed_at": _nullable("string"),
+            "created_at": {"type": "string"}}}}}},
     "MicrosoftTenantCreate": {
         "type": "object", "required": ["tenant_id", "display_name", "client_id", "client_secret"],
         "additionalProperties": False,
@@ -164,6 +172,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("List registered Microsoft tenants (never the client secret)", "tenants", "[MicrosoftTenant]"),
         "post": _op("Register a Microsoft tenant", "registered", "MicrosoftTenant", status="201",
                     body="MicrosoftTenantCreate", errors=("400", "401", "409")),
+    },
+    "/microsoft-tenants/{id}/sync-status": {
+        "parameters": _ID,
+        "get": _op("Real-time state of a tenant: Graph subscriptions (expiry, last notification), last delta,"
+                   " last full resync, last error", "status", "TenantSyncStatus", errors=_NF),
     },
     "/psa-tenants": {
         "get": _op("List PSA tenants", "PSA tenants", "[PsaTenant]"),

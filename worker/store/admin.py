@@ -324,6 +324,25 @@ class AdminStore:
         )
         return [_record(r, json_fields=("capabilities",)) for r in rows]
 
+    async def tenant_sync_status(self, tenant_id: str) -> dict[str, Any]:
+        """The real-time state of one tenant: subscriptions (expiry, last notification), last delta, last
+        full resync, last error. Times are when the worker processed the work."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1", tenant_id):
+                raise NotFound(f"no Microsoft tenant {tenant_id}")
+            status = await conn.fetchrow(
+                "SELECT last_delta_at, last_full_resync_at, last_notification_at, last_error, updated_at"
+                " FROM tenant_sync_status WHERE tenant_id = $1", tenant_id,
+            )
+            subs = await conn.fetch(
+                "SELECT id, resource, expires_at, last_notification_at, renewed_at, created_at"
+                " FROM graph_subscriptions WHERE tenant_id = $1 ORDER BY resource, id", tenant_id,
+            )
+        empty = dict.fromkeys(("last_delta_at", "last_full_resync_at", "last_notification_at", "last_error",
+                               "updated_at"))
+        return {"tenant_id": tenant_id, **(_record(status) if status else empty),
+                "subscriptions": [_record(r) for r in subs]}
+
     async def create_microsoft_tenant(
         self, *, tenant_id: str, display_name: str, client_id: str, client_secret: str,
         default_domain: str | None,
