@@ -20,6 +20,7 @@ from typing import IO, Any
 import asyncpg
 
 from worker.embedded import EmbeddedPostgres, child_env, postgres_dsn_with_database
+from worker.store import Conn
 
 ALL_FILTERS: dict[str, Any] = {
     "user_types": "all", "domains": "all", "office_locations": "all", "departments": "all", "groups": "all",
@@ -111,7 +112,7 @@ def state_directory(state_dir: Path | None) -> Any:
 
 
 async def register_organization(
-    conn: asyncpg.Connection, tenant: dict[str, str], filters: dict[str, Any] | None = None
+    conn: Conn, tenant: dict[str, str], filters: dict[str, Any] | None = None
 ) -> str:
     """Register the Microsoft tenant, a PSA tenant mapped to it and an Organization with user sync enabled."""
     await conn.execute(
