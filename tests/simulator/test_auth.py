@@ -68,7 +68,7 @@ async def test_simulator_json_shape(sim: Simulator, tmp_path: Path) -> None:
     assert set(data) == {"graph_url", "authority_url", "ca_file", "tenants"}
     assert set(data["tenants"][0]) == {"tenant_id", "client_id", "client_secret", "default_domain"}
     assert data["graph_url"] == data["authority_url"] + "/v1.0"
-    assert Path(data["ca_file"]).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")  # noqa: ASYNC240
+    assert Path(data["ca_file"]).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
 
 
 async def test_credentials_of_one_tenant_do_not_sign_in_to_another(sim: Simulator) -> None:
