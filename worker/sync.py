@@ -295,7 +295,8 @@ class SyncEngine:
     async def _project_chunk(
         self, conn: Conn, tenant_id: str, ids: Sequence[str], runs: Sequence[OrgRun]
     ) -> None:
-        users = await store.load_mirror_users(conn, tenant_id, ids)
+        with_groups = any(run.org.filters.groups != "all" for run in runs)
+        users = await store.load_mirror_users(conn, tenant_id, ids, with_groups=with_groups)
         for run in runs:
             linked, by_email = await store.load_end_users(
                 conn, organization_id=run.org.organization_id, tenant_id=tenant_id, users=users

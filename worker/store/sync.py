@@ -259,7 +259,7 @@ async def clear_dirty_range(conn: Conn, tenant_id: str, *, first: str, last: str
 
 # Memberships: one index probe per key (LATERAL … OFFSET 0); `= ANY(array)` scanned all the tenant's memberships
 # per batch.
-_MIRROR_SELECT = """
+_MEMBERSHIPS = """
     WITH RECURSIVE m(member_id, group_id) AS (
         SELECT k.id, g.group_id FROM unnest($2::text[]) AS k(id), LATERAL (
             SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_id = k.id OFFSET 0) g
@@ -267,7 +267,9 @@ _MIRROR_SELECT = """
         SELECT m.member_id, g.group_id FROM m, LATERAL (
             SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_id = m.group_id OFFSET 0) g
     ),
-    groups AS MATERIALIZED (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id),
+    groups AS MATERIALIZED (SELECT member_id, array_agg(group_id) AS group_ids FROM m GROUP BY member_id),"""
+
+_MIRROR_SELECT = """
     -- One primary-key probe per id: with `id = ANY(...)` the planner chose a scan of the whole tenant per
     -- batch, which made a full projection quadratic in the tenant's size.
     us AS MATERIALIZED (
@@ -276,9 +278,12 @@ _MIRROR_SELECT = """
     SELECT u.tenant_id, u.id, u.display_name, u.given_name, u.surname, u.mail, u.user_principal_name,
            u.business_phones, u.mobile_phone, u.street_address, u.city, u.state, u.postal_code, u.country,
            u.job_title, u.department, u.office_location, u.user_type, u.account_enabled, u.assigned_licenses,
-           u.removed, u.last_sign_in_at, u.mfa::text AS mfa, u.device_macs, g.group_ids
-    FROM us u LEFT JOIN groups g ON g.member_id = u.id
+           u.removed, u.last_sign_in_at, u.mfa::text AS mfa, u.device_macs, {group_ids} AS group_ids
+    FROM us u {join}
 """
+_WITH_GROUPS = _MEMBERSHIPS + _MIRROR_SELECT.format(
+    group_ids="g.group_ids", join="LEFT JOIN groups g ON g.member_id = u.id")
+_WITHOUT_GROUPS = "WITH" + _MIRROR_SELECT.format(group_ids="NULL::text[]", join="")
 
 
 _mfa_decoder = msgspec.json.Decoder(Mfa)
@@ -302,8 +307,12 @@ def _mirror_user(row: asyncpg.Record) -> MirrorUser:
     )
 
 
-async def load_mirror_users(conn: Conn, tenant_id: str, ids: Sequence[str]) -> list[MirrorUser]:
-    rows = await conn.fetch(_MIRROR_SELECT, tenant_id, list(ids))
+async def load_mirror_users(
+    conn: Conn, tenant_id: str, ids: Sequence[str], *, with_groups: bool = True
+) -> list[MirrorUser]:
+    """Mirror users by id; `with_groups=False` skips transitive membership (no filter of the caller needs
+    it), which is the most expensive part of the query."""
+    rows = await conn.fetch(_WITH_GROUPS if with_groups else _WITHOUT_GROUPS, tenant_id, list(ids))
     return [_mirror_user(r) for r in rows]
 
 
