@@ -77,8 +77,8 @@ class Enricher:
     """Fetches the enrichment listings on a connection of its own, concurrently with the users listing,
     staging them; once the users are in the mirror (`users_ready`), applies them in one pass."""
 
-    def __init__(self, pool: asyncpg.Pool, graph: TenantGraph, tenant_id: str) -> None:
-        self._pool, self._graph, self._tenant = pool, graph, tenant_id
+    def __init__(self, pool: asyncpg.Pool, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
+        self._pool, self._graph, self._tenant, self._flag = pool, graph, tenant_id, flag
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
         self._copy = asyncio.Lock()  # one connection: its COPYs take turns
@@ -97,7 +97,8 @@ class Enricher:
                 if skus is not None:
                     await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
                 sign_ins, mfa, devices = (f is not None for f in fetched)
-                await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa, devices=devices)
+                await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa, devices=devices,
+                                             flag=self._flag)
                 await store.record_capabilities(conn, self._tenant, self.capabilities)
         return self.warnings
 

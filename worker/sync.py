@@ -169,6 +169,8 @@ class SyncEngine:
         users_ready = asyncio.Event()
         started = time.monotonic()
         took: dict[str, float] = {}
+        # A tenant's first listing flags every user it writes, so groups and enrichment need not flag again.
+        flag = await store.mirror_has_users(conn, tenant_id)
 
         async def users() -> int:
             try:
@@ -180,7 +182,7 @@ class SyncEngine:
         async def groups() -> list[str]:
             async with self._pool.acquire() as groups_conn:
                 try:
-                    return await self._pull_groups(groups_conn, graph, tenant_id, full=True)
+                    return await self._pull_groups(groups_conn, graph, tenant_id, full=True, flag=flag)
                 finally:
                     took["groups_ms"] = (time.monotonic() - started) * 1000
 
@@ -188,7 +190,8 @@ class SyncEngine:
             async with asyncio.TaskGroup() as tasks:
                 changed = tasks.create_task(users())
                 group_warnings = tasks.create_task(groups())
-                enrich_warnings = tasks.create_task(Enricher(self._pool, graph, tenant_id).run(users_ready))
+                enrich_warnings = tasks.create_task(
+                    Enricher(self._pool, graph, tenant_id, flag=flag).run(users_ready))
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None  # callers map single errors (transient, poison)
         log.info("sync.full_pull", tenant_id=tenant_id, enrich_ms=round((time.monotonic() - started) * 1000),
@@ -232,20 +235,22 @@ class SyncEngine:
         return changed
 
     async def _pull_groups(
-        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag: bool = True
     ) -> list[str]:
         """Walk groups delta (with members) into the mirror; a tenant that refuses it is reported, not failed."""
         try:
             try:
-                await self._walk_groups(conn, graph, tenant_id, full=full)
+                await self._walk_groups(conn, graph, tenant_id, full=full, flag=flag)
             except DeltaTokenExpired:
                 await store.drop_delta_link(conn, tenant_id, "groups")
-                await self._walk_groups(conn, graph, tenant_id, full=True)
+                await self._walk_groups(conn, graph, tenant_id, full=True, flag=flag)
         except GraphForbidden as exc:
             return [f"groups unavailable for this tenant ({exc.status} {exc.code}): {exc.message}"]
         return []
 
-    async def _walk_groups(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> None:
+    async def _walk_groups(
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag: bool = True
+    ) -> None:
         link = None if full else await store.get_delta_link(conn, tenant_id, "groups")
         seen: set[str] = set()
         new_link = None
@@ -260,7 +265,7 @@ class SyncEngine:
             if new_link is None:
                 raise DeltaTokenExpired(0, "noDeltaLink", "groups delta walk ended without a deltaLink")
             if link is None:
-                await enrichment.finish_full_group_listing(conn, tenant_id, seen)
+                await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=flag)
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
 
     async def _project_dirty(

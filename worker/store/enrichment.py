@@ -118,9 +118,9 @@ async def begin_full_group_listing(conn: Conn) -> None:
     )
 
 
-async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set[str]) -> None:
+async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set[str], *, flag: bool = True) -> None:
     """Groups the listing did not return are gone; memberships are brought to the listing's, and the users
-    whose memberships changed are flagged."""
+    whose memberships changed are flagged (unless `flag` is off: a first listing flags every user anyway)."""
     await conn.execute(
         "DELETE FROM entra_groups WHERE tenant_id = $1 AND NOT (id = ANY($2::text[]))", tenant_id, list(seen_groups)
     )
@@ -136,6 +136,8 @@ async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set
            ON CONFLICT DO NOTHING RETURNING group_id, member_id, member_type""",
         tenant_id,
     )
+    if not flag:
+        return
     diff = [(r[0], r[1], r[2]) for r in [*gone, *added]]
     await _flag_members(conn, tenant_id, diff)
     # A nested group that moved changes the transitive set of everyone under its old parents too.
@@ -190,7 +192,9 @@ async def copy_devices(conn: Conn, rows: Sequence[tuple[str, str]]) -> None:
     await conn.copy_records_to_table("stage_devices", records=rows, columns=("id", "mac"))
 
 
-async def apply_enrichment(conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: bool, devices: bool) -> int:
+async def apply_enrichment(
+    conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: bool, devices: bool, flag: bool = True
+) -> int:
     """Write the staged listings into the mirror in one pass, one row version per changed user, flagging
     them. A listing that did not complete (its flag False) leaves its column as it was."""
     if not (sign_ins or mfa or devices):
@@ -213,9 +217,10 @@ async def apply_enrichment(conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: b
                AND (u.last_sign_in_at IS DISTINCT FROM e.at OR u.mfa IS DISTINCT FROM e.mfa
                     OR u.device_macs IS DISTINCT FROM e.macs)
              RETURNING u.id),
-           flagged AS (INSERT INTO entra_user_dirty SELECT $1, id FROM upd ORDER BY id ON CONFLICT DO NOTHING)
+           flagged AS (INSERT INTO entra_user_dirty SELECT $1, id FROM upd WHERE $5 ORDER BY id
+                       ON CONFLICT DO NOTHING)
            SELECT count(*) FROM upd""",
-        tenant_id, sign_ins, mfa, devices,
+        tenant_id, sign_ins, mfa, devices, flag,
     ))
 
 

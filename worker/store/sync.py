@@ -219,6 +219,10 @@ async def mark_absent(conn: Conn, tenant_id: str) -> int:
     ))
 
 
+async def mirror_has_users(conn: Conn, tenant_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM entra_users WHERE tenant_id = $1)", tenant_id))
+
+
 async def dirty_user_ids(conn: Conn, tenant_id: str, *, after: str, limit: int) -> list[str]:
     """Mirror users flagged for projection, in id order after `after` (keyset pagination)."""
     rows = await conn.fetch(
