@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,10 @@ import pytest
 from azure.identity.aio import ClientSecretCredential
 
 from simulator.server import Simulator
+from worker.bench.common import register_organization
 from worker.config import GraphSettings, Settings
 from worker.graph import GraphClients
+from worker.store import Conn
 from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
@@ -71,29 +72,9 @@ async def graph_admin(sim: Simulator, tenant: dict[str, str]) -> GraphAdmin:
     return GraphAdmin(sim.info.graph_url, token, sim.info.ca_file)
 
 
-async def make_org(
-    conn: asyncpg.Connection, tenant: dict[str, str], filters: dict[str, Any], *, register: bool = True
-) -> str:
+async def make_org(conn: Conn, tenant: dict[str, str], filters: dict[str, Any]) -> str:
     """Register the tenant (once), a PSA tenant mapped to it and an Organization with sync enabled."""
-    if register:
-        await conn.execute(
-            """INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)
-               VALUES ($1, 'sim', $2, $3) ON CONFLICT (tenant_id) DO NOTHING""",
-            tenant["tenant_id"], tenant["client_id"], tenant["client_secret"],
-        )
-    psa = await conn.fetchval(
-        "INSERT INTO psa_tenants (name, microsoft_tenant_id) VALUES ($1, $2) RETURNING id",
-        f"psa-{uuid.uuid4().hex[:8]}", tenant["tenant_id"],
-    )
-    org = await conn.fetchval(
-        "INSERT INTO organizations (name, psa_tenant_id) VALUES ($1, $2) RETURNING id::text",
-        f"org-{uuid.uuid4().hex[:8]}", psa,
-    )
-    await conn.execute(
-        "INSERT INTO org_user_syncs (organization_id, status, filters) VALUES ($1::uuid, 'enabled', $2)",
-        org, filters,
-    )
-    return str(org)
+    return await register_organization(conn, tenant, filters)
 
 
 ALL = {"user_types": "all", "domains": "all", "office_locations": "all", "departments": "all", "groups": "all"}

@@ -204,7 +204,7 @@ async def test_each_enabled_organization_run_counts_what_it_created(fresh: Env, 
     its back, or the second's run would report nothing created."""
     tid = fresh.tenant["tenant_id"]
     async with pool.acquire() as conn:
-        second = await make_org(conn, fresh.tenant, ALL, register=False)
+        second = await make_org(conn, fresh.tenant, ALL)
     runs = {}
     for org in (fresh.org_id, second):
         runs[org] = await pool.fetchval(
