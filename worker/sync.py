@@ -119,12 +119,14 @@ class SyncEngine:
         """
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
-            if await store.get_delta_link(conn, tenant_id, "users") is None:
+            first = await store.get_delta_link(conn, tenant_id, "users") is None
+            if first:
                 # A tenant seen for the first time: everything now, not at the next hourly resync.
                 changed, warnings = await self._full_pull(conn, graph, tenant_id)
             else:
                 changed = await self._pull(conn, graph, tenant_id, full=False)
                 warnings = await self._pull_groups(conn, graph, tenant_id, full=False)
+            await store.record_tenant_status(conn, tenant_id, delta=True, full=first)
             # Other Organizations get what changed; this one gets every user just below.
             # Organizations about to get a whole-Organization projection (this one, and any other with an
             # org-sync queued) are skipped here, so their runs count what they created.

@@ -268,3 +268,15 @@ async def test_refused_credentials_are_reported_on_the_tenant_not_retried_foreve
     error = await pool.fetchval("SELECT last_error FROM tenant_sync_status WHERE tenant_id = $1", tid)
     assert error and error.startswith("401 authentication")
     assert "wrong" not in error
+
+
+async def test_tenant_status_records_the_first_full_sync_and_later_deltas(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    first = await pool.fetchrow("SELECT * FROM tenant_sync_status WHERE tenant_id = $1", tid)
+    assert first["last_delta_at"] and first["last_full_resync_at"]
+
+    await fresh.engine.sync_changes(tid)
+    later = await pool.fetchrow("SELECT * FROM tenant_sync_status WHERE tenant_id = $1", tid)
+    assert later["last_delta_at"] > first["last_delta_at"]
+    assert later["last_full_resync_at"] == first["last_full_resync_at"]
