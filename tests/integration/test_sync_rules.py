@@ -280,3 +280,42 @@ async def test_tenant_status_records_the_first_full_sync_and_later_deltas(fresh:
     later = await pool.fetchrow("SELECT * FROM tenant_sync_status WHERE tenant_id = $1", tid)
     assert later["last_delta_at"] > first["last_delta_at"]
     assert later["last_full_resync_at"] == first["last_full_resync_at"]
+
+
+async def test_operator_delete_of_an_out_of_scope_end_user_is_never_undone(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    oid, row = next(iter((await end_users(pool, fresh.org_id)).items()))
+    await fresh.admin.call("PATCH", f"/users/{oid}", {"department": "Moved Elsewhere"})
+    await pool.execute("UPDATE org_user_syncs SET filters = $2 WHERE organization_id = $1::uuid", fresh.org_id,
+                       {**ALL, "departments": sorted({"Sales", "Support", "Engineering", "Finance", "HR",
+                                                      "Marketing", "Operations", "IT", "Legal"})})
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    assert (await end_users(pool, fresh.org_id))[oid]["sync_state"] == "out_of_scope"
+
+    await pool.execute("DELETE FROM end_users WHERE id = $1", row["id"])  # the operator deletes it
+    await fresh.engine.resync(tid)
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    assert oid not in await end_users(pool, fresh.org_id)
+
+
+async def test_re_enabling_resumes_and_relinks_the_same_records(fresh: Env, pool: asyncpg.Pool) -> None:
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    before = {oid: r["id"] for oid, r in (await end_users(pool, fresh.org_id)).items()}
+    await pool.execute("UPDATE org_user_syncs SET status = 'disabled' WHERE organization_id = $1::uuid", fresh.org_id)
+    await pool.execute("UPDATE end_users SET sync_state = 'sync_disabled' WHERE organization_id = $1::uuid",
+                       fresh.org_id)
+    oid = next(iter(before))
+    await fresh.admin.call("PATCH", f"/users/{oid}", {"jobTitle": "Changed While Disabled"})
+    await fresh.engine.sync_changes(tid)  # disabled: nothing is updated
+    assert (await end_users(pool, fresh.org_id))[oid]["job_title"] != "Changed While Disabled"
+
+    await pool.execute("UPDATE org_user_syncs SET status = 'enabled' WHERE organization_id = $1::uuid", fresh.org_id)
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    after = await end_users(pool, fresh.org_id)
+    assert {o: r["id"] for o, r in after.items()} == before  # the same records, no duplicates
+    assert {r["sync_state"] for r in after.values()} == {"synced"}
+    assert after[oid]["job_title"] == "Changed While Disabled"
