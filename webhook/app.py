@@ -6,7 +6,6 @@ module-level state, so tests can run several apps in one process.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -18,6 +17,7 @@ from webhook.parsing import Kind
 from webhook.sink import KafkaSink, NotificationSink
 from webhook.verify import ClientStateVerifier
 from worker.config import Settings
+from worker.serve import serve
 
 log = structlog.get_logger(__name__)
 
@@ -59,26 +59,5 @@ async def run_webhook(settings: Settings, *, ready: Callable[[str], None] | None
     """Serve the webhook on settings.webhook.host/port (0 = any free port) until cancelled."""
     if not settings.webhook_secrets():
         log.warning("webhook.no_secret", detail="WEBHOOK_SECRET is empty: every notification will be dropped")
-    runner = web.AppRunner(
-        create_app(settings), access_log=None, shutdown_timeout=settings.webhook.publish_timeout_s + 1
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.webhook.host, settings.webhook.port, backlog=1024)
-        await site.start()
-        url = _bound_url(runner, settings.webhook.host)
-        log.info("webhook.listening", url=url)
-        if ready is not None:
-            ready(url)
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
-def _bound_url(runner: web.AppRunner, host: str) -> str:
-    port = runner.addresses[0][1]
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"  # a wildcard bind is reachable on loopback; report that
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    await serve(create_app(settings), name="webhook", host=settings.webhook.host, port=settings.webhook.port,
+                ready=ready, shutdown_timeout=settings.webhook.publish_timeout_s + 1, backlog=1024)

@@ -26,6 +26,7 @@ from worker.config import Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
+from worker.serve import serve
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
 from worker.store.pool import create_pool
 
@@ -433,21 +434,5 @@ async def run_admin_api(settings: Settings, *, ready: Callable[[str], None] | No
     if not settings.admin.token.get_secret_value():
         raise ValueError("ADMIN_TOKEN must be set: the admin API refuses to run without a token")
     async with _resources(settings) as (pool, publisher):
-        runner = web.AppRunner(create_admin_app(settings, pool=pool, publisher=publisher), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, settings.admin.host, settings.admin.port)
-            await site.start()
-            url = _listen_url(runner, settings.admin.host)
-            log.info("admin.listening", url=url)
-            if ready is not None:
-                ready(url)
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-
-def _listen_url(runner: web.AppRunner, host: str) -> str:
-    port = runner.addresses[0][1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{shown}:{port}"
+        await serve(create_admin_app(settings, pool=pool, publisher=publisher), name="admin",
+                    host=settings.admin.host, port=settings.admin.port, ready=ready)
