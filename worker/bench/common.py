@@ -83,15 +83,21 @@ async def simulator_process(
                 await asyncio.sleep(0.05)
         yield json.loads(info_path.read_text())
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc)
         log.close()
+
+
+async def terminate(proc: asyncio.subprocess.Process, *, grace_s: float = 10.0) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited after `grace_s`."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(grace_s):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def _prepare_simulator_dir(state_dir: Path) -> IO[bytes]:

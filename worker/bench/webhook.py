@@ -30,6 +30,7 @@ from aiokafka import TopicPartition
 
 from schemas import topics
 from schemas.client_state import client_state_for
+from worker.bench.common import terminate
 from worker.bus import ensure_topics, make_consumer
 from worker.config import KafkaSettings, load_settings
 from worker.embedded import EmbeddedKafka, child_env
@@ -135,25 +136,13 @@ async def _child(
             raise RuntimeError(f"{argv} exited before listening (rc={await proc.wait()})")
         yield json.loads(line)
     finally:
-        await _terminate(proc)
+        await terminate(proc)
         if not isinstance(log, int):
             log.close()
 
 
 def _log_file(state_dir: Path | None, name: str) -> IO[bytes] | int:
     return open(state_dir / name, "ab") if state_dir else subprocess.DEVNULL
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        async with asyncio.timeout(10):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 async def _wait_ready(url: str, timeout_s: float = 30.0) -> None:
