@@ -212,6 +212,8 @@ class SyncEngine:
     async def _walk(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
         link = None if full else await store.get_delta_link(conn, tenant_id, "users")
         listing = link is None
+        # A tenant's very first listing goes straight into the mirror: nothing to compare, nothing absent.
+        fresh = listing and not await store.mirror_has_users(conn, tenant_id)
         changed, new_link = 0, None
         if listing:
             await store.begin_listing(conn)
@@ -222,19 +224,31 @@ class SyncEngine:
                 batch += page.value
                 new_link = page.delta_link or new_link
                 if len(batch) >= WRITE_BATCH or (new_link and batch):
-                    async with conn.transaction():
-                        changed += await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)
+                    changed += await self._write_users(conn, tenant_id, batch, listing=listing, fresh=fresh)
                     batch = []
             if new_link is None:
                 raise DeltaTokenExpired(0, "noDeltaLink", "delta walk ended without a deltaLink")
             async with conn.transaction():
-                if listing:  # a complete, successful listing: absence is evidence
+                if listing and not fresh:  # a complete, successful listing: absence is evidence
                     changed += await store.mark_absent(conn, tenant_id)
                 await store.save_delta_link(conn, tenant_id, "users", new_link)
         finally:
             if listing:
                 await store.end_listing(conn)
         return changed
+
+    @staticmethod
+    async def _write_users(
+        conn: Conn, tenant_id: str, batch: list[GraphUser], *, listing: bool, fresh: bool
+    ) -> int:
+        async with conn.transaction():
+            if fresh:
+                try:
+                    async with conn.transaction():  # a savepoint: a refused COPY leaves nothing behind
+                        return await store.insert_new_mirror_users(conn, tenant_id, batch)
+                except asyncpg.UniqueViolationError:
+                    pass  # Graph repeated a user of an earlier page: compare and update as usual
+            return await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)
 
     async def _pull_groups(
         self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag: bool = True

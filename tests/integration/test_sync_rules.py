@@ -319,3 +319,32 @@ async def test_re_enabling_resumes_and_relinks_the_same_records(fresh: Env, pool
     assert {o: r["id"] for o, r in after.items()} == before  # the same records, no duplicates
     assert {r["sync_state"] for r in after.values()} == {"synced"}
     assert after[oid]["job_title"] == "Changed While Disabled"
+
+
+async def test_first_listing_with_users_repeated_across_pages_still_lands_every_user(
+    sim: Simulator, pool: asyncpg.Pool
+) -> None:
+    """A tenant's first listing is COPied straight into the mirror; a user Graph repeats on a later page makes
+    that COPY fail, and the batch falls back to the comparing write without losing or doubling anyone."""
+    tenant = await sim_control(sim, "POST", "/_sim/tenants", {"users": 2300})
+    tid = tenant["tenant_id"]
+    await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tid, "delta_repeat": True})
+    settings = Settings(graph=GraphSettings(url=sim.info.graph_url, authority_url=sim.info.authority_url,
+                                            ca_file=sim.info.ca_file))
+    graph = GraphClients(settings.graph)
+    try:
+        async with pool.acquire() as conn:
+            org = await make_org(conn, tenant, ALL)
+        await SyncEngine(pool=pool, graph=graph, settings=settings).org_sync(tid, org, None)
+    finally:
+        await graph.close()
+    admin = await graph_admin(sim, tenant)
+    listed, page = [], await admin.call("GET", "/users?$select=id,accountEnabled&$top=999")
+    while True:
+        listed += page["value"]
+        if not page.get("@odata.nextLink"):
+            break
+        page = await admin.call("GET", page["@odata.nextLink"].removeprefix(admin.graph_url))
+    assert await pool.fetchval("SELECT count(*) FROM entra_users WHERE tenant_id = $1", tid) == len(listed) == 2300
+    enabled = {u["id"] for u in listed if u["accountEnabled"]}
+    assert set(await end_users(pool, org)) == enabled

@@ -205,6 +205,19 @@ async def upsert_mirror_users(conn: Conn, tenant_id: str, users: Sequence[GraphU
     return int(changed)
 
 
+async def insert_new_mirror_users(conn: Conn, tenant_id: str, users: Sequence[GraphUser]) -> int:
+    """A tenant's first listing: COPY straight into the mirror and flag every user (no staging, no compare).
+    Raises UniqueViolationError when a user is already there (Graph may repeat one across pages)."""
+    latest = [u for u in {u.id: u for u in users}.values() if u.removed is None]  # the last entry wins
+    records = [_mirror_record(tenant_id, u) for u in latest]
+    await conn.copy_records_to_table("entra_users", records=records, columns=MIRROR_COLUMNS)
+    await conn.copy_records_to_table(
+        "entra_user_dirty", records=[(tenant_id, i) for i in sorted(u.id for u in latest)],
+        columns=("tenant_id", "id"),
+    )
+    return len(records)
+
+
 async def mark_absent(conn: Conn, tenant_id: str) -> int:
     """After a complete, successful listing (`begin_listing`): users it did not return are removed ('absent')."""
     return int(await conn.fetchval(
