@@ -1,7 +1,7 @@
 """The sync engine: fetch → decide → apply, for one tenant at a time.
 
 One write path for everything (notifications, the hourly resync, an Organization's initial sync):
-Graph delta pages → tenant mirror (rows flagged `needs_projection`) → each enabled Organization's filters
+Graph delta pages → tenant mirror (changed users flagged in `entra_user_dirty`) → each enabled Organization's filters
 and `reconcile` → End Users. The delta link is saved only after the pages it covers are in the mirror, and a
 mirror row's flag is cleared in the same transaction as the End User writes it caused, so a crash anywhere
 loses nothing and a replay writes nothing.
