@@ -12,11 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from worker.config import KafkaSettings
-from worker.embedded import EmbeddedKafka, EmbeddedPostgres, postgres_dsn_with_database
+from worker.embedded import EmbeddedKafka, EmbeddedPostgres, create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -70,36 +69,15 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for the whole session."""
     from worker.store.migrations import migrate
 
-    name = f"entra_sync_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = postgres_dsn_with_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, "entra_sync_test")
     await migrate(url)
     yield url
-    await _drop_database(postgres_server_url, name)
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    """Best effort: a leftover test database on a shared server is untidy, not wrong."""
-    try:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"could not drop test database {name}: {exc!r}")
+    await drop_database(postgres_server_url, url)
 
 
 @pytest.fixture
 async def fresh_database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """An empty, unmigrated database for one test (migration tests)."""
-    name = f"entra_sync_t_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield postgres_dsn_with_database(postgres_server_url, name)
-    await _drop_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, "entra_sync_t")
+    yield url
+    await drop_database(postgres_server_url, url)

@@ -13,10 +13,13 @@ import os
 import signal
 import socket
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -29,7 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Child pre-exec hook: the kernel sends SIGTERM to the child when its parent dies (Linux only)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -75,7 +78,7 @@ class EmbeddedKafka:
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         await wait_for_port(self.host, self.port)
         log.info("kafka.embedded.started", bootstrap_servers=self.bootstrap_servers, pid=self._proc.pid)
@@ -122,10 +125,34 @@ class EmbeddedPostgres:
 
 def postgres_dsn_with_database(url: str, database: str) -> str:
     """The same server DSN, pointing at another database (keeps query parameters such as host=)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+async def create_database(server_url: str, prefix: str, *, name: str | None = None) -> str:
+    """Create a database on `server_url` (a fresh uniquely named one, or `name` if it does not exist yet)
+    and return its DSN. Tests, benchmarks and `entra-sync up` use this rather than their own SQL."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return postgres_dsn_with_database(server_url, name)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Best effort: drop the database `url` names (a leftover one on a shared server is untidy, not wrong)."""
+    name = urlsplit(url).path.lstrip("/")
+    try:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("postgres.drop_failed", database=name, error=repr(exc))
 
 
 def child_env(**overrides: str) -> dict[str, str]:

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import structlog
 
 from worker.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
-    _die_with_parent,
+    create_database,
+    die_with_parent,
     free_port,
-    postgres_dsn_with_database,
 )
 from worker.store.migrations import migrate
 
@@ -53,16 +52,6 @@ def _secrets(state_dir: Path) -> dict[str, str]:
     path.write_text(json.dumps(values))
     path.chmod(0o600)
     return values
-
-
-async def _ensure_database(server_url: str, name: str) -> str:
-    conn = await asyncpg.connect(server_url)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return postgres_dsn_with_database(server_url, name)
 
 
 async def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> dict[str, Any]:
@@ -103,7 +92,7 @@ class Children:
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", *args], env=env, stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         self.procs[name] = proc
         return proc
@@ -184,7 +173,7 @@ class Stack:
             return url
         self.postgres = EmbeddedPostgres(self.state_dir / "pgdata")
         server_url = await asyncio.to_thread(self.postgres.start)
-        return await _ensure_database(server_url, "entra_sync")
+        return await create_database(server_url, "entra_sync", name="entra_sync")
 
     async def _kafka(self) -> tuple[str, bool]:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

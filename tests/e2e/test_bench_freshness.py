@@ -4,14 +4,12 @@ End User through the real path; no speed assertion here (the figures are the ben
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from worker.bench.freshness import bench_freshness
-from worker.embedded import postgres_dsn_with_database
+from worker.embedded import create_database
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +17,7 @@ pytestmark = pytest.mark.slow
 async def test_freshness_sees_every_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the stack's own embedded broker
     if server_url := os.environ.get("DATABASE_URL"):  # a fresh database on that server, as test_stack does
-        name = f"entra_sync_bench_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        monkeypatch.setenv("DATABASE_URL", postgres_dsn_with_database(server_url, name))
+        monkeypatch.setenv("DATABASE_URL", await create_database(server_url, "entra_sync_bench"))
     result = await bench_freshness(changes=10, rate=5, state_dir=tmp_path)
     assert set(result) == {"bench", "changes", "p50_s", "p99_s", "max_s", "lost"}
     assert result["bench"] == "freshness"

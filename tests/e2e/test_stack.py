@@ -18,6 +18,8 @@ import aiohttp
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
+from worker.embedded import create_database
+
 pytestmark = pytest.mark.slow
 
 
@@ -35,7 +37,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: s
     state = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     if "DATABASE_URL" in os.environ:
-        env["DATABASE_URL"] = await _fresh_database(postgres_server_url)
+        env["DATABASE_URL"] = await create_database(postgres_server_url, "entra_sync_e2e")
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--state-dir", str(state)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(state / "up.log", "wb"))  # noqa: SIM115
@@ -49,20 +51,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: s
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-
-
-async def _fresh_database(server_url: str) -> str:
-    import uuid
-
-    import asyncpg
-
-    from worker.embedded import postgres_dsn_with_database
-
-    name = f"entra_sync_e2e_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return postgres_dsn_with_database(server_url, name)
 
 
 async def _admin(stack: dict[str, Any], path: str) -> Any:

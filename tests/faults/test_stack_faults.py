@@ -15,7 +15,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +27,7 @@ from tests.integration.conftest import GraphAdmin, graph_admin
 from tests.integration.test_sync_rules import sim_control
 from worker import bus
 from worker.config import KafkaSettings
-from worker.embedded import postgres_dsn_with_database
+from worker.embedded import create_database
 from worker.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -42,12 +41,9 @@ OUTAGE_S = float(os.environ.get("FAULT_BROKER_OUTAGE_S", "10"))
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> AsyncIterator[Stack]:
-    name = f"entra_sync_faults_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(postgres_server_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
+    database_url = await create_database(postgres_server_url, "entra_sync_faults")
     saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    os.environ["DATABASE_URL"] = postgres_dsn_with_database(postgres_server_url, name)
+    os.environ["DATABASE_URL"] = database_url
     os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the stack's own Tansu: the test stops and restarts it
     s = Stack(tmp_path_factory.mktemp("fault-stack"))
     try:

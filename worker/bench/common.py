@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
-import asyncpg
-
-from worker.embedded import EmbeddedPostgres, child_env, postgres_dsn_with_database
+from worker.embedded import EmbeddedPostgres, child_env, create_database, drop_database
 from worker.store import Conn
 
 ALL_FILTERS: dict[str, Any] = {
@@ -40,23 +38,13 @@ async def scratch_database(state_dir: Path) -> AsyncIterator[str]:
     if not server_url:
         pg = EmbeddedPostgres(state_dir / "pg")
         server_url = await asyncio.to_thread(pg.start)
-    name = f"entra_sync_bench_{uuid.uuid4().hex[:10]}"
     try:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = postgres_dsn_with_database(server_url, name)
+        url = await create_database(server_url, "entra_sync_bench")
         try:
             await migrate(url)
             yield url
         finally:
-            admin = await asyncpg.connect(server_url)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await drop_database(server_url, url)
     finally:
         if pg is not None:
             await asyncio.to_thread(pg.stop)

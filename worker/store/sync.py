@@ -387,10 +387,6 @@ async def synced_count(conn: Conn, organization_id: str) -> int:
 
 # ---- End Users: applying a plan -----------------------------------------------------------------------
 
-def _cols(rows: Sequence[Any], getter: Any) -> list[Any]:
-    return [getter(r) for r in rows]
-
-
 async def apply_plan(
     conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan,
     include_deactivations: bool = True,
