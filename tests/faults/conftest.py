@@ -76,8 +76,45 @@ async def start_groups_at_end(settings: KafkaSettings, group_prefix: str) -> Non
             await consumer.stop()
 
 
+class ChangeTracker:
+    """Changes job titles through Graph and waits until every End User of those Entra users shows them.
+
+    Shared by the in-process pipeline and the whole-stack fault tests; `check_alive` says why a wait failed.
+    """
+
+    admin: GraphAdmin
+    pool: asyncpg.Pool
+    org_id: str | None  # None: End Users of every Organization
+
+    async def patch_titles(self, object_ids: Iterable[str], tag: str) -> dict[str, str]:
+        wanted = {oid: f"{tag} {i}" for i, oid in enumerate(object_ids)}
+        await asyncio.gather(*(self.admin.call("PATCH", f"/users/{oid}", {"jobTitle": title})
+                               for oid, title in wanted.items()))
+        return wanted
+
+    async def missing(self, wanted: dict[str, str]) -> dict[str, str]:
+        rows = await self.pool.fetch(
+            "SELECT entra_object_id, job_title FROM end_users WHERE entra_object_id = ANY($1::text[])"
+            " AND ($2::uuid IS NULL OR organization_id = $2::uuid)", list(wanted), self.org_id)
+        wrong = {r["entra_object_id"] for r in rows if r["job_title"] != wanted[r["entra_object_id"]]}
+        absent = set(wanted) - {r["entra_object_id"] for r in rows}
+        return {oid: wanted[oid] for oid in wrong | absent}
+
+    async def converge(self, wanted: dict[str, str], timeout_s: float) -> float:
+        """Seconds until every End User of `wanted` carries its change; fails with what is missing."""
+        started = time.monotonic()
+        while missing := await self.missing(wanted):
+            assert time.monotonic() - started < timeout_s, f"{len(missing)} changes lost: {missing}"
+            self.check_alive()
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    def check_alive(self) -> None:
+        """Raise when what should deliver the changes has died."""
+
+
 @dataclass
-class Pipeline:
+class Pipeline(ChangeTracker):
     sim: Simulator
     pool: asyncpg.Pool
     tenant: dict[str, str]
@@ -109,28 +146,9 @@ class Pipeline:
         return await self.pool.fetch(
             "SELECT * FROM end_users WHERE organization_id = $1::uuid ORDER BY entra_object_id", self.org_id)
 
-    async def patch_titles(self, object_ids: Iterable[str], tag: str) -> dict[str, str]:
-        wanted = {oid: f"{tag} {i}" for i, oid in enumerate(object_ids)}
-        await asyncio.gather(*(self.admin.call("PATCH", f"/users/{oid}", {"jobTitle": title})
-                               for oid, title in wanted.items()))
-        return wanted
-
-    async def missing(self, wanted: dict[str, str]) -> dict[str, str]:
-        rows = await self.pool.fetch(
-            "SELECT entra_object_id, job_title FROM end_users WHERE organization_id = $1::uuid "
-            "AND entra_object_id = ANY($2::text[])", self.org_id, list(wanted))
-        have = {r["entra_object_id"]: r["job_title"] for r in rows}
-        return {oid: title for oid, title in wanted.items() if have.get(oid) != title}
-
-    async def converge(self, wanted: dict[str, str], timeout_s: float) -> float:
-        """Seconds until every End User of `wanted` carries its change; fails with what is missing."""
-        started = time.monotonic()
-        while missing := await self.missing(wanted):
-            assert time.monotonic() - started < timeout_s, f"{len(missing)} changes lost: {missing}"
-            if self.worker is not None and self.worker.done():
-                self.worker.result()  # the worker died: show why
-            await asyncio.sleep(0.1)
-        return time.monotonic() - started
+    def check_alive(self) -> None:
+        if self.worker is not None and self.worker.done():
+            self.worker.result()  # the worker died: show why
 
     async def publish(self, topic: str, message: msgspec.Struct) -> None:
         publisher = bus.KafkaPublisher(self.settings.kafka)
