@@ -272,16 +272,19 @@ class SyncEngine:
         new_link = None
         # A complete listing replaces every membership, so it is one transaction: all or nothing.
         async with conn.transaction():
+            # A tenant's first memberships go straight into the mirror: nothing to compare against.
+            direct = link is None and not await enrichment.has_memberships(conn, tenant_id)
             if link is None:
                 await enrichment.begin_full_group_listing(conn)
             async for page in prefetch(graph.groups_delta(link), depth=2):
-                await enrichment.apply_group_page(conn, tenant_id, page.value, listing=link is None)
+                direct = await enrichment.apply_group_page(conn, tenant_id, page.value, listing=link is None,
+                                                           direct=direct)
                 seen.update(g.id for g in page.value if g.removed is None)
                 new_link = page.delta_link or new_link
             if new_link is None:
                 raise DeltaTokenExpired(0, "noDeltaLink", "groups delta walk ended without a deltaLink")
             if link is None:
-                await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=flag)
+                await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=flag, direct=direct)
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
 
     async def _project_dirty(

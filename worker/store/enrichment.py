@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
+import asyncpg
+
 from worker.graph import GraphGroup
 from worker.store import Conn
 
@@ -51,11 +53,15 @@ async def flag_users_under(conn: Conn, tenant_id: str, group_ids: Iterable[str])
         await conn.execute(_FLAG_UNDER_GROUPS, tenant_id, ids)
 
 
-async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGroup], *, listing: bool = False) -> None:
+async def apply_group_page(
+    conn: Conn, tenant_id: str, groups: Sequence[GraphGroup], *, listing: bool = False, direct: bool = False
+) -> bool:
     """Apply one groups-delta page: names, removals, and members@delta additions and removals.
 
     With `listing` (a complete listing, see `begin_full_group_listing`) memberships are only staged; the
-    listing's end applies the difference.
+    listing's end applies the difference. With `direct` too (a tenant with no memberships yet) they are COPied
+    straight into the mirror; returns whether that still holds: when Graph repeats a membership, what was
+    written so far moves to the staging table and the listing carries on staged.
     """
     removed = [g.id for g in groups if g.removed is not None]
     if removed:  # members lose the group: flag them before the memberships go
@@ -76,11 +82,22 @@ async def apply_group_page(conn: Conn, tenant_id: str, groups: Sequence[GraphGro
         )
     added = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is None]
     gone = [(g.id, m.id, _member_type(m.odata_type)) for g in live for m in g.members if m.removed is not None]
-    if listing:
-        await conn.copy_records_to_table("stage_group_members", records=added,
-                                         columns=("group_id", "member_id", "member_type"))
-    else:
+    if not listing:
         await _change_members(conn, tenant_id, added=added, gone=gone)
+        return False
+    if direct:
+        try:
+            async with conn.transaction():  # a savepoint: a refused COPY leaves nothing behind
+                await conn.copy_records_to_table("entra_group_members", records=[(tenant_id, *a) for a in added],
+                                                 columns=("tenant_id", "group_id", "member_id", "member_type"))
+            return True
+        except asyncpg.UniqueViolationError:
+            await conn.execute(
+                "INSERT INTO stage_group_members SELECT group_id, member_id, member_type FROM entra_group_members"
+                " WHERE tenant_id = $1", tenant_id)
+    await conn.copy_records_to_table("stage_group_members", records=added,
+                                     columns=("group_id", "member_id", "member_type"))
+    return False
 
 
 async def _change_members(
@@ -118,12 +135,27 @@ async def begin_full_group_listing(conn: Conn) -> None:
     )
 
 
-async def finish_full_group_listing(conn: Conn, tenant_id: str, seen_groups: set[str], *, flag: bool = True) -> None:
+async def has_memberships(conn: Conn, tenant_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM entra_group_members WHERE tenant_id = $1)", tenant_id))
+
+
+async def finish_full_group_listing(
+    conn: Conn, tenant_id: str, seen_groups: set[str], *, flag: bool = True, direct: bool = False
+) -> None:
     """Groups the listing did not return are gone; memberships are brought to the listing's, and the users
-    whose memberships changed are flagged (unless `flag` is off: a first listing flags every user anyway)."""
+    whose memberships changed are flagged (unless `flag` is off: a first listing flags every user anyway).
+    After a `direct` listing the memberships already are the listing's: every member is new."""
     await conn.execute(
         "DELETE FROM entra_groups WHERE tenant_id = $1 AND NOT (id = ANY($2::text[]))", tenant_id, list(seen_groups)
     )
+    if direct:
+        if flag:
+            await conn.execute(
+                "INSERT INTO entra_user_dirty (tenant_id, id) SELECT DISTINCT tenant_id, member_id"
+                " FROM entra_group_members WHERE tenant_id = $1 AND member_type = 'user' ORDER BY 2"
+                " ON CONFLICT DO NOTHING", tenant_id)
+        return
     gone = await conn.fetch(
         """DELETE FROM entra_group_members m WHERE m.tenant_id = $1 AND NOT EXISTS (
                SELECT 1 FROM stage_group_members s WHERE s.group_id = m.group_id AND s.member_id = m.member_id)
