@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import msgspec
 import structlog
 
 from worker.core.macs import normalize_mac
@@ -25,12 +24,15 @@ from worker.graph import (
     RegistrationDetail,
     TenantGraph,
     UserSignIn,
+    prefetch,
 )
 from worker.store import Conn
 from worker.store import enrichment as store
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+COPY_ROWS = 5000  # staged rows per COPY
 
 # What Graph answers when a capability is missing: 403 for reports without P1/P2, 400 "Request not applicable
 # to target tenant" for Intune without a licence, 404 in some tenants.
@@ -75,7 +77,8 @@ def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None
 
 class Enricher:
     """Fetches the enrichment listings on a connection of its own, concurrently with the users listing,
-    staging them; once the users are in the mirror (`users_ready`), applies them in one pass."""
+    staging them, and applies them in one pass into `entra_user_enrichment` as soon as they end; licence
+    names wait for the users listing (`users_ready`), since a change of them flags the licensed users."""
 
     def __init__(self, pool: asyncpg.Pool, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
         self._pool, self._graph, self._tenant, self._flag = pool, graph, tenant_id, flag
@@ -92,14 +95,16 @@ class Enricher:
                 self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
                 self._guard("intune", "managed devices", lambda: self._devices(conn)),
             )
-            await users_ready.wait()
+            sign_ins, mfa, devices = (f is not None for f in fetched)
+            # The enrichment has a table of its own: written now, while the users listing may still run.
             async with conn.transaction():
-                if skus is not None:
-                    await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
-                sign_ins, mfa, devices = (f is not None for f in fetched)
                 await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa, devices=devices,
                                              flag=self._flag)
                 await store.record_capabilities(conn, self._tenant, self.capabilities)
+            # New licence names flag the licensed mirror users: those of this listing must be there first.
+            await users_ready.wait()
+            if skus is not None:
+                await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
         return self.warnings
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
@@ -122,19 +127,28 @@ class Enricher:
             log.info("enrich.capability_missing", tenant_id=self._tenant, what=what, status=exc.status)
             return None
 
-    async def _stream(self, pages: AsyncIterator[list[T]], write: Callable[[list[T]], Awaitable[None]]) -> bool:
-        async for page in pages:
+    async def _stream(self, pages: AsyncIterator[list[T]], rows_of: Callable[[list[T]], list[R]],
+                      write: Callable[[list[R]], Awaitable[None]]) -> bool:
+        """Stage a listing: the next pages are fetched while rows are COPied, `COPY_ROWS` at a time."""
+        batch: list[R] = []
+        async for page in prefetch(pages, depth=2):
+            batch += rows_of(page)
+            if len(batch) >= COPY_ROWS:
+                async with self._copy:
+                    await write(batch)
+                batch = []
+        if batch:
             async with self._copy:
-                await write(page)
+                await write(batch)
         return True
 
     async def _sign_ins(self, conn: Conn) -> bool:
-        return await self._stream(self._graph.sign_ins(), lambda page: store.copy_sign_ins(
-            conn, [(u.id, last_sign_in(u)) for u in page]))
+        return await self._stream(self._graph.sign_ins(), lambda page: [(u.id, last_sign_in(u)) for u in page],
+                                  lambda rows: store.copy_sign_ins(conn, rows))
 
     async def _mfa(self, conn: Conn) -> bool:
-        return await self._stream(self._graph.registration_details(), lambda page: store.copy_mfa(
-            conn, [(d.id, _json(mfa_of(d))) for d in page]))
+        return await self._stream(self._graph.registration_details(), lambda page: [(d.id, mfa_of(d)) for d in page],
+                                  lambda rows: store.copy_mfa(conn, rows))
 
     async def _devices(self, conn: Conn) -> bool:
         def rows(page: list[ManagedDevice]) -> list[tuple[str, str]]:
@@ -142,9 +156,4 @@ class Enricher:
             device_macs(page, macs)
             return [(user, mac) for user, found in macs.items() for mac in found]
 
-        return await self._stream(self._graph.managed_devices(),
-                                  lambda page: store.copy_devices(conn, rows(page)))
-
-
-def _json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
+        return await self._stream(self._graph.managed_devices(), rows, lambda batch: store.copy_devices(conn, batch))

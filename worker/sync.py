@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from worker.config import Settings
-from worker.core.model import OrgContext, Plan, StateChange
+from worker.core.model import MirrorUser, OrgContext, Plan, StateChange, StoredEndUser
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 CHUNK = 2000
 WRITE_BATCH = 2000  # mirror users written per transaction during a delta walk
+SPARE_CONNECTION_WAIT_S = 0.5
+MEMBER_BATCH = 5000  # memberships of a complete groups listing written per COPY
 
 
 class UnknownTenant(Exception):
@@ -276,13 +278,18 @@ class SyncEngine:
             direct = link is None and not await enrichment.has_memberships(conn, tenant_id)
             if link is None:
                 await enrichment.begin_full_group_listing(conn)
+            listed: list[tuple[str, str, str]] = []  # memberships of a listing, written a batch at a time
             async for page in prefetch(graph.groups_delta(link), depth=2):
-                direct = await enrichment.apply_group_page(conn, tenant_id, page.value, listing=link is None,
-                                                           direct=direct)
+                listed += await enrichment.apply_group_page(conn, tenant_id, page.value, listing=link is None)
+                if len(listed) >= MEMBER_BATCH:
+                    direct = await enrichment.write_listed_members(conn, tenant_id, listed, direct=direct)
+                    listed = []
                 seen.update(g.id for g in page.value if g.removed is None)
                 new_link = page.delta_link or new_link
             if new_link is None:
                 raise DeltaTokenExpired(0, "noDeltaLink", "groups delta walk ended without a deltaLink")
+            if listed:
+                direct = await enrichment.write_listed_members(conn, tenant_id, listed, direct=direct)
             if link is None:
                 await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=flag, direct=direct)
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
@@ -296,41 +303,92 @@ class SyncEngine:
         if not runs:  # no Organization wants these changes now; an org-sync projects every user anyway
             await store.clear_all_dirty(conn, tenant_id)
             return runs
-        after = ""
-        # Keyset over flagged rows; rows whose deactivation is pending stay flagged until `_finish`.
-        while ids := await store.dirty_user_ids(conn, tenant_id, after=after, limit=CHUNK):
-            async with conn.transaction():
-                await self._project_chunk(conn, tenant_id, ids, runs)
-                deferred = sorted({c.entra_object_id for r in runs for c in r.pending_deactivations})
-                await store.clear_dirty_range(conn, tenant_id, first=ids[0], last=ids[-1], keep=deferred)
-            after = ids[-1]
+
+        async def clear(ids: Sequence[str]) -> None:
+            # Rows whose deactivation is pending stay flagged until `_finish`.
+            deferred = sorted({c.entra_object_id for r in runs for c in r.pending_deactivations})
+            await store.clear_dirty_range(conn, tenant_id, first=ids[0], last=ids[-1], keep=deferred)
+
+        # Keyset over flagged rows.
+        await self._project(conn, tenant_id, runs, lambda reader, after: store.dirty_user_ids(
+            reader, tenant_id, after=after, limit=CHUNK), written=clear)
         await self._finish(conn, tenant_id, runs)
         return runs
 
     async def _project_all(self, conn: Conn, tenant_id: str, run: OrgRun) -> None:
-        after = ""
-        while ids := await store.user_ids_after(conn, tenant_id, after, limit=CHUNK):
-            async with conn.transaction():
-                await run.ensure_row(conn)
-                await self._project_chunk(conn, tenant_id, ids, [run])
-            after = ids[-1]
+        await self._project(conn, tenant_id, [run], lambda reader, after: store.user_ids_after(
+            reader, tenant_id, after, limit=CHUNK))
         await self._finish(conn, tenant_id, [run])
 
-    async def _project_chunk(
-        self, conn: Conn, tenant_id: str, ids: Sequence[str], runs: Sequence[OrgRun]
+    async def _project(
+        self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun],
+        next_ids: Callable[[Conn, str], Awaitable[list[str]]],
+        written: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
+        """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read on a
+        second connection while this one is decided and written on `conn`, so PostgreSQL and our CPU work
+        side by side. A chunk read before the previous one was written can miss an End User that one just
+        created with a shared email; its write is then refused by the email index, and the chunk is decided
+        again from fresh reads: the result is the same as one chunk after the other."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
-        users = await store.load_mirror_users(conn, tenant_id, ids, with_groups=with_groups)
-        for run in runs:
-            linked, by_email = await store.load_end_users(
-                conn, organization_id=run.org.organization_id, tenant_id=tenant_id, users=users
-            )
-            plan = reconcile(users, org=run.org, linked=linked, by_email=by_email)
-            run.add(plan)
-            if run.wrote or run.record_always:
-                await run.ensure_row(conn)
-            await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
-                                   include_deactivations=False)
+
+        async def chunks(reader: Conn) -> AsyncIterator[_Chunk]:
+            after = ""
+            while ids := await next_ids(reader, after):
+                users = await store.load_mirror_users(reader, tenant_id, ids, with_groups=with_groups)
+                yield _Chunk(ids, users, [await _end_users_of(reader, run, tenant_id, users) for run in runs])
+                after = ids[-1]
+
+        async with self._spare_connection() as reader:
+            # Without a spare connection (the pool is busy) the chunks are read on `conn`, one after the other.
+            source = prefetch(chunks(reader), depth=1) if reader is not None else chunks(conn)
+            async for chunk in source:
+                if not await self._write_chunk(conn, chunk, runs, written):
+                    chunk.end_users = [await _end_users_of(conn, run, tenant_id, chunk.users) for run in runs]
+                    if not await self._write_chunk(conn, chunk, runs, written):
+                        raise AssertionError("unreachable: the last try raises")
+
+    @asynccontextmanager
+    async def _spare_connection(self) -> AsyncIterator[Conn | None]:
+        """A second connection for pipelining if the pool has one to spare soon; None rather than wait on a
+        pool that other tenants' work holds."""
+        try:
+            spare = await self._pool.acquire(timeout=SPARE_CONNECTION_WAIT_S)
+        except TimeoutError:
+            yield None
+            return
+        try:
+            yield spare
+        finally:
+            await self._pool.release(spare)
+
+    @staticmethod
+    async def _write_chunk(
+        conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
+        written: Callable[[Sequence[str]], Awaitable[None]] | None, *, last_try: bool = False,
+    ) -> bool:
+        """Decide and write one chunk for every run in one transaction; False when the email index refused a
+        create decided from stale reads (nothing of the chunk is kept, nor counted)."""
+        saved = [(dict(run.counts), len(run.pending_deactivations), run.recorded) for run in runs]
+        try:
+            async with conn.transaction():
+                for run, (linked, by_email) in zip(runs, chunk.end_users, strict=True):
+                    plan = reconcile(chunk.users, org=run.org, linked=linked, by_email=by_email)
+                    run.add(plan)
+                    if run.wrote or run.record_always:
+                        await run.ensure_row(conn)
+                    await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
+                                           include_deactivations=False)
+                if written is not None:
+                    await written(chunk.ids)
+            return True
+        except asyncpg.UniqueViolationError:
+            if last_try:
+                raise
+            for run, (counts, pending, recorded) in zip(runs, saved, strict=True):
+                run.counts, run.recorded = counts, recorded
+                del run.pending_deactivations[pending:]
+            return False
 
     async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
         """Apply or hold each run's deactivations (accidental-deletion guard), then close its record."""
@@ -366,3 +424,18 @@ def _totals(runs: Sequence[OrgRun]) -> dict[str, int]:
         if run.held:
             totals["held"] = totals.get("held", 0) + len(run.pending_deactivations)
     return totals
+
+
+@dataclass
+class _Chunk:
+    """One keyset page of mirror users with, per run, the End Users they are linked to or share an email with."""
+
+    ids: list[str]
+    users: list[MirrorUser]
+    end_users: list[tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]]
+
+
+async def _end_users_of(
+    conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]
+) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
+    return await store.load_end_users(conn, organization_id=run.org.organization_id, tenant_id=tenant_id, users=users)

@@ -128,12 +128,11 @@ ALL_FILTERS = {"user_types": "all", "domains": "all", "office_locations": "all",
 # ---- direct SQL for rows the worker writes ---------------------------------------------------------------
 
 MIRROR_COLUMNS = ("tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
-                  "department", "office_location", "user_type", "account_enabled", "removed", "device_macs",
-                  "content_hash")
+                  "department", "office_location", "user_type", "account_enabled", "removed", "content_hash")
 
 
 def mirror_row(tenant_id: str, user: Mapping[str, Any]) -> tuple[Any, ...]:
-    defaults = {"tenant_id": tenant_id, "account_enabled": True, "device_macs": [], "content_hash": b"\0",
+    defaults = {"tenant_id": tenant_id, "account_enabled": True, "content_hash": b"\0",
                 "id": str(uuid.uuid4())}
     merged = defaults | dict(user)
     return tuple(merged.get(c) for c in MIRROR_COLUMNS)
@@ -144,9 +143,14 @@ async def seed_mirror(
     groups: Mapping[str, str] = {}, members: Iterable[tuple[str, str, str]] = (),
 ) -> None:
     """Mirror users; groups {id: name}; members (group_id, member_id, member_type)."""
+    users = list(users)
     async with pool.acquire() as conn:
         await conn.copy_records_to_table(
             "entra_users", records=[mirror_row(tenant_id, u) for u in users], columns=MIRROR_COLUMNS
+        )
+        await conn.copy_records_to_table(  # the enrichment the full resync writes beside the mirror
+            "entra_user_enrichment", columns=("tenant_id", "id", "device_macs"),
+            records=[(tenant_id, u["id"], u["device_macs"]) for u in users if u.get("device_macs")],
         )
         await conn.executemany(
             "INSERT INTO entra_groups (tenant_id, id, display_name) VALUES ($1, $2, $3)",

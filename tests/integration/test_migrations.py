@@ -19,3 +19,25 @@ async def test_concurrent_migrations_apply_each_file_once(fresh_database_url: st
     finally:
         await conn.close()
     assert await migrate(fresh_database_url) == []
+
+
+async def test_enrichment_moves_to_its_own_table_with_its_values(fresh_database_url: str) -> None:
+    """0002 moves sign-in, MFA and device MACs out of the mirror rows without losing a value."""
+    files = dict(migration_files())
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute(files["0001_initial"])
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute("INSERT INTO schema_migrations (version) VALUES ('0001_initial')")
+        await conn.execute(
+            """INSERT INTO entra_users (tenant_id, id, content_hash, last_sign_in_at, mfa, device_macs) VALUES
+               ('t', 'with', '\\x00', '2026-11-01T09:30:00Z', '{"registered": true}', '{aabbccddee01}'),
+               ('t', 'without', '\\x00', NULL, NULL, '{}')""")
+        assert await migrate(fresh_database_url) == ["0002_enrichment_table_and_journal"]
+        moved = await conn.fetch("SELECT id, last_sign_in_at IS NOT NULL AS signed_in, mfa::text, device_macs"
+                                 " FROM entra_user_enrichment ORDER BY id")
+        assert [tuple(r) for r in moved] == [("with", True, '{"registered": true}', ["aabbccddee01"])]
+        assert await conn.fetchval("SELECT count(*) FROM entra_users") == 2
+    finally:
+        await conn.close()

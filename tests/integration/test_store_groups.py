@@ -24,12 +24,13 @@ async def memberships(conn: asyncpg.Connection, tenant_id: str) -> set[tuple[str
 
 async def listing(conn: asyncpg.Connection, tenant_id: str, pages: list[list[GraphGroup]],
                   direct: bool) -> list[bool]:  # fmt: skip
-    """One complete listing, as `SyncEngine._walk_groups` runs it; the `direct` state after each page."""
+    """One complete listing, as `SyncEngine._walk_groups` runs it (a batch a page); `direct` after each."""
     states = []
     async with conn.transaction():
         await enrichment.begin_full_group_listing(conn)
         for page in pages:
-            direct = await enrichment.apply_group_page(conn, tenant_id, page, listing=True, direct=direct)
+            rows = await enrichment.apply_group_page(conn, tenant_id, page, listing=True)
+            direct = await enrichment.write_listed_members(conn, tenant_id, rows, direct=direct)
             states.append(direct)
         seen = {g.id for page in pages for g in page}
         await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=True, direct=direct)

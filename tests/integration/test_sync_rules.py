@@ -19,6 +19,7 @@ from tests.integration.conftest import ALL, Env, graph_admin, make_org
 from worker.config import GraphSettings, Settings
 from worker.core.macs import normalize_mac
 from worker.graph import GraphClients, GraphTransient
+from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
 
@@ -348,3 +349,50 @@ async def test_first_listing_with_users_repeated_across_pages_still_lands_every_
     assert await pool.fetchval("SELECT count(*) FROM entra_users WHERE tenant_id = $1", tid) == len(listed) == 2300
     enabled = {u["id"] for u in listed if u["accountEnabled"]}
     assert set(await end_users(pool, org)) == enabled
+
+
+async def test_pipelined_chunks_give_a_shared_email_to_one_end_user_and_review_the_other(
+    fresh: Env, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The projection reads the next chunk before the previous one is written. Two users with one email in
+    different chunks: the second chunk was decided without the End User the first just created, the email index
+    refuses its create, and the chunk is decided again: one End User, one review, as if read one after the other."""
+    import worker.sync
+
+    monkeypatch.setattr(worker.sync, "CHUNK", 1)  # every user a chunk of its own
+    tid = fresh.tenant["tenant_id"]
+    listed = await fresh.admin.call("GET", "/users?$select=id,mail,accountEnabled&$top=999")
+    first, second = sorted(u["id"] for u in listed["value"] if u["accountEnabled"] and u["mail"])[:2]
+    shared = next(u["mail"] for u in listed["value"] if u["id"] == first)
+    await fresh.admin.call("PATCH", f"/users/{second}", {"mail": shared.upper()})
+
+    counts = await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    users = await end_users(pool, fresh.org_id)
+    assert users[first]["email"] == shared and second not in users
+    reviews = await pool.fetch("SELECT entra_object_id FROM review_items WHERE organization_id = $1::uuid",
+                               fresh.org_id)
+    assert [r[0] for r in reviews] == [second]
+    assert counts["review"] == 1 and counts["created"] == len(users) and counts["errors"] == 0
+    assert await pool.fetchval("SELECT count(*) FROM sync_runs WHERE organization_id = $1::uuid",
+                               fresh.org_id) == 1
+
+
+async def test_projection_without_a_spare_connection_reads_and_writes_on_one(
+    fresh: Env, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """When the pool has no connection to spare, the projection runs chunk after chunk on the one it holds."""
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)  # fills the mirror (the full pull wants spare ones)
+    async with pool.acquire() as conn:
+        second_org = await make_org(conn, fresh.tenant, ALL)
+    single = await create_pool(database_url, max_size=1)
+    graph = GraphClients(fresh.settings.graph)
+    try:
+        counts = await SyncEngine(pool=single, graph=graph, settings=fresh.settings).org_sync(tid, second_org, None)
+    finally:
+        await graph.close()
+        await single.close()
+    assert counts["created"] == len(await end_users(pool, fresh.org_id)) > 0
+    first = {oid: r["email"] for oid, r in (await end_users(pool, fresh.org_id)).items()}
+    assert {oid: r["email"] for oid, r in (await end_users(pool, second_org)).items()} == first

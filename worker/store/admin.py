@@ -689,7 +689,7 @@ class AdminStore:
             await conn.execute(
                 "INSERT INTO end_user_assets (end_user_id, asset_id)"
                 " SELECT e.id, $2 FROM end_users e"
-                " JOIN entra_users u ON u.tenant_id = e.entra_tenant_id AND u.id = e.entra_object_id"
+                " JOIN entra_user_enrichment u ON u.tenant_id = e.entra_tenant_id AND u.id = e.entra_object_id"
                 " WHERE e.organization_id = $1 AND e.entra_tenant_id = $3 AND e.sync_state = 'synced'"
                 "   AND u.device_macs && $4::text[]"
                 " ON CONFLICT DO NOTHING",

@@ -1,0 +1,77 @@
+"""Enrichment against PostgreSQL: staged listings land in `entra_user_enrichment`, only changes are written
+and flagged, a listing that failed leaves its column alone, and a complete one clears what it no longer shows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from worker.store import enrichment
+
+T1 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+T2 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+MFA = {"registered": True, "capable": True, "methods": ["microsoftAuthenticatorPush"], "preferred_method": "push"}
+
+
+async def apply(conn: asyncpg.Connection, tid: str, *, sign_ins: list[tuple[str, Any]] | None = None,
+                mfa: list[tuple[str, Any]] | None = None, devices: list[tuple[str, str]] | None = None,
+                flag: bool = True) -> int:  # fmt: skip
+    """One enrichment pass; a listing given as None failed (capability missing)."""
+    await enrichment.stage_enrichment(conn)
+    async with conn.transaction():
+        if sign_ins:
+            await enrichment.copy_sign_ins(conn, sign_ins)
+        if mfa:
+            await enrichment.copy_mfa(conn, mfa)
+        if devices:
+            await enrichment.copy_devices(conn, devices)
+        return await enrichment.apply_enrichment(conn, tid, sign_ins=sign_ins is not None, mfa=mfa is not None,
+                                                 devices=devices is not None, flag=flag)
+
+
+async def rows(conn: asyncpg.Connection, tid: str) -> dict[str, tuple[Any, ...]]:
+    found = await conn.fetch("SELECT id, last_sign_in_at, mfa, device_macs FROM entra_user_enrichment"
+                             " WHERE tenant_id = $1", tid)
+    return {r["id"]: (r["last_sign_in_at"], r["mfa"], list(r["device_macs"])) for r in found}
+
+
+async def flagged(conn: asyncpg.Connection, tid: str) -> set[str]:
+    ids = {r[0] for r in await conn.fetch("SELECT id FROM entra_user_dirty WHERE tenant_id = $1", tid)}
+    await conn.execute("DELETE FROM entra_user_dirty WHERE tenant_id = $1", tid)
+    return ids
+
+
+async def test_listings_land_once_and_an_unchanged_pass_writes_nothing(pool: asyncpg.Pool) -> None:
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        written = await apply(conn, tid, sign_ins=[("u1", T1), ("u2", None)], mfa=[("u1", MFA)],
+                              devices=[("u1", "aabbccddee01"), ("u1", "aabbccddee02"), ("u1", "aabbccddee01")])
+        assert written == 1  # u2 never signed in and has nothing else: no row
+        assert await rows(conn, tid) == {"u1": (T1, MFA, ["aabbccddee01", "aabbccddee02"])}
+        assert await flagged(conn, tid) == {"u1"}
+        again = await apply(conn, tid, sign_ins=[("u1", T1), ("u2", None)], mfa=[("u1", MFA)],
+                            devices=[("u1", "aabbccddee02"), ("u1", "aabbccddee01")])
+        assert again == 0 and await flagged(conn, tid) == set()
+
+
+async def test_a_failed_listing_keeps_its_column_and_a_complete_one_clears_absent_users(pool: asyncpg.Pool) -> None:
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        await apply(conn, tid, sign_ins=[("u1", T1), ("u2", T1)], mfa=[("u1", MFA)], devices=[("u2", "aabbccddee03")])
+        await flagged(conn, tid)
+        # MFA and devices could not be read this time: what is known stays; the sign-in moved on for u1, and u2
+        # is no longer in the sign-in listing.
+        written = await apply(conn, tid, sign_ins=[("u1", T2)], mfa=None, devices=None)
+        assert written == 2
+        assert await rows(conn, tid) == {"u1": (T2, MFA, []), "u2": (None, None, ["aabbccddee03"])}
+        assert await flagged(conn, tid) == {"u1", "u2"}
+
+
+async def test_first_listing_does_not_flag_when_told_not_to(pool: asyncpg.Pool) -> None:
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        assert await apply(conn, tid, sign_ins=[("u1", T1)], flag=False) == 1
+        assert await flagged(conn, tid) == set()
