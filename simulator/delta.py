@@ -88,6 +88,7 @@ class DeltaEngine:
         self.tunables = tunables
         self.cache = FragmentCache()
         self._changes: OrderedDict[ChangeKey, list[tuple[str, set[str] | None]]] = OrderedDict()
+        self._members: dict[str, tuple[tuple[str, int, int], list[tuple[str, str]]]] = {}
 
     @property
     def page_size(self) -> int:
@@ -206,7 +207,7 @@ class DeltaEngine:
                 continue
             item = project(group.data, select)
             if with_members:
-                members = list(group.members.items())[member_offset : member_offset + budget]
+                members = self._member_list(group)[member_offset : member_offset + budget]
                 item["members@delta"] = [{"@odata.type": t, "id": m} for m, t in members]
                 budget -= max(1, len(members))
                 member_offset += len(members)
@@ -252,6 +253,15 @@ class DeltaEngine:
                 else member_changes(group, cursor.b, upto)
             )
         return _encode(item)
+
+    def _member_list(self, group: GroupRecord) -> list[tuple[str, str]]:
+        """The group's members as a list, kept while its membership log is unchanged: a large group spans many
+        pages, and listing its dict anew for each would make a walk quadratic in the group's size."""
+        version = (group.id, len(group.member_log), len(group.members))
+        cached = self._members.get(group.id)
+        if cached is None or cached[0] != version:
+            cached = self._members[group.id] = (version, list(group.members.items()))
+        return cached[1]
 
     def _repeat(self, tenant: Tenant, cursor: Cursor) -> bytes:
         obj_id = cursor.r or ""
