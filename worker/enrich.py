@@ -8,6 +8,7 @@ kept rather than wiped because a read failed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -40,20 +41,14 @@ MISSING = (GraphForbidden, GraphBadRequest, GraphNotFound)
 FORBIDDEN_ATTEMPTS = 3
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0001-"):
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def last_sign_in(item: UserSignIn) -> datetime | None:
-    """The latest of interactive and non-interactive sign-ins; None for a user who never signed in."""
+    """The latest of interactive, non-interactive and successful sign-ins; None for a user who never signed in
+    (no signInActivity, or only Graph's 0001-01-01 for "never")."""
     a = item.sign_in_activity
     if a is None:
         return None
-    times = [t for t in (_parse_time(a.last_sign_in_date_time),
-                         _parse_time(a.last_non_interactive_sign_in_date_time),
-                         _parse_time(a.last_successful_sign_in_date_time)) if t]
+    times = [t for t in (a.last_sign_in_date_time, a.last_non_interactive_sign_in_date_time,
+                         a.last_successful_sign_in_date_time) if t is not None and t.year > 1]
     return max(times) if times else None
 
 
@@ -97,10 +92,13 @@ class Enricher:
             )
             sign_ins, mfa, devices = (f is not None for f in fetched)
             # The enrichment has a table of its own: written now, while the users listing may still run.
+            started = time.monotonic()
             async with conn.transaction():
-                await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa, devices=devices,
-                                             flag=self._flag)
+                written = await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa,
+                                                       devices=devices, flag=self._flag)
                 await store.record_capabilities(conn, self._tenant, self.capabilities)
+            log.debug("enrich.applied", tenant_id=self._tenant, written=written,
+                      duration_ms=round((time.monotonic() - started) * 1000))
             # New licence names flag the licensed mirror users: those of this listing must be there first.
             await users_ready.wait()
             if skus is not None:
@@ -109,10 +107,13 @@ class Enricher:
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
         """Run one listing; a missing capability becomes a warning and None (its column is left alone)."""
+        started = time.monotonic()
         try:
             for attempt in range(FORBIDDEN_ATTEMPTS):
                 try:
                     result = await step()
+                    log.debug("enrich.listed", tenant_id=self._tenant, what=what,
+                              duration_ms=round((time.monotonic() - started) * 1000))
                     break
                 except GraphForbidden:
                     # The premium-licence 403 is intermittent even for P1/P2 tenants (docs/graph-notes.md).
