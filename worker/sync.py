@@ -331,12 +331,21 @@ class SyncEngine:
         created with a shared email; its write is then refused by the email index, and the chunk is decided
         again from fresh reads: the result is the same as one chunk after the other."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
+        # An Organization without End Users (a first sync) has nothing to look up: only what this projection
+        # creates, and a shared email among those is caught by the email index like any stale read.
+        empty = {run.org.organization_id for run in runs
+                 if not await store.has_end_users(conn, run.org.organization_id)}
+
+        async def end_users_of(reader: Conn, run: OrgRun, users: list[MirrorUser]) -> _EndUsers:
+            if run.org.organization_id in empty:
+                return {}, {}
+            return await _end_users_of(reader, run, tenant_id, users)
 
         async def chunks(reader: Conn) -> AsyncIterator[_Chunk]:
             after = ""
             while ids := await next_ids(reader, after):
                 users = await store.load_mirror_users(reader, tenant_id, ids, with_groups=with_groups)
-                yield _Chunk(ids, users, [await _end_users_of(reader, run, tenant_id, users) for run in runs])
+                yield _Chunk(ids, users, [await end_users_of(reader, run, users) for run in runs])
                 after = ids[-1]
 
         async with self._spare_connection() as reader:
@@ -426,16 +435,17 @@ def _totals(runs: Sequence[OrgRun]) -> dict[str, int]:
     return totals
 
 
+_EndUsers = tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]  # linked by object id, by email
+
+
 @dataclass
 class _Chunk:
     """One keyset page of mirror users with, per run, the End Users they are linked to or share an email with."""
 
     ids: list[str]
     users: list[MirrorUser]
-    end_users: list[tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]]
+    end_users: list[_EndUsers]
 
 
-async def _end_users_of(
-    conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]
-) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
+async def _end_users_of(conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]) -> _EndUsers:
     return await store.load_end_users(conn, organization_id=run.org.organization_id, tenant_id=tenant_id, users=users)

@@ -87,11 +87,13 @@ def email_of(u: MirrorUser) -> str | None:
 
 def email_keys(u: MirrorUser) -> tuple[str, ...]:
     """Lower-cased addresses that identify `u` when adopting an End User: mail, and a non-guest UPN."""
-    keys = dict.fromkeys(
-        key.lower() for key in (_clean(u.mail), _clean(u.user_principal_name))
-        if key and not is_guest_upn(key)
-    )
-    return tuple(keys)
+    mail = u.mail.strip().lower() if u.mail else ""
+    upn = u.user_principal_name.strip().lower() if u.user_principal_name else ""
+    mail_key = mail and GUEST_MARK not in mail
+    upn_key = upn and upn != mail and GUEST_MARK not in upn
+    if mail_key:
+        return (mail, upn) if upn_key else (mail,)
+    return (upn,) if upn_key else ()
 
 
 # ---- Microsoft data ----------------------------------------------------------------------------------------

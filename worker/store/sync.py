@@ -383,6 +383,11 @@ async def load_end_users(
     return linked, by_email
 
 
+async def has_end_users(conn: Conn, organization_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM end_users WHERE organization_id = $1::uuid)", organization_id))
+
+
 async def synced_count(conn: Conn, organization_id: str) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM end_users WHERE organization_id = $1::uuid AND sync_state = 'synced'",
