@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from worker.store import enrichment
 
@@ -75,3 +76,31 @@ async def test_first_listing_does_not_flag_when_told_not_to(pool: asyncpg.Pool) 
     async with pool.acquire() as conn:
         assert await apply(conn, tid, sign_ins=[("u1", T1)], flag=False) == 1
         assert await flagged(conn, tid) == set()
+
+
+async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_asked(pool: asyncpg.Pool) -> None:
+    from worker.core.model import Mfa, MirrorUser
+    from worker.store.sync import load_mirror_users
+
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO entra_users (tenant_id, id, display_name, mail, business_phones, account_enabled,
+                                        assigned_licenses, removed, content_hash)
+               VALUES ($1, 'u1', 'Ann Lee', 'ann@x.test', '{"+1 555 0100"}', true, '{sku-a}', NULL, '\\x00'),
+                      ($1, 'u2', 'Bo', NULL, '{}', false, '{}', 'changed', '\\x00')""", tid)
+        await apply(conn, tid, sign_ins=[("u1", T2)], mfa=[("u1", MFA)], devices=[("u1", "aabbccddee01")])
+        await conn.execute("INSERT INTO entra_group_members (tenant_id, group_id, member_id, member_type) VALUES"
+                           " ($1, 'parent', 'child', 'group'), ($1, 'child', 'u1', 'user')", tid)
+        plain = await load_mirror_users(conn, tid, ["u2", "missing", "u1"], with_groups=False)
+        grouped = await load_mirror_users(conn, tid, ["u1"], with_groups=True)
+        assert await load_mirror_users(conn, tid, [], with_groups=True) == []
+    ann = MirrorUser(tenant_id=tid, id="u1", display_name="Ann Lee", mail="ann@x.test",
+                     business_phones=("+1 555 0100",), account_enabled=True, license_sku_ids=("sku-a",),
+                     last_sign_in_at="2026-11-20T08:00:00Z",
+                     mfa=Mfa(registered=True, capable=True, methods=("microsoftAuthenticatorPush",),
+                             preferred_method="push"),
+                     device_macs=("aabbccddee01",))
+    bo = MirrorUser(tenant_id=tid, id="u2", display_name="Bo", account_enabled=False, removed="changed")
+    assert plain == [bo, ann]
+    assert grouped == [msgspec.structs.replace(ann, group_ids=frozenset({"child", "parent"}))]

@@ -21,7 +21,6 @@ from worker.core.model import (
     END_USER_FIELDS,
     Asset,
     Filters,
-    Mfa,
     MirrorUser,
     OrgContext,
     Plan,
@@ -293,49 +292,40 @@ _MIRROR_SELECT = """
     -- One primary-key probe per id: with `id = ANY(...)` the planner chose a scan of the whole tenant per
     -- batch, which made a full projection quadratic in the tenant's size.
     us AS MATERIALIZED (
-        SELECT u.*, x.last_sign_in_at, x.mfa, x.device_macs FROM unnest($2::text[]) AS k(id)
+        SELECT k.n, u.*, x.last_sign_in_at, x.mfa, x.device_macs
+        FROM unnest($2::text[]) WITH ORDINALITY AS k(id, n)
         CROSS JOIN LATERAL (SELECT * FROM entra_users WHERE tenant_id = $1 AND id = k.id OFFSET 0) u
         LEFT JOIN LATERAL (SELECT * FROM entra_user_enrichment WHERE tenant_id = $1 AND id = k.id OFFSET 0) x
           ON true)
-    SELECT u.tenant_id, u.id, u.display_name, u.given_name, u.surname, u.mail, u.user_principal_name,
-           u.business_phones, u.mobile_phone, u.street_address, u.city, u.state, u.postal_code, u.country,
-           u.job_title, u.department, u.office_location, u.user_type, u.account_enabled, u.assigned_licenses,
-           u.removed, u.last_sign_in_at, u.mfa::text AS mfa, u.device_macs, {group_ids} AS group_ids
+    -- The whole batch as one JSON array in MirrorUser's shape: msgspec decodes it in one pass, far cheaper
+    -- than building the users from rows field by field.
+    SELECT COALESCE(json_agg(json_build_object(
+        'tenant_id', u.tenant_id, 'id', u.id, 'display_name', u.display_name, 'given_name', u.given_name,
+        'surname', u.surname, 'mail', u.mail, 'user_principal_name', u.user_principal_name,
+        'business_phones', u.business_phones, 'mobile_phone', u.mobile_phone,
+        'street_address', u.street_address, 'city', u.city, 'state', u.state, 'postal_code', u.postal_code,
+        'country', u.country, 'job_title', u.job_title, 'department', u.department,
+        'office_location', u.office_location, 'user_type', u.user_type, 'account_enabled', u.account_enabled,
+        'license_sku_ids', u.assigned_licenses, 'removed', u.removed,
+        'last_sign_in_at', to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'mfa', u.mfa, 'device_macs', COALESCE(u.device_macs, '{{}}'), 'group_ids', COALESCE({group_ids}, '{{}}')
+      ) ORDER BY u.n), '[]')::text
     FROM us u {join}
 """
 _WITH_GROUPS = _MEMBERSHIPS + _MIRROR_SELECT.format(
     group_ids="g.group_ids", join="LEFT JOIN groups g ON g.member_id = u.id")
 _WITHOUT_GROUPS = "WITH" + _MIRROR_SELECT.format(group_ids="NULL::text[]", join="")
 
-
-_mfa_decoder = msgspec.json.Decoder(Mfa)
-
-
-def _mirror_user(row: asyncpg.Record) -> MirrorUser:
-    mfa, sign_in = row["mfa"], row["last_sign_in_at"]
-    return MirrorUser(
-        tenant_id=row["tenant_id"], id=row["id"], display_name=row["display_name"],
-        given_name=row["given_name"], surname=row["surname"], mail=row["mail"],
-        user_principal_name=row["user_principal_name"], business_phones=tuple(row["business_phones"]),
-        mobile_phone=row["mobile_phone"], street_address=row["street_address"], city=row["city"],
-        state=row["state"], postal_code=row["postal_code"], country=row["country"],
-        job_title=row["job_title"], department=row["department"], office_location=row["office_location"],
-        user_type=row["user_type"], account_enabled=row["account_enabled"],
-        license_sku_ids=tuple(row["assigned_licenses"]), removed=row["removed"],
-        last_sign_in_at=sign_in.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if sign_in else None,
-        mfa=_mfa_decoder.decode(mfa) if mfa and mfa != "null" else None,
-        device_macs=tuple(row["device_macs"] or ()),
-        group_ids=frozenset(row["group_ids"] or ()),
-    )
+_mirror_users_decoder = msgspec.json.Decoder(list[MirrorUser])
 
 
 async def load_mirror_users(
     conn: Conn, tenant_id: str, ids: Sequence[str], *, with_groups: bool = True
 ) -> list[MirrorUser]:
-    """Mirror users by id; `with_groups=False` skips transitive membership (no filter of the caller needs
-    it), which is the most expensive part of the query."""
-    rows = await conn.fetch(_WITH_GROUPS if with_groups else _WITHOUT_GROUPS, tenant_id, list(ids))
-    return [_mirror_user(r) for r in rows]
+    """Mirror users by id, in that order; `with_groups=False` skips transitive membership (no filter of the
+    caller needs it), which is the most expensive part of the query."""
+    batch = await conn.fetchval(_WITH_GROUPS if with_groups else _WITHOUT_GROUPS, tenant_id, list(ids))
+    return _mirror_users_decoder.decode(batch)
 
 
 # ---- End Users: projection inputs -----------------------------------------------------------------------
