@@ -102,7 +102,8 @@ class Enricher:
             # New licence names flag the licensed mirror users: those of this listing must be there first.
             await users_ready.wait()
             if skus is not None:
-                await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus})
+                await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus},
+                                         flag=self._flag)
         return self.warnings
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:

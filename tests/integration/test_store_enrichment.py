@@ -104,3 +104,19 @@ async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_a
     bo = MirrorUser(tenant_id=tid, id="u2", display_name="Bo", account_enabled=False, removed="changed")
     assert plain == [bo, ann]
     assert grouped == [msgspec.structs.replace(ann, group_ids=frozenset({"child", "parent"}))]
+
+
+async def test_new_licence_names_flag_the_licensed_users_unless_told_not_to(pool: asyncpg.Pool) -> None:
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO entra_users (tenant_id, id, assigned_licenses, content_hash)
+               VALUES ($1, 'licensed', '{sku-a}', '\\x00'), ($1, 'unlicensed', '{}', '\\x00')""", tid)
+        assert await enrichment.replace_skus(conn, tid, {"sku-a": "ENTERPRISEPACK"}, flag=False)
+        assert await flagged(conn, tid) == set()  # a first listing: every user is flagged by it anyway
+        assert not await enrichment.replace_skus(conn, tid, {"sku-a": "ENTERPRISEPACK"})
+        assert await flagged(conn, tid) == set()
+        assert await enrichment.replace_skus(conn, tid, {"sku-a": "SPE_E3"})
+        assert await flagged(conn, tid) == {"licensed"}
+        names = await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tid)
+        assert [tuple(r) for r in names] == [("sku-a", "SPE_E3")]

@@ -190,8 +190,9 @@ async def finish_full_group_listing(
 
 # ---- Enrichment ---------------------------------------------------------------------------------------
 
-async def replace_skus(conn: Conn, tenant_id: str, skus: Mapping[str, str]) -> bool:
-    """Replace the tenant's licence names; True (and every licensed user flagged) when they changed."""
+async def replace_skus(conn: Conn, tenant_id: str, skus: Mapping[str, str], *, flag: bool = True) -> bool:
+    """Replace the tenant's licence names; True when they changed, and then every licensed user is flagged
+    (unless `flag` is off: a first listing flags every user anyway)."""
     rows = await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id)
     old: dict[str, str] = {r[0]: r[1] for r in rows}
     if old == dict(skus):
@@ -201,6 +202,8 @@ async def replace_skus(conn: Conn, tenant_id: str, skus: Mapping[str, str]) -> b
         "INSERT INTO subscribed_skus (tenant_id, sku_id, sku_part_number) VALUES ($1, $2, $3)",
         [(tenant_id, k, v) for k, v in skus.items()],
     )
+    if not flag:
+        return True
     await conn.execute(
         "INSERT INTO entra_user_dirty (tenant_id, id) SELECT tenant_id, id FROM entra_users"
         " WHERE tenant_id = $1 AND cardinality(assigned_licenses) > 0 ORDER BY id ON CONFLICT DO NOTHING",
