@@ -5,8 +5,8 @@ PostgreSQL is `DATABASE_URL`'s server (a fresh database, dropped after) or an em
 Organization's initial sync through `SyncEngine.org_sync` (delta walk into the mirror, then every user
 projected into End Users). In the same run:
 
-- a second, full `resync` with nothing changed, which must write no End User row
-  (`second_run_end_user_writes`, an extra field);
+- a second, full `resync` with nothing changed (the hourly job's steady state), which must write no End User
+  row (`second_run_end_user_writes` and `second_run_seconds`, extra fields);
 - `fetch_only_users_per_s`: the same delta walk with `TenantGraph.users_delta` (raw pages, msgspec parse,
   no database) — the ceiling our own Graph path allows;
 - `sdk_users_per_s`: the msgraph-sdk typed path (`GraphServiceClient.users.delta`) on a sample of at least
@@ -57,7 +57,9 @@ async def bench_resync(*, users: int, state_dir: Path | None = None) -> dict[str
                 if not counts.get("created"):
                     raise RuntimeError(f"the initial sync created no End User: {counts}")
 
+                started = time.perf_counter()
                 second_writes = await _second_run_writes(engine, pool, tenant["tenant_id"])
+                second_seconds = time.perf_counter() - started
                 fetch_rate = await _fetch_only(graph, tenant)
             finally:
                 await graph.close()
@@ -72,6 +74,7 @@ async def bench_resync(*, users: int, state_dir: Path | None = None) -> dict[str
         "fetch_only_users_per_s": round(fetch_rate, 1),
         "sdk_users_per_s": round(sdk_rate, 1),
         "second_run_end_user_writes": second_writes,
+        "second_run_seconds": round(second_seconds, 3),
         "initial_sync_counts": counts,
     }
 
