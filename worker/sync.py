@@ -275,7 +275,7 @@ class SyncEngine:
         # A complete listing replaces every membership, so it is one transaction: all or nothing.
         async with conn.transaction():
             # A tenant's first memberships go straight into the mirror: nothing to compare against.
-            direct = link is None and not await enrichment.has_memberships(conn, tenant_id)
+            direct = first = link is None and not await enrichment.has_memberships(conn, tenant_id)
             if link is None:
                 await enrichment.begin_full_group_listing(conn)
             listed: list[tuple[str, str, str]] = []  # memberships of a listing, written a batch at a time
@@ -293,6 +293,10 @@ class SyncEngine:
             if link is None:
                 await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=flag, direct=direct)
             await store.save_delta_link(conn, tenant_id, "groups", new_link)
+        if first:
+            # A first listing fills the memberships from nothing; until autovacuum's next ANALYZE, the planner
+            # would look members up by walking the tenant's whole key range instead of the member index.
+            await enrichment.analyze_memberships(conn)
 
     async def _project_dirty(
         self, conn: Conn, tenant_id: str, *, kind: str, record_always: bool, skip: Set[str] = frozenset(),

@@ -68,3 +68,27 @@ async def test_a_later_listing_compares_and_removes_what_is_gone(pool: asyncpg.P
         assert await memberships(conn, tid) == {("g1", "u2"), ("g1", "u3")}
         flagged = {r[0] for r in await conn.fetch("SELECT id FROM entra_user_dirty WHERE tenant_id = $1", tid)}
         assert flagged == {"u1", "u3"}  # the member who left and the one who joined
+
+
+async def test_after_a_first_listing_members_are_looked_up_through_the_member_index(
+    fresh_database_url: str,
+) -> None:
+    """Until statistics are refreshed the planner walks the tenant's key range per member; `analyze_memberships`
+    (run by the engine after a tenant's first listing) makes it use the member index."""
+    from worker.store.migrations import migrate
+    from worker.store.pool import create_pool
+    from worker.store.sync import _WITH_GROUPS
+
+    await migrate(fresh_database_url)
+    pool = await create_pool(fresh_database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await enrichment.begin_full_group_listing(conn)
+                rows = [(f"g{i % 300}", f"u{i}", "user") for i in range(60_000)]
+                assert await enrichment.write_listed_members(conn, "t", rows, direct=True)
+            await enrichment.analyze_memberships(conn)
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _WITH_GROUPS, "t", ["u1", "u2"]))
+        assert "entra_group_members_member" in plan and "entra_group_members_pkey" not in plan
+    finally:
+        await pool.close()

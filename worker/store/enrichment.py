@@ -147,6 +147,12 @@ async def begin_full_group_listing(conn: Conn) -> None:
     )
 
 
+async def analyze_memberships(conn: Conn) -> None:
+    """Refresh the planner's statistics of the memberships table (outside a transaction: what it samples is
+    committed)."""
+    await conn.execute("ANALYZE entra_group_members")
+
+
 async def has_memberships(conn: Conn, tenant_id: str) -> bool:
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM entra_group_members WHERE tenant_id = $1)", tenant_id))
