@@ -121,18 +121,21 @@ class SyncEngine:
         """
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
+            # Other Organizations get what changed; this one gets every user further below.
+            # Organizations about to get a whole-Organization projection (this one, and any other with an
+            # org-sync queued) are skipped, so their runs count what they created.
+            skip = {organization_id} | await store.orgs_awaiting_org_sync(conn, tenant_id)
             first = await store.get_delta_link(conn, tenant_id, "users") is None
             if first:
-                # A tenant seen for the first time: everything now, not at the next hourly resync.
-                changed, warnings = await self._full_pull(conn, graph, tenant_id)
+                # A tenant seen for the first time: everything now, not at the next hourly resync. Its users
+                # need flags only for an Organization that will not project them all anyway (one enabled
+                # later gets an org-sync of its own, after this one: the tenant lock orders them).
+                others = [o for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
+                changed, warnings = await self._full_pull(conn, graph, tenant_id, flag_new=bool(others))
             else:
                 changed = await self._pull(conn, graph, tenant_id, full=False)
                 warnings = await self._pull_groups(conn, graph, tenant_id, full=False)
             await store.record_tenant_status(conn, tenant_id, delta=True, full=first)
-            # Other Organizations get what changed; this one gets every user just below.
-            # Organizations about to get a whole-Organization projection (this one, and any other with an
-            # org-sync queued) are skipped here, so their runs count what they created.
-            skip = {organization_id} | await store.orgs_awaiting_org_sync(conn, tenant_id)
             await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=skip)
             orgs = await store.org_contexts(conn, tenant_id, organization_id)
             if not orgs:
@@ -164,7 +167,9 @@ class SyncEngine:
             finally:
                 await store.unlock_tenant(conn, tenant_id)
 
-    async def _full_pull(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> tuple[int, list[str]]:
+    async def _full_pull(
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, flag_new: bool = True
+    ) -> tuple[int, list[str]]:
         """Complete listings of users, groups and enrichment, side by side on three connections.
 
         The enrichment waits for the users to be in the mirror before it writes; if any listing fails the
@@ -178,7 +183,7 @@ class SyncEngine:
 
         async def users() -> int:
             try:
-                return await self._pull(conn, graph, tenant_id, full=True)
+                return await self._pull(conn, graph, tenant_id, full=True, flag_new=flag_new)
             finally:
                 users_ready.set()
                 took["users_ms"] = (time.monotonic() - started) * 1000
@@ -202,16 +207,21 @@ class SyncEngine:
                  **{k: round(v) for k, v in took.items()})
         return changed.result(), group_warnings.result() + enrich_warnings.result()
 
-    async def _pull(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
-        """Walk users delta into the mirror; returns how many mirror rows changed."""
+    async def _pull(
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True
+    ) -> int:
+        """Walk users delta into the mirror; returns how many mirror rows changed. `flag_new=False`: the users
+        of a tenant's first listing need no projection flags (the caller projects every user)."""
         try:
-            return await self._walk(conn, graph, tenant_id, full=full)
+            return await self._walk(conn, graph, tenant_id, full=full, flag_new=flag_new)
         except DeltaTokenExpired:
             log.warning("sync.delta_token_expired", tenant_id=tenant_id)
             await store.drop_delta_link(conn, tenant_id, "users")
-            return await self._walk(conn, graph, tenant_id, full=True)
+            return await self._walk(conn, graph, tenant_id, full=True, flag_new=flag_new)
 
-    async def _walk(self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool) -> int:
+    async def _walk(
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True
+    ) -> int:
         link = None if full else await store.get_delta_link(conn, tenant_id, "users")
         listing = link is None
         # A tenant's very first listing goes straight into the mirror: nothing to compare, nothing absent.
@@ -226,7 +236,8 @@ class SyncEngine:
                 batch += page.value
                 new_link = page.delta_link or new_link
                 if len(batch) >= WRITE_BATCH or (new_link and batch):
-                    changed += await self._write_users(conn, tenant_id, batch, listing=listing, fresh=fresh)
+                    changed += await self._write_users(conn, tenant_id, batch, listing=listing, fresh=fresh,
+                                                       flag_new=flag_new)
                     batch = []
             if new_link is None:
                 raise DeltaTokenExpired(0, "noDeltaLink", "delta walk ended without a deltaLink")
@@ -241,13 +252,13 @@ class SyncEngine:
 
     @staticmethod
     async def _write_users(
-        conn: Conn, tenant_id: str, batch: list[GraphUser], *, listing: bool, fresh: bool
+        conn: Conn, tenant_id: str, batch: list[GraphUser], *, listing: bool, fresh: bool, flag_new: bool
     ) -> int:
         async with conn.transaction():
             if fresh:
                 try:
                     async with conn.transaction():  # a savepoint: a refused COPY leaves nothing behind
-                        return await store.insert_new_mirror_users(conn, tenant_id, batch)
+                        return await store.insert_new_mirror_users(conn, tenant_id, batch, flag=flag_new)
                 except asyncpg.UniqueViolationError:
                     pass  # Graph repeated a user of an earlier page: compare and update as usual
             return await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)

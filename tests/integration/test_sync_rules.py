@@ -396,3 +396,19 @@ async def test_projection_without_a_spare_connection_reads_and_writes_on_one(
     assert counts["created"] == len(await end_users(pool, fresh.org_id)) > 0
     first = {oid: r["email"] for oid, r in (await end_users(pool, fresh.org_id)).items()}
     assert {oid: r["email"] for oid, r in (await end_users(pool, second_org)).items()} == first
+
+
+async def test_first_sync_of_a_tenant_also_serves_an_organization_that_awaits_no_org_sync(
+    fresh: Env, pool: asyncpg.Pool
+) -> None:
+    """A tenant's first listing flags its users only when another enabled Organization will not project every
+    user itself; one with no org-sync queued gets them through the flags."""
+    tid = fresh.tenant["tenant_id"]
+    async with pool.acquire() as conn:
+        other = await make_org(conn, fresh.tenant, ALL)  # enabled, no org-sync queued
+
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    mine, theirs = await end_users(pool, fresh.org_id), await end_users(pool, other)
+    assert mine and set(theirs) == set(mine)
+    assert await pool.fetchval("SELECT count(*) FROM entra_user_dirty WHERE tenant_id = $1", tid) == 0

@@ -206,17 +206,19 @@ async def upsert_mirror_users(conn: Conn, tenant_id: str, users: Sequence[GraphU
     return int(changed)
 
 
-async def insert_new_mirror_users(conn: Conn, tenant_id: str, users: Sequence[GraphUser]) -> int:
-    """A tenant's first listing: COPY straight into the mirror and flag every user (no staging, no compare).
-    Raises UniqueViolationError when a user is already there (Graph may repeat one across pages)."""
+async def insert_new_mirror_users(
+    conn: Conn, tenant_id: str, users: Sequence[GraphUser], *, flag: bool = True
+) -> int:
+    """A tenant's first listing: COPY straight into the mirror and flag every user unless told not to (no
+    staging, no compare). Raises UniqueViolationError when a user is already there (Graph may repeat one
+    across pages)."""
     latest = [u for u in {u.id: u for u in users}.values() if u.removed is None]  # the last entry wins
     latest.sort(key=lambda u: u.id)  # in key order: the primary key's inserts walk its pages in order
     records = [_mirror_record(tenant_id, u) for u in latest]
     await conn.copy_records_to_table("entra_users", records=records, columns=MIRROR_COLUMNS)
-    await conn.copy_records_to_table(
-        "entra_user_dirty", records=[(tenant_id, i) for i in sorted(u.id for u in latest)],
-        columns=("tenant_id", "id"),
-    )
+    if flag:
+        await conn.copy_records_to_table(
+            "entra_user_dirty", records=[(tenant_id, u.id) for u in latest], columns=("tenant_id", "id"))
     return len(records)
 
 
