@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
 import structlog
 
 from worker.core.macs import normalize_mac
@@ -75,35 +74,35 @@ class Enricher:
     staging them, and applies them in one pass into `entra_user_enrichment` as soon as they end; licence
     names wait for the users listing (`users_ready`), since a change of them flags the licensed users."""
 
-    def __init__(self, pool: asyncpg.Pool, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
-        self._pool, self._graph, self._tenant, self._flag = pool, graph, tenant_id, flag
+    def __init__(self, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
+        self._graph, self._tenant, self._flag = graph, tenant_id, flag
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
         self._copy = asyncio.Lock()  # one connection: its COPYs take turns
 
-    async def run(self, users_ready: asyncio.Event) -> list[str]:
-        async with self._pool.acquire() as conn:
-            await store.stage_enrichment(conn)
-            skus = await self._guard("licences", "licences", self._graph.subscribed_skus)
-            fetched = await asyncio.gather(
-                self._guard("entra_p1", "sign-in activity", lambda: self._sign_ins(conn)),
-                self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
-                self._guard("intune", "managed devices", lambda: self._devices(conn)),
-            )
-            sign_ins, mfa, devices = (f is not None for f in fetched)
-            # The enrichment has a table of its own: written now, while the users listing may still run.
-            started = time.monotonic()
-            async with conn.transaction():
-                written = await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa,
-                                                       devices=devices, flag=self._flag)
-                await store.record_capabilities(conn, self._tenant, self.capabilities)
-            log.debug("enrich.applied", tenant_id=self._tenant, written=written,
-                      duration_ms=round((time.monotonic() - started) * 1000))
-            # New licence names flag the licensed mirror users: those of this listing must be there first.
-            await users_ready.wait()
-            if skus is not None:
-                await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus},
-                                         flag=self._flag)
+    async def run(self, conn: Conn, users_ready: asyncio.Event) -> list[str]:
+        """Stage and apply every enrichment listing on `conn`; returns the warnings for the run."""
+        await store.stage_enrichment(conn)
+        skus = await self._guard("licences", "licences", self._graph.subscribed_skus)
+        fetched = await asyncio.gather(
+            self._guard("entra_p1", "sign-in activity", lambda: self._sign_ins(conn)),
+            self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
+            self._guard("intune", "managed devices", lambda: self._devices(conn)),
+        )
+        sign_ins, mfa, devices = (f is not None for f in fetched)
+        # The enrichment has a table of its own: written now, while the users listing may still run.
+        started = time.monotonic()
+        async with conn.transaction():
+            written = await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa,
+                                                   devices=devices, flag=self._flag)
+            await store.record_capabilities(conn, self._tenant, self.capabilities)
+        log.debug("enrich.applied", tenant_id=self._tenant, written=written,
+                  duration_ms=round((time.monotonic() - started) * 1000))
+        # New licence names flag the licensed mirror users: those of this listing must be there first.
+        await users_ready.wait()
+        if skus is not None:
+            await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus},
+                                     flag=self._flag)
         return self.warnings
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:

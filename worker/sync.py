@@ -172,14 +172,18 @@ class SyncEngine:
     ) -> tuple[int, list[str]]:
         """Complete listings of users, groups and enrichment, side by side on three connections.
 
-        The enrichment waits for the users to be in the mirror before it writes; if any listing fails the
-        others are cancelled and nothing is deactivated (absence counts only after a complete listing).
+        Groups and enrichment take spare connections of the pool; one the pool cannot spare soon runs after
+        the users listing on `conn` instead, so a busy pool slows a resync down rather than stalling it. If any
+        listing fails the others are cancelled and nothing is deactivated (absence counts only after a
+        complete listing).
         """
         users_ready = asyncio.Event()
         started = time.monotonic()
         took: dict[str, float] = {}
-        # A tenant's first listing flags every user it writes, so groups and enrichment need not flag again.
+        # A tenant's first listing flags the users it writes when anyone needs flags (`flag_new`), so groups
+        # and enrichment need not flag again.
         flag = await store.mirror_has_users(conn, tenant_id)
+        enricher = Enricher(graph, tenant_id, flag=flag)
 
         async def users() -> int:
             try:
@@ -188,24 +192,26 @@ class SyncEngine:
                 users_ready.set()
                 took["users_ms"] = (time.monotonic() - started) * 1000
 
-        async def groups() -> list[str]:
-            async with self._pool.acquire() as groups_conn:
-                try:
-                    return await self._pull_groups(groups_conn, graph, tenant_id, full=True, flag=flag)
-                finally:
-                    took["groups_ms"] = (time.monotonic() - started) * 1000
+        async def groups(on: Conn) -> list[str]:
+            try:
+                return await self._pull_groups(on, graph, tenant_id, full=True, flag=flag)
+            finally:
+                took["groups_ms"] = (time.monotonic() - started) * 1000
 
         try:
-            async with asyncio.TaskGroup() as tasks:
-                changed = tasks.create_task(users())
-                group_warnings = tasks.create_task(groups())
-                enrich_warnings = tasks.create_task(
-                    Enricher(self._pool, graph, tenant_id, flag=flag).run(users_ready))
+            async with self._spare_connection() as groups_conn, self._spare_connection() as enrich_conn:
+                async with asyncio.TaskGroup() as tasks:
+                    changed = tasks.create_task(users())
+                    group_task = tasks.create_task(groups(groups_conn)) if groups_conn else None
+                    enrich_task = tasks.create_task(enricher.run(enrich_conn, users_ready)) if enrich_conn else None
+                # What the pool could not spare a connection for runs now, on this one.
+                group_warnings = group_task.result() if group_task else await groups(conn)
+                enrich_warnings = enrich_task.result() if enrich_task else await enricher.run(conn, users_ready)
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None  # callers map single errors (transient, poison)
         log.info("sync.full_pull", tenant_id=tenant_id, enrich_ms=round((time.monotonic() - started) * 1000),
                  **{k: round(v) for k, v in took.items()})
-        return changed.result(), group_warnings.result() + enrich_warnings.result()
+        return changed.result(), group_warnings + enrich_warnings
 
     async def _pull(
         self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True

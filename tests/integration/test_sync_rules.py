@@ -6,6 +6,7 @@ Each test gets a fresh simulated tenant (`/_sim/tenants`) so tests never see eac
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -412,3 +413,24 @@ async def test_first_sync_of_a_tenant_also_serves_an_organization_that_awaits_no
     mine, theirs = await end_users(pool, fresh.org_id), await end_users(pool, other)
     assert mine and set(theirs) == set(mine)
     assert await pool.fetchval("SELECT count(*) FROM entra_user_dirty WHERE tenant_id = $1", tid) == 0
+
+
+async def test_first_full_sync_on_a_pool_with_no_spare_connection_runs_its_listings_one_after_another(
+    fresh: Env, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Groups and enrichment want connections of their own; a pool that cannot spare one (here: a pool of one,
+    held by the sync itself) makes them run after the users listing on the same connection, not wait for ever."""
+    tid = fresh.tenant["tenant_id"]
+    single = await create_pool(database_url, max_size=1)
+    graph = GraphClients(fresh.settings.graph)
+    try:
+        async with asyncio.timeout(120):
+            counts = await SyncEngine(pool=single, graph=graph, settings=fresh.settings).org_sync(
+                tid, fresh.org_id, None)
+    finally:
+        await graph.close()
+        await single.close()
+    users = await end_users(pool, fresh.org_id)
+    assert counts["created"] == len(users) > 0
+    assert any(u["microsoft"]["mfa"] for u in users.values())  # the enrichment ran
+    assert await pool.fetchval("SELECT count(*) FROM entra_group_members WHERE tenant_id = $1", tid) > 0
