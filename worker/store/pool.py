@@ -28,9 +28,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# JIT compilation off for our sessions: our statements are short set-based writes and keyset reads, and
+# PostgreSQL's JIT (on by default where it is built with LLVM) compiles any statement costed above
+# jit_above_cost — a 100,000-user preview spent over a second compiling a query that runs in 0.2 s.
+SERVER_SETTINGS = {"jit": "off"}
+
+
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=init_connection
+        database_url, min_size=min_size, max_size=max_size, init=init_connection,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool
