@@ -121,7 +121,3 @@ async def test_new_licence_names_flag_the_licensed_users_unless_told_not_to(pool
         names = await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tid)
         assert [tuple(r) for r in names] == [("sku-a", "SPE_E3")]
 
-
-async def test_pooled_sessions_run_without_jit(pool: asyncpg.Pool) -> None:
-    """PostgreSQL's JIT compiled the 100,000-user preview for over a second; our sessions turn it off."""
-    assert await pool.fetchval("SHOW jit") == "off"
