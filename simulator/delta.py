@@ -88,7 +88,7 @@ class DeltaEngine:
         self.tunables = tunables
         self.cache = FragmentCache()
         self._changes: OrderedDict[ChangeKey, list[tuple[str, set[str] | None]]] = OrderedDict()
-        self._members: dict[str, tuple[tuple[str, int, int], list[tuple[str, str]]]] = {}
+        self._members: dict[str, tuple[tuple[int, int], list[tuple[str, str]]]] = {}
 
     @property
     def page_size(self) -> int:
@@ -257,7 +257,7 @@ class DeltaEngine:
     def _member_list(self, group: GroupRecord) -> list[tuple[str, str]]:
         """The group's members as a list, kept while its membership log is unchanged: a large group spans many
         pages, and listing its dict anew for each would make a walk quadratic in the group's size."""
-        version = (group.id, len(group.member_log), len(group.members))
+        version = (len(group.member_log), len(group.members))  # every add and removal is logged
         cached = self._members.get(group.id)
         if cached is None or cached[0] != version:
             cached = self._members[group.id] = (version, list(group.members.items()))

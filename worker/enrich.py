@@ -70,8 +70,8 @@ def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None
 
 
 class Enricher:
-    """Fetches the enrichment listings on a connection of its own, concurrently with the users listing,
-    staging them, and applies them in one pass into `entra_user_enrichment` as soon as they end; licence
+    """Fetches the enrichment listings on the connection it is given (its own while the users listing runs
+    beside it), staging them, and applies them in one pass into `entra_user_enrichment` as soon as they end; licence
     names wait for the users listing (`users_ready`), since a change of them flags the licensed users."""
 
     def __init__(self, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:

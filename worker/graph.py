@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import ssl
 import time
@@ -206,15 +207,10 @@ class _Listing(msgspec.Struct, Generic[T]):
     next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
 
 
-_listing_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
-
-
+@functools.cache
 def _listing_decoder(item: type[T]) -> msgspec.json.Decoder[_Listing[T]]:
     """A decoder for pages of `item`: the whole page is parsed in one pass, items typed as it goes."""
-    decoder = _listing_decoders.get(item)
-    if decoder is None:
-        decoder = _listing_decoders[item] = msgspec.json.Decoder(_Listing[item])  # type: ignore[valid-type]
-    return decoder
+    return msgspec.json.Decoder(_Listing[item])  # type: ignore[valid-type]
 
 
 class Subscription(msgspec.Struct, rename="camel"):
@@ -408,7 +404,7 @@ class TenantGraph:
         url: str | None = path
         while url:
             response = await self.request("GET", url, params=params)
-            page = _listing_decoder(item).decode(response.content)
+            page = _listing_decoder(item).decode(response.content)  # type: ignore[arg-type]  # types hash
             yield page.value
             url, params = page.next_link, None
 

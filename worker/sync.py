@@ -375,8 +375,7 @@ class SyncEngine:
             async for chunk in source:
                 if not await self._write_chunk(conn, chunk, runs, written):
                     chunk.end_users = [await _end_users_of(conn, run, tenant_id, chunk.users) for run in runs]
-                    if not await self._write_chunk(conn, chunk, runs, written):
-                        raise AssertionError("unreachable: the last try raises")
+                    await self._write_chunk(conn, chunk, runs, written, last_try=True)
 
     @asynccontextmanager
     async def _spare_connection(self) -> AsyncIterator[Conn | None]:
@@ -398,7 +397,8 @@ class SyncEngine:
         written: Callable[[Sequence[str]], Awaitable[None]] | None, *, last_try: bool = False,
     ) -> bool:
         """Decide and write one chunk for every run in one transaction; False when the email index refused a
-        create decided from stale reads (nothing of the chunk is kept, nor counted)."""
+        create decided from stale reads (nothing of the chunk is kept, nor counted) — on the `last_try`, whose
+        reads are fresh, that refusal is raised."""
         saved = [(dict(run.counts), len(run.pending_deactivations), run.recorded) for run in runs]
         try:
             async with conn.transaction():
