@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from simulator import Simulator, run_simulator
+from simulator.model import Tenant
 from simulator.server import _is_loopback
 from tests.simulator.conftest import Graph, make_graph
 from tests.simulator.test_users import new_user
@@ -83,3 +84,20 @@ async def test_run_simulator_writes_and_updates_simulator_json_then_stops(tmp_pa
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def test_purge_takes_only_objects_soft_deleted_past_retention() -> None:
+    tenant = Tenant("t", "c", "s", "n", "N", domains=[])
+    users = [tenant.add_user({"id": f"u{i}", "userPrincipalName": f"u{i}@x"}, notify=False) for i in range(4)]
+    groups = [tenant.add_group({"id": f"g{i}"}, notify=False) for i in range(2)]
+    day = 86_400.0
+    tenant.soft_delete_user(users[0], 0.0)
+    tenant.soft_delete_user(users[1], 0.0)
+    tenant.restore_user(users[1])  # restored: kept whatever its old deletion time
+    tenant.soft_delete_user(users[2], 10 * day)
+    tenant.soft_delete_group(groups[0], 0.0)
+    assert tenant.purge_expired(29 * day) == 0
+    assert tenant.purge_expired(30 * day + 1) == 2
+    assert set(tenant.users) == {"u1", "u2", "u3"} and set(tenant.groups) == {"g1"}
+    assert tenant.purge_expired(40 * day + 1) == 1
+    assert set(tenant.users) == {"u1", "u3"} and not tenant.deleted_users and not tenant.deleted_groups
