@@ -80,7 +80,7 @@ async def test_first_listing_does_not_flag_when_told_not_to(pool: asyncpg.Pool) 
 
 async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_asked(pool: asyncpg.Pool) -> None:
     from worker.core.model import Mfa, MirrorUser
-    from worker.store.sync import load_mirror_users
+    from worker.store.sync import load_mirror_users, mirror_users_after
 
     tid = f"t-{uuid.uuid4()}"
     async with pool.acquire() as conn:
@@ -95,6 +95,10 @@ async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_a
         plain = await load_mirror_users(conn, tid, ["u2", "missing", "u1"], with_groups=False)
         grouped = await load_mirror_users(conn, tid, ["u1"], with_groups=True)
         assert await load_mirror_users(conn, tid, [], with_groups=True) == []
+        # Keyset over the whole tenant: the same users, in id order, a page at a time.
+        first_page = await mirror_users_after(conn, tid, "", limit=1, with_groups=True)
+        second_page = await mirror_users_after(conn, tid, "u1", limit=5, with_groups=False)
+        assert await mirror_users_after(conn, tid, "u2", limit=5) == []
     ann = MirrorUser(tenant_id=tid, id="u1", display_name="Ann Lee", mail="ann@x.test",
                      business_phones=("+1 555 0100",), account_enabled=True, license_sku_ids=("sku-a",),
                      last_sign_in_at="2026-11-20T08:00:00Z",
@@ -103,7 +107,8 @@ async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_a
                      device_macs=("aabbccddee01",))
     bo = MirrorUser(tenant_id=tid, id="u2", display_name="Bo", account_enabled=False, removed="changed")
     assert plain == [bo, ann]
-    assert grouped == [msgspec.structs.replace(ann, group_ids=frozenset({"child", "parent"}))]
+    assert grouped == first_page == [msgspec.structs.replace(ann, group_ids=frozenset({"child", "parent"}))]
+    assert second_page == [bo]
 
 
 async def test_new_licence_names_flag_the_licensed_users_unless_told_not_to(pool: asyncpg.Pool) -> None:

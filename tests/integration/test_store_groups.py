@@ -77,7 +77,7 @@ async def test_after_a_first_listing_members_are_looked_up_through_the_member_in
     (run by the engine after a tenant's first listing) makes it use the member index."""
     from worker.store.migrations import migrate
     from worker.store.pool import create_pool
-    from worker.store.sync import _WITH_GROUPS
+    from worker.store.sync import _MIRROR_QUERIES
 
     await migrate(fresh_database_url)
     pool = await create_pool(fresh_database_url, max_size=1)
@@ -88,7 +88,10 @@ async def test_after_a_first_listing_members_are_looked_up_through_the_member_in
                 rows = [(f"g{i % 300}", f"u{i}", "user") for i in range(60_000)]
                 assert await enrichment.write_listed_members(conn, "t", rows, direct=True)
             await enrichment.analyze_memberships(conn)
-            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _WITH_GROUPS, "t", ["u1", "u2"]))
-        assert "entra_group_members_member" in plan and "entra_group_members_pkey" not in plan
+            by_ids = await conn.fetch("EXPLAIN " + _MIRROR_QUERIES["ids", True], "t", ["u1", "u2"])
+            by_range = await conn.fetch("EXPLAIN " + _MIRROR_QUERIES["range", True], "t", "", 2000)
+        for rows_of_plan in (by_ids, by_range):
+            plan = "\n".join(r[0] for r in rows_of_plan)
+            assert "entra_group_members_member" in plan and "entra_group_members_pkey" not in plan
     finally:
         await pool.close()

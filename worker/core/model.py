@@ -27,8 +27,12 @@ class Mfa(msgspec.Struct, frozen=True, kw_only=True):
     preferred_method: str | None = None
 
 
-class MirrorUser(msgspec.Struct, frozen=True, kw_only=True):
-    """One Entra user as held in the tenant mirror (`entra_users`), with derived group membership."""
+class MirrorUser(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One Entra user as held in the tenant mirror (`entra_users`), with derived group membership.
+
+    Its JSON form is an array in field order (`array_like`): the store reads a batch of mirror users as one
+    array of arrays, which PostgreSQL builds and msgspec decodes far faster than objects with 25 keys each.
+    """
 
     tenant_id: str
     id: str
