@@ -330,20 +330,27 @@ class SyncEngine:
             deferred = sorted({c.entra_object_id for r in runs for c in r.pending_deactivations})
             await store.clear_dirty_range(conn, tenant_id, first=ids[0], last=ids[-1], keep=deferred)
 
-        # Keyset over flagged rows.
-        await self._project(conn, tenant_id, runs, lambda reader, after: store.dirty_user_ids(
-            reader, tenant_id, after=after, limit=CHUNK), written=clear)
+        async def flagged(reader: Conn, after: str, with_groups: bool) -> tuple[list[str], list[MirrorUser]]:
+            # Keyset over flagged rows, then their mirror rows.
+            ids = await store.dirty_user_ids(reader, tenant_id, after=after, limit=CHUNK)
+            users = await store.load_mirror_users(reader, tenant_id, ids, with_groups=with_groups) if ids else []
+            return ids, users
+
+        await self._project(conn, tenant_id, runs, flagged, written=clear)
         await self._finish(conn, tenant_id, runs)
         return runs
 
     async def _project_all(self, conn: Conn, tenant_id: str, run: OrgRun) -> None:
-        await self._project(conn, tenant_id, [run], lambda reader, after: store.user_ids_after(
-            reader, tenant_id, after, limit=CHUNK))
+        async def every(reader: Conn, after: str, with_groups: bool) -> tuple[list[str], list[MirrorUser]]:
+            users = await store.mirror_users_after(reader, tenant_id, after, limit=CHUNK, with_groups=with_groups)
+            return [u.id for u in users], users
+
+        await self._project(conn, tenant_id, [run], every)
         await self._finish(conn, tenant_id, [run])
 
     async def _project(
         self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun],
-        next_ids: Callable[[Conn, str], Awaitable[list[str]]],
+        next_chunk: Callable[[Conn, str, bool], Awaitable[tuple[list[str], list[MirrorUser]]]],
         written: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
         """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read on a
@@ -364,9 +371,13 @@ class SyncEngine:
 
         async def chunks(reader: Conn) -> AsyncIterator[_Chunk]:
             after = ""
-            while ids := await next_ids(reader, after):
-                users = await store.load_mirror_users(reader, tenant_id, ids, with_groups=with_groups)
-                yield _Chunk(ids, users, [await end_users_of(reader, run, users) for run in runs])
+            while True:
+                ids, users = await next_chunk(reader, after, with_groups)
+                if not ids:
+                    return
+                chunk = _Chunk(ids, users, [await end_users_of(reader, run, users) for run in runs])
+                chunk.decide(runs)  # read ahead, decided ahead: while the chunk before is being written
+                yield chunk
                 after = ids[-1]
 
         async with self._spare_connection() as reader:
@@ -375,6 +386,7 @@ class SyncEngine:
             async for chunk in source:
                 if not await self._write_chunk(conn, chunk, runs, written):
                     chunk.end_users = [await _end_users_of(conn, run, tenant_id, chunk.users) for run in runs]
+                    chunk.decide(runs)
                     await self._write_chunk(conn, chunk, runs, written, last_try=True)
 
     @asynccontextmanager
@@ -396,14 +408,13 @@ class SyncEngine:
         conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
         written: Callable[[Sequence[str]], Awaitable[None]] | None, *, last_try: bool = False,
     ) -> bool:
-        """Decide and write one chunk for every run in one transaction; False when the email index refused a
+        """Write one decided chunk for every run in one transaction; False when the email index refused a
         create decided from stale reads (nothing of the chunk is kept, nor counted) — on the `last_try`, whose
         reads are fresh, that refusal is raised."""
         saved = [(dict(run.counts), len(run.pending_deactivations), run.recorded) for run in runs]
         try:
             async with conn.transaction():
-                for run, (linked, by_email) in zip(runs, chunk.end_users, strict=True):
-                    plan = reconcile(chunk.users, org=run.org, linked=linked, by_email=by_email)
+                for run, plan in zip(runs, chunk.plans, strict=True):
                     run.add(plan)
                     if run.wrote or run.record_always:
                         await run.ensure_row(conn)
@@ -461,11 +472,18 @@ _EndUsers = tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]  # l
 
 @dataclass
 class _Chunk:
-    """One keyset page of mirror users with, per run, the End Users they are linked to or share an email with."""
+    """One keyset page of mirror users with, per run, the End Users they are linked to or share an email with,
+    and what each run will do about them."""
 
     ids: list[str]
     users: list[MirrorUser]
     end_users: list[_EndUsers]
+    plans: list[Plan] = field(default_factory=list)  # per run, from `decide`
+
+    def decide(self, runs: Sequence[OrgRun]) -> None:
+        """Each run's plan for these users (pure: nothing is counted until the chunk is written)."""
+        self.plans = [reconcile(self.users, org=run.org, linked=linked, by_email=by_email)
+                      for run, (linked, by_email) in zip(runs, self.end_users, strict=True)]
 
 
 async def _end_users_of(conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]) -> _EndUsers:
