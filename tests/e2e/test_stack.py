@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
-from worker.embedded import create_database
+from worker.embedded import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,9 @@ async def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout_s: float)
 async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> AsyncIterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    database_url = None
     if "DATABASE_URL" in os.environ:
-        env["DATABASE_URL"] = await create_database(postgres_server_url, "entra_sync_e2e")
+        env["DATABASE_URL"] = database_url = await create_database(postgres_server_url, "entra_sync_e2e")
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--state-dir", str(state)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(state / "up.log", "wb"))  # noqa: SIM115
@@ -51,6 +52,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: s
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+        if database_url is not None:  # a shared server keeps no database of ours
+            await drop_database(postgres_server_url, database_url)
 
 
 async def _admin(stack: dict[str, Any], path: str) -> Any:

@@ -28,7 +28,7 @@ from tests.integration.conftest import GraphAdmin, graph_admin
 from tests.integration.test_sync_rules import sim_control
 from worker import bus
 from worker.config import KafkaSettings
-from worker.embedded import create_database
+from worker.embedded import create_database, drop_database
 from worker.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -57,6 +57,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: s
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        await drop_database(postgres_server_url, database_url)
 
 
 class StackEnv(ChangeTracker):
