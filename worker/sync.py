@@ -353,11 +353,11 @@ class SyncEngine:
         next_chunk: Callable[[Conn, str, bool], Awaitable[tuple[list[str], list[MirrorUser]]]],
         written: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
-        """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read on a
-        second connection while this one is decided and written on `conn`, so PostgreSQL and our CPU work
-        side by side. A chunk read before the previous one was written can miss an End User that one just
-        created with a shared email; its write is then refused by the email index, and the chunk is decided
-        again from fresh reads: the result is the same as one chunk after the other."""
+        """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read and
+        decided (on a second connection, in a task of its own) while this one is written on `conn`, so
+        PostgreSQL and our CPU work side by side. A chunk read before the previous one was written can miss
+        an End User that one just created with a shared email; its write is then refused by the email index,
+        and the chunk is decided again from fresh reads: the result is the same as one chunk after the other."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
         # An Organization without End Users (a first sync) has nothing to look up: only what this projection
         # creates, and a shared email among those is caught by the email index like any stale read.
