@@ -71,6 +71,12 @@ class OrgRun:
         return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"]
                     or self.pending_deactivations)
 
+    def would_write(self, plan: Plan) -> bool:
+        """`wrote`, once `plan` is added."""
+        return self.wrote or bool(
+            plan.creates or plan.updates or plan.out_of_scope or plan.reviews or plan.deactivations
+            or any(c.sync_state == "out_of_scope" for c in plan.state_changes))
+
     async def ensure_row(self, conn: Conn) -> str:
         if self.run_id is None or not self.recorded:
             self.run_id = await store.start_run(
@@ -325,10 +331,12 @@ class SyncEngine:
             await store.clear_all_dirty(conn, tenant_id)
             return runs
 
-        async def clear(ids: Sequence[str]) -> None:
-            # Rows whose deactivation is pending stay flagged until `_finish`.
-            deferred = sorted({c.entra_object_id for r in runs for c in r.pending_deactivations})
-            await store.clear_dirty_range(conn, tenant_id, first=ids[0], last=ids[-1], keep=deferred)
+        async def clear(writer: Conn, chunk: _Chunk) -> None:
+            # Rows whose deactivation is pending (this chunk's included) stay flagged until `_finish`.
+            pending = [c for r in runs for c in r.pending_deactivations] + [
+                c for plan in chunk.plans for c in plan.deactivations]
+            deferred = sorted({c.entra_object_id for c in pending})
+            await store.clear_dirty_range(writer, tenant_id, first=chunk.ids[0], last=chunk.ids[-1], keep=deferred)
 
         async def flagged(reader: Conn, after: str, with_groups: bool) -> tuple[list[str], list[MirrorUser]]:
             # Keyset over flagged rows, then their mirror rows.
@@ -351,13 +359,15 @@ class SyncEngine:
     async def _project(
         self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun],
         next_chunk: Callable[[Conn, str, bool], Awaitable[tuple[list[str], list[MirrorUser]]]],
-        written: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+        written: Callable[[Conn, _Chunk], Awaitable[None]] | None = None,
     ) -> None:
         """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read and
-        decided (on a second connection, in a task of its own) while this one is written on `conn`, so
-        PostgreSQL and our CPU work side by side. A chunk read before the previous one was written can miss
-        an End User that one just created with a shared email; its write is then refused by the email index,
-        and the chunk is decided again from fresh reads: the result is the same as one chunk after the other."""
+        decided (on a second connection, in a task of its own) while this one is written on `conn` — and,
+        for runs that are recorded anyway, while the one before is still being written on a third connection
+        (the End User COPY is one PostgreSQL backend's work). Chunks are independent transactions. A chunk
+        decided before the previous one was written can miss an End User that one just created with a shared
+        email; its write is then refused by the email index, and the chunk is decided again from fresh reads:
+        the result is the same as one chunk after the other."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
         # An Organization without End Users (a first sync) has nothing to look up: only what this projection
         # creates, and a shared email among those is caught by the email index like any stale read.
@@ -380,19 +390,61 @@ class SyncEngine:
                 yield chunk
                 after = ids[-1]
 
-        async with self._spare_connection() as reader:
+        async def write_again(writer: Conn, chunk: _Chunk) -> None:
+            # Decided again from fresh reads, with no other write in flight: as if chunks were written in turn.
+            chunk.end_users = [await _end_users_of(writer, run, tenant_id, chunk.users) for run in runs]
+            chunk.decide(runs)
+            await self._write_chunk(writer, chunk, runs, written, last_try=True)
+
+        # Two writers only for runs recorded whatever they write, their records created before the first write
+        # (a run recorded lazily could otherwise be created by both).
+        parallel = all(run.record_always for run in runs)
+        async with self._spare_connection() as reader, self._spare_connection(parallel) as second:
             # Without a spare connection (the pool is busy) the chunks are read on `conn`, one after the other.
             source = prefetch(chunks(reader), depth=1) if reader is not None else chunks(conn)
-            async for chunk in source:
-                if not await self._write_chunk(conn, chunk, runs, written):
-                    chunk.end_users = [await _end_users_of(conn, run, tenant_id, chunk.users) for run in runs]
-                    chunk.decide(runs)
-                    await self._write_chunk(conn, chunk, runs, written, last_try=True)
+            if second is None:
+                async for chunk in source:
+                    if not await self._write_chunk(conn, chunk, runs, written):
+                        await write_again(conn, chunk)
+                return
+            idle: asyncio.Queue[Conn] = asyncio.Queue()
+            idle.put_nowait(conn)
+            idle.put_nowait(second)
+
+            one_at_a_time = asyncio.Lock()
+
+            async def write_on(writer: Conn, chunk: _Chunk) -> None:
+                written_now = await self._write_chunk(writer, chunk, runs, written)
+                idle.put_nowait(writer)
+                if not written_now:
+                    # Both writers, once what they write is in: nothing else in flight while this one retries.
+                    async with one_at_a_time:
+                        mine, other = await idle.get(), await idle.get()
+                        try:
+                            await write_again(mine, chunk)
+                        finally:
+                            idle.put_nowait(mine)
+                            idle.put_nowait(other)
+
+            tasks_started = False
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    async for chunk in source:
+                        if not tasks_started:
+                            for run in runs:
+                                await run.ensure_row(conn)  # nothing is being written yet: `conn` is free
+                            tasks_started = True
+                        tasks.create_task(write_on(await idle.get(), chunk))
+            except BaseExceptionGroup as group:
+                raise group.exceptions[0] from None
 
     @asynccontextmanager
-    async def _spare_connection(self) -> AsyncIterator[Conn | None]:
+    async def _spare_connection(self, wanted: bool = True) -> AsyncIterator[Conn | None]:
         """A second connection for pipelining if the pool has one to spare soon; None rather than wait on a
-        pool that other tenants' work holds."""
+        pool that other tenants' work holds (or when not `wanted`)."""
+        if not wanted:
+            yield None
+            return
         try:
             spare = await self._pool.acquire(timeout=SPARE_CONNECTION_WAIT_S)
         except TimeoutError:
@@ -406,30 +458,31 @@ class SyncEngine:
     @staticmethod
     async def _write_chunk(
         conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
-        written: Callable[[Sequence[str]], Awaitable[None]] | None, *, last_try: bool = False,
+        written: Callable[[Conn, _Chunk], Awaitable[None]] | None, *, last_try: bool = False,
     ) -> bool:
-        """Write one decided chunk for every run in one transaction; False when the email index refused a
-        create decided from stale reads (nothing of the chunk is kept, nor counted) — on the `last_try`, whose
-        reads are fresh, that refusal is raised."""
-        saved = [(dict(run.counts), len(run.pending_deactivations), run.recorded) for run in runs]
+        """Write one decided chunk for every run in one transaction, counting it once committed; False when
+        the email index refused a create decided from stale reads, or PostgreSQL broke a deadlock between two
+        writers creating End Users with crossing emails (nothing of the chunk is kept, nor counted) — on the
+        `last_try`, whose reads are fresh and which nothing writes beside, that refusal is raised."""
+        recorded = [run.recorded for run in runs]
         try:
             async with conn.transaction():
                 for run, plan in zip(runs, chunk.plans, strict=True):
-                    run.add(plan)
-                    if run.wrote or run.record_always:
+                    if run.record_always or run.would_write(plan):
                         await run.ensure_row(conn)
                     await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
                                            include_deactivations=False)
                 if written is not None:
-                    await written(chunk.ids)
-            return True
-        except asyncpg.UniqueViolationError:
+                    await written(conn, chunk)
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
             if last_try:
                 raise
-            for run, (counts, pending, recorded) in zip(runs, saved, strict=True):
-                run.counts, run.recorded = counts, recorded
-                del run.pending_deactivations[pending:]
+            for run, was in zip(runs, recorded, strict=True):
+                run.recorded = was  # a run row created in the rolled-back transaction is gone with it
             return False
+        for run, plan in zip(runs, chunk.plans, strict=True):
+            run.add(plan)
+        return True
 
     async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
         """Apply or hold each run's deactivations (accidental-deletion guard), then close its record."""

@@ -379,6 +379,42 @@ async def test_pipelined_chunks_give_a_shared_email_to_one_end_user_and_review_t
                                fresh.org_id) == 1
 
 
+async def test_two_writers_creating_crossing_emails_end_with_one_end_user_per_email(
+    fresh: Env, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An org-sync writes two chunks at once. Chunks (a, b) and (c, d) with c sharing b's email and d sharing
+    a's create them in crossing order, which can deadlock the two transactions as well as trip the email
+    index: the chunk that loses is decided again once nothing else is being written. Whoever wins, each email
+    ends with one End User and the other user of it in review; nothing fails."""
+    import worker.sync
+
+    monkeypatch.setattr(worker.sync, "CHUNK", 2)
+    tid = fresh.tenant["tenant_id"]
+    listed = await fresh.admin.call("GET", "/users?$select=id,mail,accountEnabled&$top=999")
+    mail = {u["id"]: u["mail"] for u in listed["value"]}
+    ids = sorted(mail)  # the projection's chunks: consecutive pairs of ids
+    pairs = []
+    for k in range(0, 40, 4):
+        a, b, c, d = ids[k:k + 4]
+        enabled = all(u["accountEnabled"] for u in listed["value"] if u["id"] in (a, b, c, d))
+        if enabled and mail[a] and mail[b]:
+            await fresh.admin.call("PATCH", f"/users/{c}", {"mail": mail[b]})
+            await fresh.admin.call("PATCH", f"/users/{d}", {"mail": mail[a]})
+            pairs += [(a, d, mail[a]), (b, c, mail[b])]
+    assert len(pairs) >= 10
+
+    counts = await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    users = await end_users(pool, fresh.org_id)
+    reviewed = {r[0] for r in await pool.fetch(
+        "SELECT entra_object_id FROM review_items WHERE organization_id = $1::uuid", fresh.org_id)}
+    for one, other, email in pairs:
+        holders = [oid for oid in (one, other) if oid in users]
+        assert len(holders) == 1 and users[holders[0]]["email"].lower() == email.lower()
+        assert ({one, other} - set(holders)) <= reviewed
+    assert counts["errors"] == 0 and counts["created"] == len(users) and counts["review"] == len(reviewed)
+
+
 async def test_projection_without_a_spare_connection_reads_and_writes_on_one(
     fresh: Env, pool: asyncpg.Pool, database_url: str
 ) -> None:
