@@ -426,14 +426,11 @@ class SyncEngine:
                             idle.put_nowait(mine)
                             idle.put_nowait(other)
 
-            tasks_started = False
             try:
                 async with asyncio.TaskGroup() as tasks:
                     async for chunk in source:
-                        if not tasks_started:
-                            for run in runs:
-                                await run.ensure_row(conn)  # nothing is being written yet: `conn` is free
-                            tasks_started = True
+                        for run in runs:  # before the first write, while `conn` is free; a no-op after it
+                            await run.ensure_row(conn)
                         tasks.create_task(write_on(await idle.get(), chunk))
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None

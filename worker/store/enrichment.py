@@ -240,6 +240,13 @@ async def copy_devices(conn: Conn, rows: Sequence[tuple[str, str]]) -> None:
     await conn.copy_records_to_table("stage_devices", records=rows, columns=("id", "mac"))
 
 
+# The staged listings, one row per user with a value ($2, $3, $4: whether each listing completed; a user Graph
+# repeats is taken once).
+_STAGED = """si AS (SELECT DISTINCT ON (id) id, at FROM stage_sign_ins WHERE $2 AND at IS NOT NULL),
+           mf AS (SELECT DISTINCT ON (id) id, mfa FROM stage_mfa WHERE $3 AND mfa IS NOT NULL),
+           dv AS (SELECT id, array_agg(DISTINCT mac ORDER BY mac) AS macs FROM stage_devices WHERE $4 GROUP BY id)"""
+
+
 async def apply_enrichment(
     conn: Conn, tenant_id: str, *, sign_ins: bool, mfa: bool, devices: bool, flag: bool = True
 ) -> int:
@@ -251,9 +258,7 @@ async def apply_enrichment(
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM entra_user_enrichment WHERE tenant_id = $1)", tenant_id):
         return await _insert_first_enrichment(conn, tenant_id, sign_ins=sign_ins, mfa=mfa, devices=devices, flag=flag)
     return int(await conn.fetchval(
-        """WITH si AS (SELECT DISTINCT ON (id) id, at FROM stage_sign_ins WHERE $2),
-           mf AS (SELECT DISTINCT ON (id) id, mfa FROM stage_mfa WHERE $3),
-           dv AS (SELECT id, array_agg(DISTINCT mac ORDER BY mac) AS macs FROM stage_devices WHERE $4 GROUP BY id),
+        "WITH " + _STAGED + """,
            keys AS (SELECT id FROM si UNION SELECT id FROM mf UNION SELECT id FROM dv
                     UNION SELECT id FROM entra_user_enrichment WHERE tenant_id = $1),
            e AS (
@@ -292,9 +297,7 @@ async def _insert_first_enrichment(
     """A tenant's first enrichment: nothing to compare against, so the staged listings are joined and inserted
     (0.6 s instead of 1.0 s for 100,000 users, at the end of the first sync's longest chain)."""
     return int(await conn.fetchval(
-        """WITH si AS (SELECT DISTINCT ON (id) id, at FROM stage_sign_ins WHERE $2 AND at IS NOT NULL),
-           mf AS (SELECT DISTINCT ON (id) id, mfa FROM stage_mfa WHERE $3 AND mfa IS NOT NULL),
-           dv AS (SELECT id, array_agg(DISTINCT mac ORDER BY mac) AS macs FROM stage_devices WHERE $4 GROUP BY id),
+        "WITH " + _STAGED + """,
            ins AS (
              INSERT INTO entra_user_enrichment (tenant_id, id, last_sign_in_at, mfa, device_macs)
              SELECT $1, COALESCE(si.id, mf.id, dv.id), si.at, mf.mfa, COALESCE(dv.macs, '{}')

@@ -272,16 +272,17 @@ async def clear_dirty_range(conn: Conn, tenant_id: str, *, first: str, last: str
 # Mirror users are read a batch at a time as one JSON array of arrays in MirrorUser's field order
 # (`array_like`): msgspec decodes it in one pass, far cheaper than building users from rows field by field,
 # and arrays cost PostgreSQL and the decoder about half what objects with their 25 keys do.
-_MIRROR_JSON: dict[str, str] = {
+_MIRROR_JSON: dict[str, str] = {  # a MirrorUser field not named here is the mirror column of the same name
     "license_sku_ids": "u.assigned_licenses",
     "last_sign_in_at": """to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""",
     "device_macs": "COALESCE(u.device_macs, '{}')",
-    "group_ids": "{group_ids}",
 }
-_MIRROR_ROW = ", ".join(
-    _MIRROR_JSON.get(f, f"u.{f}").replace("{}", "{{}}") if f != "group_ids" else _MIRROR_JSON[f]
-    for f in MirrorUser.__struct_fields__
-)
+
+
+def _mirror_row(group_ids: str) -> str:
+    """The JSON array's elements, in MirrorUser's field order."""
+    exprs = _MIRROR_JSON | {"group_ids": group_ids}
+    return ", ".join(exprs.get(f, f"u.{f}") for f in MirrorUser.__struct_fields__)
 
 # The users of a batch with their enrichment, `n` ordering them. One primary-key probe per key (LATERAL …
 # OFFSET 0 is not flattened): with `id = ANY(...)` the planner chose a scan of the whole tenant per batch,
@@ -312,7 +313,7 @@ _MEMBERSHIPS = """,
 
 def _mirror_query(source: str, *, with_groups: bool) -> str:
     groups, join = (_MEMBERSHIPS, "LEFT JOIN groups g ON g.member_id = u.id") if with_groups else ("", "")
-    row = _MIRROR_ROW.format(group_ids="COALESCE(g.group_ids, '{}')" if with_groups else "'{}'::text[]")
+    row = _mirror_row("COALESCE(g.group_ids, '{}')" if with_groups else "'{}'::text[]")
     return (f"WITH RECURSIVE us AS MATERIALIZED ({source}){groups}\n"
             f"SELECT COALESCE(json_agg(json_build_array({row}) ORDER BY u.n), '[]')::text FROM us u {join}")
 
