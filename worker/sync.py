@@ -12,6 +12,7 @@ Work for one tenant is serialised across replicas by a PostgreSQL advisory lock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
 from contextlib import asynccontextmanager
@@ -364,10 +365,11 @@ class SyncEngine:
         """Project chunks of mirror users into each run's End Users, pipelined: the next chunk is read and
         decided (on a second connection, in a task of its own) while this one is written on `conn` — and,
         for runs that are recorded anyway, while the one before is still being written on a third connection
-        (the End User COPY is one PostgreSQL backend's work). Chunks are independent transactions. A chunk
-        decided before the previous one was written can miss an End User that one just created with a shared
-        email; its write is then refused by the email index, and the chunk is decided again from fresh reads:
-        the result is the same as one chunk after the other."""
+        (the End User COPY is one PostgreSQL backend's work; chunks sharing an email are not written side by
+        side). Chunks are independent transactions. A chunk decided before the previous one was written can
+        miss an End User that one just created with a shared email; its write is then refused by the email
+        index, and the chunk is decided again from fresh reads: the result is the same as one chunk after the
+        other."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
         # An Organization without End Users (a first sync) has nothing to look up: only what this projection
         # creates, and a shared email among those is caught by the email index like any stale read.
@@ -412,6 +414,13 @@ class SyncEngine:
             idle.put_nowait(second)
 
             one_at_a_time = asyncio.Lock()
+            # Emails each unsettled chunk gives End Users. A chunk sharing one with an earlier chunk waits until
+            # that one is in: the earlier chunk wins the email, as it would one chunk after the other.
+            unsettled: dict[int, frozenset[str]] = {}
+            settled = asyncio.Condition()
+
+            def shares_none(emails: frozenset[str]) -> bool:
+                return all(emails.isdisjoint(e) for e in unsettled.values())
 
             async def write_on(writer: Conn, chunk: _Chunk) -> None:
                 written_now = await self._write_chunk(writer, chunk, runs, written)
@@ -425,12 +434,19 @@ class SyncEngine:
                         finally:
                             idle.put_nowait(mine)
                             idle.put_nowait(other)
+                async with settled:
+                    del unsettled[id(chunk)]
+                    settled.notify_all()
 
             try:
                 async with asyncio.TaskGroup() as tasks:
                     async for chunk in source:
                         for run in runs:  # before the first write, while `conn` is free; a no-op after it
                             await run.ensure_row(conn)
+                        emails = chunk.emails()
+                        async with settled:
+                            await settled.wait_for(functools.partial(shares_none, emails))
+                            unsettled[id(chunk)] = emails
                         tasks.create_task(write_on(await idle.get(), chunk))
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
@@ -529,6 +545,12 @@ class _Chunk:
     users: list[MirrorUser]
     end_users: list[_EndUsers]
     plans: list[Plan] = field(default_factory=list)  # per run, from `decide`
+
+    def emails(self) -> frozenset[str]:
+        """The emails, as the email index compares them, that this chunk's creates and updates give End Users."""
+        fields = [x.fields for plan in self.plans for x in plan.creates] + [
+            x.fields for plan in self.plans for x in plan.updates]
+        return frozenset(email.strip().lower() for f in fields if (email := f.get("email")))
 
     def decide(self, runs: Sequence[OrgRun]) -> None:
         """Each run's plan for these users (pure: nothing is counted until the chunk is written)."""
