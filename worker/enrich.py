@@ -28,6 +28,7 @@ from worker.graph import (
 )
 from worker.store import Conn
 from worker.store import enrichment as store
+from worker.store.sync import analyze_keys
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -71,39 +72,71 @@ def device_macs(devices: list[ManagedDevice], into: dict[str, set[str]]) -> None
 
 class Enricher:
     """Fetches the enrichment listings on the connection it is given (its own while the users listing runs
-    beside it), staging them, and applies them in one pass into `entra_user_enrichment` as soon as they end; licence
-    names wait for the users listing (`users_ready`), since a change of them flags the licensed users."""
+    beside it). MFA and devices are staged and written into `entra_user_enrichment` in one pass as soon as both
+    end; sign-in times, the longest listing, go to `entra_user_sign_ins` as their pages arrive (straight in for a
+    tenant's first listing, else staged and compared at its end). Licence names wait for the users listing
+    (`users_ready`), since a change of them flags the licensed users."""
 
     def __init__(self, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
         self._graph, self._tenant, self._flag = graph, tenant_id, flag
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
-        self._copy = asyncio.Lock()  # one connection: its COPYs take turns
+        self._conn_turn = asyncio.Lock()  # one connection: its statements take turns
 
     async def run(self, conn: Conn, users_ready: asyncio.Event) -> list[str]:
         """Stage and apply every enrichment listing on `conn`; returns the warnings for the run."""
         await store.stage_enrichment(conn)
+        # Asked before the listings start: from then on they take turns on the connection.
+        direct = not await store.has_sign_ins(conn, self._tenant)
+        first = not await store.has_enrichment(conn, self._tenant)
         skus = await self._guard("licences", "licences", self._graph.subscribed_skus)
-        fetched = await asyncio.gather(
-            self._guard("entra_p1", "sign-in activity", lambda: self._sign_ins(conn)),
-            self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
-            self._guard("intune", "managed devices", lambda: self._devices(conn)),
-        )
-        sign_ins, mfa, devices = (f is not None for f in fetched)
-        # The enrichment has a table of its own: written now, while the users listing may still run.
-        started = time.monotonic()
-        async with conn.transaction():
-            written = await store.apply_enrichment(conn, self._tenant, sign_ins=sign_ins, mfa=mfa,
-                                                   devices=devices, flag=self._flag)
-            await store.record_capabilities(conn, self._tenant, self.capabilities)
-        log.debug("enrich.applied", tenant_id=self._tenant, written=written,
-                  duration_ms=round((time.monotonic() - started) * 1000))
+        await asyncio.gather(self._apply_sign_ins(conn, direct=direct), self._apply_mfa_and_devices(conn, first=first))
+        await store.record_capabilities(conn, self._tenant, self.capabilities)
         # New licence names flag the licensed mirror users: those of this listing must be there first.
         await users_ready.wait()
         if skus is not None:
             await store.replace_skus(conn, self._tenant, {s.sku_id: s.sku_part_number for s in skus},
                                      flag=self._flag)
         return self.warnings
+
+    async def _apply_sign_ins(self, conn: Conn, *, direct: bool) -> None:
+        """`direct`: the tenant has no sign-in times yet, so its listing goes straight into the table."""
+
+        async def write(rows: list[tuple[str, datetime | None]]) -> None:
+            nonlocal direct
+            if direct and await store.insert_sign_ins(conn, self._tenant, rows, flag=self._flag):
+                return
+            if direct:  # Graph repeated a user of an earlier page: compare the whole listing at its end
+                direct = False
+                await store.stage_written_sign_ins(conn, self._tenant)
+            await store.copy_sign_ins(conn, rows)
+
+        listed = await self._guard("entra_p1", "sign-in activity", lambda: self._stream(
+            self._graph.sign_ins(), lambda page: [(u.id, last_sign_in(u)) for u in page], write))
+        if listed and not direct:
+            await self._timed("sign-ins", lambda: store.apply_sign_ins(conn, self._tenant, flag=self._flag), conn)
+        elif listed:
+            async with self._conn_turn:
+                await analyze_keys(conn, "entra_user_sign_ins")
+
+    async def _apply_mfa_and_devices(self, conn: Conn, *, first: bool) -> None:
+        mfa, devices = (f is not None for f in await asyncio.gather(
+            self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
+            self._guard("intune", "managed devices", lambda: self._devices(conn)),
+        ))
+        await self._timed("mfa-devices", lambda: store.apply_enrichment(
+            conn, self._tenant, mfa=mfa, devices=devices, flag=self._flag), conn)
+        if first:
+            async with self._conn_turn:
+                await analyze_keys(conn, "entra_user_enrichment")
+
+    async def _timed(self, what: str, apply: Callable[[], Awaitable[int]], conn: Conn) -> None:
+        """One apply pass, in a transaction of its own, when the connection is free."""
+        started = time.monotonic()
+        async with self._conn_turn, conn.transaction():
+            written = await apply()
+        log.debug("enrich.applied", tenant_id=self._tenant, what=what, written=written,
+                  duration_ms=round((time.monotonic() - started) * 1000))
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
         """Run one listing; a missing capability becomes a warning and None (its column is left alone)."""
@@ -130,22 +163,19 @@ class Enricher:
 
     async def _stream(self, pages: AsyncIterator[list[T]], rows_of: Callable[[list[T]], list[R]],
                       write: Callable[[list[R]], Awaitable[None]]) -> bool:
-        """Stage a listing: the next pages are fetched while rows are COPied, `COPY_ROWS` at a time."""
+        """Stage a listing: the next pages are fetched while rows are written, `COPY_ROWS` at a time or more
+        while the connection is busy with another listing's writes (the listing never waits for them)."""
         batch: list[R] = []
         async for page in prefetch(pages, depth=2):
             batch += rows_of(page)
-            if len(batch) >= COPY_ROWS:
-                async with self._copy:
+            if len(batch) >= COPY_ROWS and not self._conn_turn.locked():
+                async with self._conn_turn:
                     await write(batch)
                 batch = []
         if batch:
-            async with self._copy:
+            async with self._conn_turn:
                 await write(batch)
         return True
-
-    async def _sign_ins(self, conn: Conn) -> bool:
-        return await self._stream(self._graph.sign_ins(), lambda page: [(u.id, last_sign_in(u)) for u in page],
-                                  lambda rows: store.copy_sign_ins(conn, rows))
 
     async def _mfa(self, conn: Conn) -> bool:
         return await self._stream(self._graph.registration_details(), lambda page: [(d.id, mfa_of(d)) for d in page],

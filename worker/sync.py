@@ -261,6 +261,8 @@ class SyncEngine:
         finally:
             if listing:
                 await store.end_listing(conn)
+        if fresh:
+            await store.analyze_keys(conn, "entra_users")
         return changed
 
     @staticmethod

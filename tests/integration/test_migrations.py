@@ -21,8 +21,9 @@ async def test_concurrent_migrations_apply_each_file_once(fresh_database_url: st
     assert await migrate(fresh_database_url) == []
 
 
-async def test_enrichment_moves_to_its_own_table_with_its_values(fresh_database_url: str) -> None:
-    """0002 moves sign-in, MFA and device MACs out of the mirror rows without losing a value."""
+async def test_enrichment_moves_to_its_own_tables_with_its_values(fresh_database_url: str) -> None:
+    """0002 moves sign-in, MFA and device MACs out of the mirror rows, 0003 sign-in times on into a table of
+    their own, without losing a value or keeping an empty row."""
     files = dict(migration_files())
     conn = await asyncpg.connect(fresh_database_url)
     try:
@@ -33,11 +34,13 @@ async def test_enrichment_moves_to_its_own_table_with_its_values(fresh_database_
         await conn.execute(
             """INSERT INTO entra_users (tenant_id, id, content_hash, last_sign_in_at, mfa, device_macs) VALUES
                ('t', 'with', '\\x00', '2026-11-01T09:30:00Z', '{"registered": true}', '{aabbccddee01}'),
+               ('t', 'signed-in', '\\x00', '2026-11-02T09:30:00Z', NULL, '{}'),
                ('t', 'without', '\\x00', NULL, NULL, '{}')""")
-        assert await migrate(fresh_database_url) == ["0002_enrichment_table_and_journal"]
-        moved = await conn.fetch("SELECT id, last_sign_in_at IS NOT NULL AS signed_in, mfa::text, device_macs"
-                                 " FROM entra_user_enrichment ORDER BY id")
-        assert [tuple(r) for r in moved] == [("with", True, '{"registered": true}', ["aabbccddee01"])]
-        assert await conn.fetchval("SELECT count(*) FROM entra_users") == 2
+        assert await migrate(fresh_database_url) == ["0002_enrichment_table_and_journal", "0003_sign_ins_table"]
+        moved = await conn.fetch("SELECT id, mfa::text, device_macs FROM entra_user_enrichment ORDER BY id")
+        assert [tuple(r) for r in moved] == [("with", '{"registered": true}', ["aabbccddee01"])]
+        signed_in = await conn.fetch("SELECT id, last_sign_in_at::date::text FROM entra_user_sign_ins ORDER BY id")
+        assert [tuple(r) for r in signed_in] == [("signed-in", "2026-11-02"), ("with", "2026-11-01")]
+        assert await conn.fetchval("SELECT count(*) FROM entra_users") == 3
     finally:
         await conn.close()

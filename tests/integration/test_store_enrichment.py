@@ -1,5 +1,6 @@
-"""Enrichment against PostgreSQL: staged listings land in `entra_user_enrichment`, only changes are written
-and flagged, a listing that failed leaves its column alone, and a complete one clears what it no longer shows."""
+"""Enrichment against PostgreSQL: sign-in times land in `entra_user_sign_ins` (COPied straight in for a tenant's
+first listing), MFA and devices in `entra_user_enrichment`; only changes are written and flagged, a listing that
+failed leaves its values alone, and a complete one clears what it no longer shows."""
 
 from __future__ import annotations
 
@@ -20,23 +21,33 @@ MFA = {"registered": True, "capable": True, "methods": ["microsoftAuthenticatorP
 async def apply(conn: asyncpg.Connection, tid: str, *, sign_ins: list[tuple[str, Any]] | None = None,
                 mfa: list[tuple[str, Any]] | None = None, devices: list[tuple[str, str]] | None = None,
                 flag: bool = True) -> int:  # fmt: skip
-    """One enrichment pass; a listing given as None failed (capability missing)."""
+    """One enrichment pass as the Enricher makes it; a listing given as None failed (capability missing).
+    Returns the rows written (sign-in rows plus MFA-and-device rows)."""
     await enrichment.stage_enrichment(conn)
-    async with conn.transaction():
-        if sign_ins:
+    written = 0
+    if sign_ins is not None:
+        if not await enrichment.has_sign_ins(conn, tid):
+            assert await enrichment.insert_sign_ins(conn, tid, sign_ins, flag=flag)
+            written += len({user for user, at in sign_ins if at is not None})
+        else:
             await enrichment.copy_sign_ins(conn, sign_ins)
+            async with conn.transaction():
+                written += await enrichment.apply_sign_ins(conn, tid, flag=flag)
+    async with conn.transaction():
         if mfa:
             await enrichment.copy_mfa(conn, mfa)
         if devices:
             await enrichment.copy_devices(conn, devices)
-        return await enrichment.apply_enrichment(conn, tid, sign_ins=sign_ins is not None, mfa=mfa is not None,
-                                                 devices=devices is not None, flag=flag)
+        return written + await enrichment.apply_enrichment(conn, tid, mfa=mfa is not None,
+                                                           devices=devices is not None, flag=flag)
 
 
 async def rows(conn: asyncpg.Connection, tid: str) -> dict[str, tuple[Any, ...]]:
-    found = await conn.fetch("SELECT id, last_sign_in_at, mfa, device_macs FROM entra_user_enrichment"
-                             " WHERE tenant_id = $1", tid)
-    return {r["id"]: (r["last_sign_in_at"], r["mfa"], list(r["device_macs"])) for r in found}
+    found = await conn.fetch(
+        """SELECT COALESCE(e.id, s.id) AS id, s.last_sign_in_at, e.mfa, COALESCE(e.device_macs, '{}') AS macs
+           FROM (SELECT * FROM entra_user_enrichment WHERE tenant_id = $1) e
+           FULL JOIN (SELECT * FROM entra_user_sign_ins WHERE tenant_id = $1) s ON s.id = e.id""", tid)
+    return {r["id"]: (r["last_sign_in_at"], r["mfa"], list(r["macs"])) for r in found}
 
 
 async def flagged(conn: asyncpg.Connection, tid: str) -> set[str]:
@@ -50,7 +61,7 @@ async def test_listings_land_once_and_an_unchanged_pass_writes_nothing(pool: asy
     async with pool.acquire() as conn:
         written = await apply(conn, tid, sign_ins=[("u1", T1), ("u2", None)], mfa=[("u1", MFA)],
                               devices=[("u1", "aabbccddee01"), ("u1", "aabbccddee02"), ("u1", "aabbccddee01")])
-        assert written == 1  # u2 never signed in and has nothing else: no row
+        assert written == 2  # u1's sign-in, u1's MFA and devices; u2 never signed in and has nothing else
         assert await rows(conn, tid) == {"u1": (T1, MFA, ["aabbccddee01", "aabbccddee02"])}
         assert await flagged(conn, tid) == {"u1"}
         again = await apply(conn, tid, sign_ins=[("u1", T1), ("u2", None)], mfa=[("u1", MFA)],
@@ -138,13 +149,34 @@ async def test_a_first_enrichment_inserts_what_the_comparing_pass_would_write(po
     }
     first, compared = f"t-{uuid.uuid4()}", f"t-{uuid.uuid4()}"
     async with pool.acquire() as conn:
-        await apply(conn, compared, sign_ins=[("old", T1)])  # the comparing path from now on
+        await apply(conn, compared, sign_ins=[("old", T1)], devices=[("old", "aabbccddee09")])  # compares from now on
         await flagged(conn, compared)
-        assert await apply(conn, first, **listings) == 4
-        assert await apply(conn, compared, **listings) == 4 + 1  # and `old` lost its sign-in time
+        assert await apply(conn, first, **listings) == 2 + 2  # u1 and u3 signed in; u2 and u4 have devices
+        assert await apply(conn, compared, **listings) == 2 + 2 + 2  # and `old` lost its sign-in and its device
         expected = {"u1": (T1, None, []), "u3": (T2, None, []), "u2": (None, None, ["aabbccddee01", "aabbccddee02"]),
                     "u4": (None, None, ["aabbccddee03"])}
         assert await rows(conn, first) == expected
-        assert {k: v for k, v in (await rows(conn, compared)).items() if k != "old"} == expected
+        assert await rows(conn, compared) == expected | {"old": (None, None, [])}
         assert await flagged(conn, first) == {"u1", "u2", "u3", "u4"}
         assert await flagged(conn, compared) == {"u1", "u2", "u3", "u4", "old"}
+
+
+async def test_a_user_repeated_across_first_listing_batches_switches_to_comparing_without_losing_a_value(
+    pool: asyncpg.Pool,
+) -> None:
+    """Graph may list a user twice. A first listing COPies straight in until a batch repeats a user of an
+    earlier one; then what it wrote moves to the stage and the whole listing is compared at its end."""
+    tid = f"t-{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        await enrichment.stage_enrichment(conn)
+        assert await enrichment.insert_sign_ins(conn, tid, [("u1", T1), ("u2", T1), ("u2", T2)])
+        assert await flagged(conn, tid) == {"u1", "u2"}
+        second = [("u3", T2), ("u1", T2)]
+        assert not await enrichment.insert_sign_ins(conn, tid, second)  # u1 again: nothing written
+        assert await rows(conn, tid) == {"u1": (T1, None, []), "u2": (T2, None, [])}
+        await enrichment.stage_written_sign_ins(conn, tid)
+        await enrichment.copy_sign_ins(conn, second)
+        async with conn.transaction():
+            assert await enrichment.apply_sign_ins(conn, tid) == 2  # u3 is new; u1 takes its latest time
+        assert await rows(conn, tid) == {"u1": (T2, None, []), "u2": (T2, None, []), "u3": (T2, None, [])}
+        assert await flagged(conn, tid) == {"u1", "u3"}

@@ -84,6 +84,53 @@ async def test_enrichment_fills_microsoft_data_and_links_assets_by_mac(
     assert any(u["microsoft"]["last_sign_in_at"] for u in users.values())
 
 
+async def test_sign_in_times_that_moved_reach_their_end_users_at_the_resync_and_nothing_else_is_rewritten(
+    fresh: Env, pool: asyncpg.Pool, sim: Simulator
+) -> None:
+    """A first listing COPies sign-in times straight in; the hourly resync compares: a time that moved is
+    written, a user now shown without one loses it, every other row stays as it was."""
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    signed_in = sorted(u.id for u in sim.state.tenants[tid].users.values()
+                       if u.sign_in and u.data["accountEnabled"])
+    moved, gone, kept = signed_in[0], signed_in[1], signed_in[2:]
+    rows_before = dict(await pool.fetch("SELECT id, xmin::text FROM entra_user_sign_ins WHERE tenant_id = $1", tid))
+    assert set(signed_in) <= set(rows_before)
+
+    user = sim.state.tenants[tid].users[moved]
+    assert user.sign_in is not None
+    user.sign_in = {**user.sign_in, "lastSignInDateTime": "2026-11-27T23:59:00Z",
+                    "lastNonInteractiveSignInDateTime": "2026-11-27T23:59:00Z",
+                    "lastSuccessfulSignInDateTime": "2026-11-27T23:59:00Z"}
+    sim.state.tenants[tid].users[gone].sign_in = None
+    await fresh.engine.resync(tid)
+
+    users = await end_users(pool, fresh.org_id)
+    assert users[moved]["microsoft"]["last_sign_in_at"] == "2026-11-27T23:59:00Z"
+    assert users[gone]["microsoft"]["last_sign_in_at"] is None
+    rows_after = dict(await pool.fetch("SELECT id, xmin::text FROM entra_user_sign_ins WHERE tenant_id = $1", tid))
+    assert gone not in rows_after and rows_after[moved] != rows_before[moved]
+    assert {k: rows_after[k] for k in kept} == {k: rows_before[k] for k in kept}
+    run = await last_run(pool, fresh.org_id)
+    assert run["counts"]["updated"] == 2
+
+
+async def test_a_first_listing_leaves_the_planner_statistics_of_the_tables_it_filled(
+    fresh: Env, pool: asyncpg.Pool
+) -> None:
+    """Without them a table just filled looks empty to the planner, and the projection's keyset pages were
+    read with a sort of every remaining row."""
+    tables = ["entra_user_enrichment", "entra_user_sign_ins", "entra_users"]
+    since = await pool.fetchval("SELECT now()")
+    await fresh.engine.org_sync(fresh.tenant["tenant_id"], fresh.org_id, None)
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        analyzed = await conn.fetch("SELECT relname, last_analyze FROM pg_stat_user_tables"
+                                    " WHERE relname = ANY($1::text[]) ORDER BY relname", tables)
+    assert [r["relname"] for r in analyzed] == tables
+    assert all(r["last_analyze"] is not None and r["last_analyze"] >= since for r in analyzed), analyzed
+
+
 async def test_missing_capabilities_are_reported_not_failed(fresh: Env, pool: asyncpg.Pool, sim: Simulator) -> None:
     tid = fresh.tenant["tenant_id"]
     await sim_control(sim, "POST", "/_sim/capabilities", {"tenant_id": tid, "p1p2": False, "intune": False})

@@ -1,11 +1,14 @@
-"""Pure parts of the enrichment: a user's last sign-in from Graph's signInActivity, MFA rows."""
+"""Pure parts of the enrichment: a user's last sign-in from Graph's signInActivity, MFA rows; how a listing
+shares its connection."""
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
 import pytest
 
-from worker.enrich import last_sign_in, mfa_of
+from worker.enrich import COPY_ROWS, Enricher, last_sign_in, mfa_of
 from worker.graph import RegistrationDetail, UserSignIn
 
 
@@ -40,3 +43,27 @@ def test_mfa_prefers_the_users_choice_and_falls_back_to_the_systems() -> None:
                              system_preferred_authentication_methods=["push"])
     assert mfa_of(row) == {"registered": True, "capable": True, "methods": ["microsoftAuthenticatorPush", "sms"],
                            "preferred_method": "push"}
+
+
+async def test_a_listing_keeps_fetching_while_another_holds_the_connection_and_loses_no_row() -> None:
+    """The sign-in listing is the longest chain: while MFA and devices are written on the shared connection,
+    its pages are gathered instead of waiting, and written once the connection is free."""
+    enricher = Enricher(graph=None, tenant_id="t")  # type: ignore[arg-type]  # _stream takes its pages
+    fetched: list[int] = []
+    written: list[list[int]] = []
+
+    async def pages() -> AsyncIterator[list[int]]:
+        for n in range(6):
+            fetched.append(n)
+            yield list(range(n * COPY_ROWS, (n + 1) * COPY_ROWS))
+
+    async def write(rows: list[int]) -> None:
+        written.append(rows)
+
+    async with enricher._conn_turn:  # another listing's write in flight
+        stream = asyncio.create_task(enricher._stream(pages(), lambda page: page, write))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert fetched == list(range(6)) and written == []
+    assert await stream
+    assert [row for rows in written for row in rows] == list(range(6 * COPY_ROWS))
