@@ -9,16 +9,22 @@ from pathlib import Path
 import pytest
 
 from worker.bench.freshness import bench_freshness
-from worker.embedded import create_database
+from worker.embedded import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 
 
 async def test_freshness_sees_every_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the stack's own embedded broker
+    database_url = None
     if server_url := os.environ.get("DATABASE_URL"):  # a fresh database on that server, as test_stack does
-        monkeypatch.setenv("DATABASE_URL", await create_database(server_url, "entra_sync_bench"))
-    result = await bench_freshness(changes=10, rate=5, state_dir=tmp_path)
+        database_url = await create_database(server_url, "entra_sync_bench")
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    try:
+        result = await bench_freshness(changes=10, rate=5, state_dir=tmp_path)
+    finally:
+        if server_url and database_url:
+            await drop_database(server_url, database_url)
     assert set(result) == {"bench", "changes", "p50_s", "p99_s", "max_s", "lost"}
     assert result["bench"] == "freshness"
     assert result["changes"] == 10
