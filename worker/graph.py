@@ -319,10 +319,11 @@ class TenantGraph:
             disable_instance_discovery=True,
             connection_verify=settings.ca_file or True,
         )
-        # httpx's client under msgraph-core's pipeline (redirects; retries are ours, per tenant: see the module
-        # docstring), with aiohttp's connections beneath: its C parser and asyncio's TLS take a third less CPU
-        # per page than httpcore's, which matters on a resync's 834 sequential sign-in pages.
-        # msgraph-core's transport wrapper does not close the transport it wraps: close() does.
+        # httpx's client as msgraph-core builds it (retries are ours, per tenant: see the module docstring), with
+        # aiohttp's connections beneath: its C parser and asyncio's TLS take a third less CPU per page than
+        # httpcore's, which matters on a resync's 834 sequential sign-in pages. msgraph-core's transport runs its
+        # middleware (the redirect handler) only for requests carrying Kiota request options, which our raw
+        # calls do not, and does not close the transport it wraps: close() does (docs/graph-notes.md).
         self._transport = AiohttpTransport(verify=verify)
         client = httpx.AsyncClient(transport=self._transport, timeout=settings.timeout_s)
         self._http = GraphClientFactory.create_with_custom_middleware(
