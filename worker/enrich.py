@@ -100,7 +100,9 @@ class Enricher:
         return self.warnings
 
     async def _apply_sign_ins(self, conn: Conn, *, direct: bool) -> None:
-        """`direct`: the tenant has no sign-in times yet, so its listing goes straight into the table."""
+        """`direct`: the tenant has no sign-in times yet, so its listing goes straight into the table. A first
+        listing that fails part-way keeps the times it wrote (true values, the rest unknown, as after a missing
+        capability); the next resync, holding some, stages and compares the whole listing."""
 
         async def write(rows: list[tuple[str, datetime | None]]) -> None:
             nonlocal direct
