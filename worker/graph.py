@@ -1,8 +1,10 @@
 """The Microsoft Graph adapter: the only module that talks to Graph.
 
-Two paths (ARCHITECTURE.md): bulk pages (delta, listings) go through msgraph-core's HTTP pipeline with an
-`azure-identity` credential and are parsed as raw JSON into small msgspec structs; control-plane calls
-(subscriptions) use the same pipeline. Errors are mapped here, once, into the small class tree below.
+Two paths (ARCHITECTURE.md): bulk pages (delta, listings) are read as raw JSON, with an `azure-identity`
+credential, and parsed into small msgspec structs; control-plane calls (subscriptions) go through the httpx
+client msgraph-core's `GraphClientFactory` builds. Both travel on aiohttp's connections (`httpx-aiohttp`);
+reads of pages skip httpx's client layer, which msgraph-core's middleware never runs for raw requests anyway
+(docs/graph-notes.md). Errors are mapped here, once, into the small class tree below.
 
 Retries live here rather than in the SDK's retry handler, because throttling is per tenant: a 429 for one
 tenant pauses that tenant's requests only, honouring a (possibly fractional) Retry-After.
@@ -323,13 +325,15 @@ class TenantGraph:
         # aiohttp's connections beneath: its C parser and asyncio's TLS take a third less CPU per page than
         # httpcore's, which matters on a resync's 834 sequential sign-in pages. msgraph-core's transport runs its
         # middleware (the redirect handler) only for requests carrying Kiota request options, which our raw
-        # calls do not, and does not close the transport it wraps: close() does (docs/graph-notes.md).
+        # calls do not, and does not close the transport it wraps: close() does (docs/graph-notes.md). Reads of
+        # pages skip the client and go to the transport itself (`_send`).
         self._transport = AiohttpTransport(verify=verify)
         client = httpx.AsyncClient(transport=self._transport, timeout=settings.timeout_s)
         self._http = GraphClientFactory.create_with_custom_middleware(
             middleware=[RedirectHandler()], client=client
         )
         self._throttle = TenantThrottle(settings.max_concurrency_per_tenant)
+        self._timeout = httpx.Timeout(settings.timeout_s).as_dict()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -360,7 +364,7 @@ class TenantGraph:
             async with self._throttle:
                 try:
                     hdrs = {"Authorization": f"Bearer {await self._token()}", **(headers or {})}
-                    response = await self._http.request(method, url, params=params, json=json, headers=hdrs)
+                    response = await self._send(method, url, params=params, json=json, headers=hdrs)
                 except (httpx.TransportError, GraphTransient) as exc:
                     last = None
                     if attempt == self._settings.max_retries:
@@ -380,6 +384,23 @@ class TenantGraph:
                      delay_s=round(delay, 3), attempt=attempt + 1)
             await asyncio.sleep(0 if response.status_code == 429 else delay)
         raise map_error(last) if last is not None else GraphTransient(0, "retries", "exhausted")
+
+    async def _send(
+        self, method: str, url: str, *, params: Mapping[str, str] | None, json: Any, headers: Mapping[str, str]
+    ) -> httpx.Response:
+        """One HTTP exchange, its body read. Reads of pages go straight onto the transport: msgraph-core's wrapper
+        runs no middleware for a raw request anyway (docs/graph-notes.md), and httpx's client layer (auth flow,
+        redirect loop, cookie jar, event hooks) costs a fifth of a page's worker CPU (sign-in page 0.56 → 0.45
+        ms, users page ~1.15 → ~0.95 ms) — on a resync's longest chain, 834 pages one after another."""
+        if method != "GET" or json is not None:
+            return await self._http.request(method, url, params=params, json=json, headers=headers)
+        request = httpx.Request(method, url, params=params, headers=headers, extensions={"timeout": self._timeout})
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     # -- bulk: users delta -----------------------------------------------------------------------------
 

@@ -131,6 +131,30 @@ async def test_a_first_listing_leaves_the_planner_statistics_of_the_tables_it_fi
     assert all(r["last_analyze"] is not None and r["last_analyze"] >= since for r in analyzed), analyzed
 
 
+async def test_a_graph_page_that_outlasts_the_timeout_fails_as_transient_instead_of_hanging(
+    fresh: Env, sim: Simulator
+) -> None:
+    """Pages are read on the transport beneath httpx's client: the per-request timeout must still hold there."""
+    from worker.graph import TenantCredentials
+
+    settings = GraphSettings(url=sim.info.graph_url, authority_url=sim.info.authority_url,
+                             ca_file=sim.info.ca_file, timeout_s=0.3, max_retries=1)
+    graph = GraphClients(settings)
+    tenant = fresh.tenant
+    client = graph.for_tenant(TenantCredentials(tenant["tenant_id"], tenant["client_id"], tenant["client_secret"]))
+    try:
+        assert await client.subscribed_skus()  # a token in hand, before Graph slows down
+        await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tenant["tenant_id"], "latency_ms": 3000})
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(GraphTransient):
+            async for _ in client.users_delta(None):
+                pass
+        assert asyncio.get_running_loop().time() - started < 2.5  # two attempts of 0.3 s and a backoff, not 3 s
+    finally:
+        await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tenant["tenant_id"], "latency_ms": 0})
+        await graph.close()
+
+
 async def test_missing_capabilities_are_reported_not_failed(fresh: Env, pool: asyncpg.Pool, sim: Simulator) -> None:
     tid = fresh.tenant["tenant_id"]
     await sim_control(sim, "POST", "/_sim/capabilities", {"tenant_id": tid, "p1p2": False, "intune": False})
