@@ -119,26 +119,28 @@ class Enricher:
             await self._timed("sign-ins", lambda: store.apply_sign_ins(conn, self._tenant, flag=self._flag), conn)
         elif listed:
             async with self._conn_turn:
-                await analyze_keys(conn, "entra_user_sign_ins")
+                if await store.has_sign_ins(conn, self._tenant):  # not for a tenant where nobody signed in
+                    await analyze_keys(conn, "entra_user_sign_ins")
 
     async def _apply_mfa_and_devices(self, conn: Conn, *, first: bool) -> None:
         mfa, devices = (f is not None for f in await asyncio.gather(
             self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
             self._guard("intune", "managed devices", lambda: self._devices(conn)),
         ))
-        await self._timed("mfa-devices", lambda: store.apply_enrichment(
+        written = await self._timed("mfa-devices", lambda: store.apply_enrichment(
             conn, self._tenant, mfa=mfa, devices=devices, flag=self._flag), conn)
-        if first:
+        if first and written:
             async with self._conn_turn:
                 await analyze_keys(conn, "entra_user_enrichment")
 
-    async def _timed(self, what: str, apply: Callable[[], Awaitable[int]], conn: Conn) -> None:
-        """One apply pass, in a transaction of its own, when the connection is free."""
+    async def _timed(self, what: str, apply: Callable[[], Awaitable[int]], conn: Conn) -> int:
+        """One apply pass, in a transaction of its own, when the connection is free; returns the rows written."""
         started = time.monotonic()
         async with self._conn_turn, conn.transaction():
             written = await apply()
         log.debug("enrich.applied", tenant_id=self._tenant, what=what, written=written,
                   duration_ms=round((time.monotonic() - started) * 1000))
+        return written
 
     async def _guard(self, capability: str, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
         """Run one listing; a missing capability becomes a warning and None (its column is left alone)."""
