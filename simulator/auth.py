@@ -47,7 +47,7 @@ def issue_token(state: SimState, tenant: Tenant) -> dict[str, Any]:
         "aud": GRAPH_AUDIENCE, "iss": f"https://sts.windows.net/{tenant.tenant_id}/", "iat": now, "nbf": now,
         "exp": now + TOKEN_LIFETIME_S, "appid": tenant.client_id, "azp": tenant.client_id,
         "idtyp": "app", "oid": tenant.client_id, "sub": tenant.client_id, "roles": APP_ROLES,
-        "tid": tenant.tenant_id, "ver": "1.0", "uti": uuid.uuid4().hex[:22],
+        "tid": tenant.tenant_id, "ver": "1.0", "uti": uuid.uuid4().hex[:22], "sim_gen": tenant.token_generation,
     }  # fmt: skip
     token = make_jwt(claims, state.key)
     return {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S, "ext_expires_in": TOKEN_LIFETIME_S,
@@ -127,6 +127,8 @@ def authenticate(state: SimState, header: str | None) -> Tenant:
     tenant = state.tenants.get(str(claims.get("tid")))
     if tenant is None or claims.get("appid") != tenant.client_id or claims.get("aud") != GRAPH_AUDIENCE:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+    if claims.get("sim_gen", 0) != tenant.token_generation:
+        raise GraphError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
     return tenant
 
 

@@ -201,6 +201,10 @@ class Tenant:
     deleted_users: dict[str, float] = field(default_factory=dict)
     deleted_groups: dict[str, float] = field(default_factory=dict)
     on_change: ChangeHook | None = None
+    # Bumped when /_sim/credentials revokes the app's tokens: access tokens carry the generation they were
+    # issued in, and older ones are refused as expired (Entra's tokens outlive a secret's removal until their
+    # expiry; this stands for that hour having passed).
+    token_generation: int = 0
 
     @property
     def default_domain(self) -> str:

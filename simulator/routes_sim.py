@@ -1,11 +1,13 @@
 """Simulator-only controls under `/_sim/` (JSON, no authentication, loopback clients only).
 
-Faults, the clock, bulk seeding, capabilities, extra tenants, lifecycle events on demand and a state summary.
+Faults, the clock, bulk seeding, capabilities, extra tenants, secret rotation, lifecycle events on demand and a
+state summary.
 Documented in simulator/README.md.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import msgspec
@@ -57,6 +59,12 @@ class CapabilitiesIn(msgspec.Struct, forbid_unknown_fields=True):
     tenant_id: str | None = None
     p1p2: bool | None = None
     intune: bool | None = None
+
+
+class CredentialsIn(msgspec.Struct, forbid_unknown_fields=True):
+    tenant_id: str
+    client_secret: str | None = None  # None: a new random secret
+    revoke_tokens: bool = False
 
 
 class LifecycleIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -166,6 +174,17 @@ def credentials(tenant: Tenant) -> dict[str, str]:
             "default_domain": tenant.default_domain}  # fmt: skip
 
 
+async def post_credentials(request: web.Request) -> web.Response:
+    """Rotate the app's secret as an administrator would in Entra (the old one stops working for new tokens);
+    `revoke_tokens` also refuses tokens issued before, as if their hour had run out."""
+    body: CredentialsIn = await _body(request, CredentialsIn)
+    tenant = _tenants(services(request), body.tenant_id)[0]
+    tenant.client_secret = body.client_secret or "sim~" + secrets.token_urlsafe(27)
+    if body.revoke_tokens:
+        tenant.token_generation += 1
+    return json_response(credentials(tenant))
+
+
 async def get_capabilities(request: web.Request) -> web.Response:
     tenants = _tenants(services(request), request.query.get("tenant_id"))
     return json_response({t.tenant_id: t.capabilities.__dict__ for t in tenants})
@@ -238,6 +257,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/_sim/clock", post_clock)
     router.add_post("/_sim/seed", post_seed)
     router.add_post("/_sim/tenants", post_tenant)
+    router.add_post("/_sim/credentials", post_credentials)
     router.add_get("/_sim/capabilities", get_capabilities)
     router.add_post("/_sim/capabilities", post_capabilities)
     router.add_post("/_sim/lifecycle", post_lifecycle)

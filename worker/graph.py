@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import json
 import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -74,7 +77,15 @@ class GraphForbidden(GraphError):
 
 
 class GraphAuthFailed(GraphForbidden):
-    """The tenant's credentials were refused (unknown tenant, wrong or expired secret, consent revoked)."""
+    """The tenant's credentials were refused (unknown tenant, wrong or expired secret, consent revoked).
+
+    `code` is Entra's `error` (`invalid_client`, `unauthorized_client`, `invalid_request` …) and `message`
+    starts with its AADSTS code, e.g. `AADSTS7000215: Invalid client secret provided.`
+    """
+
+    def __init__(self, status: int, code: str, message: str, *, entra_codes: tuple[int, ...] = ()) -> None:
+        super().__init__(status, code, message)
+        self.entra_codes = entra_codes
 
 
 class GraphBadRequest(GraphError):
@@ -88,6 +99,24 @@ class _ErrorBody(msgspec.Struct):
 
 class _ErrorEnvelope(msgspec.Struct):
     error: _ErrorBody = msgspec.field(default_factory=_ErrorBody)
+
+
+def entra_refusal(exc: ClientAuthenticationError) -> GraphAuthFailed:
+    """Entra's answer to a refused token request: its `error` (`invalid_client` …) and AADSTS code and text,
+    read from the response body; never the secret (Entra does not echo it)."""
+    status, error, description = 401, "authentication", str(exc).splitlines()[0]
+    codes: tuple[int, ...] = ()
+    response = getattr(exc, "response", None)
+    if response is not None:
+        status = getattr(response, "status_code", None) or status
+        with contextlib.suppress(Exception):  # a body that is not Entra's JSON keeps the exception's text
+            body = json.loads(response.text())
+            error = str(body.get("error") or error)
+            codes = tuple(int(c) for c in body.get("error_codes") or ())
+            description = str(body.get("error_description") or description)
+    # Entra appends trace and correlation ids and a timestamp: not what an operator needs to read.
+    description = description.split(" Trace ID:")[0].strip()
+    return GraphAuthFailed(status, error, description[:300], entra_codes=codes)
 
 
 def map_error(response: httpx.Response) -> GraphError:
@@ -225,6 +254,10 @@ class Subscription(msgspec.Struct, rename="camel"):
     client_state: str | None = None
 
 
+class _Organization(msgspec.Struct):
+    id: str
+
+
 class _SubscriptionList(msgspec.Struct):
     value: list[Subscription] = []
 
@@ -312,15 +345,12 @@ class TenantGraph:
 
     def __init__(self, creds: TenantCredentials, settings: GraphSettings) -> None:
         self.tenant_id = creds.tenant_id
+        self._creds = creds
         self._settings = settings
         self._base = settings.url.rstrip("/")
         verify: Any = ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
-        self._credential = ClientSecretCredential(
-            creds.tenant_id, creds.client_id, creds.client_secret,
-            authority=settings.authority_url,
-            disable_instance_discovery=True,
-            connection_verify=settings.ca_file or True,
-        )
+        self._credential = self._new_credential()
+        self._stale_credentials: list[ClientSecretCredential] = []
         # httpx's client as msgraph-core builds it (retries are ours, per tenant: see the module docstring), with
         # aiohttp's connections beneath: its C parser and asyncio's TLS take a third less CPU per page than
         # httpcore's, which matters on a resync's 834 sequential sign-in pages. msgraph-core's transport runs its
@@ -338,17 +368,34 @@ class TenantGraph:
     async def close(self) -> None:
         await self._http.aclose()
         await self._transport.aclose()
-        await self._credential.close()
+        for credential in (*self._stale_credentials, self._credential):
+            await credential.close()
+
+    def _new_credential(self) -> ClientSecretCredential:
+        creds, settings = self._creds, self._settings
+        return ClientSecretCredential(
+            creds.tenant_id, creds.client_id, creds.client_secret,
+            authority=settings.authority_url,
+            disable_instance_discovery=True,
+            connection_verify=settings.ca_file or True,
+        )
 
     async def _token(self) -> str:
         try:
             return (await self._credential.get_token(SCOPE)).token
         except ClientAuthenticationError as exc:
-            # Retrying cannot help until an operator fixes the tenant's registration; the message is Entra's
-            # (AADSTS code), which never contains the secret.
-            raise GraphAuthFailed(401, "authentication", str(exc).splitlines()[0][:300]) from exc
+            # Retrying cannot help until an operator fixes the tenant's registration.
+            raise entra_refusal(exc) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise GraphTransient(0, "token", str(exc)[:300]) from exc
+
+    def _drop_token(self) -> None:
+        """Graph refused our cached token (revoked, or issued under a secret since removed): the next request
+        asks the authority for a new one, which fails with Entra's own error if the credential is no good.
+        azure-identity keeps a token until it nears expiry, so a fresh credential object is the way to skip
+        its cache; the old one may be mid-request on another task and is closed with the client."""
+        self._stale_credentials.append(self._credential)
+        self._credential = self._new_credential()
 
     def url(self, path: str) -> str:
         return path if path.startswith("https://") or path.startswith("http://") else self._base + path
@@ -360,6 +407,7 @@ class TenantGraph:
         """One Graph call with per-tenant throttling and retries; raises a GraphError when it fails."""
         url = self.url(path)
         last: httpx.Response | None = None
+        fresh_token = False
         for attempt in range(self._settings.max_retries + 1):
             async with self._throttle:
                 try:
@@ -373,6 +421,10 @@ class TenantGraph:
                     continue
             if response.status_code < 400:
                 return response
+            if response.status_code == 401 and not fresh_token and attempt < self._settings.max_retries:
+                fresh_token = True  # once per call: a second 401 with a brand-new token is Graph's answer
+                self._drop_token()
+                continue
             error = map_error(response)
             if not isinstance(error, GraphTransient) or attempt == self._settings.max_retries:
                 raise error
@@ -491,20 +543,135 @@ class TenantGraph:
         return msgspec.json.decode(response.content, type=_SubscriptionList).value
 
 
+def credential_key(creds: TenantCredentials) -> tuple[str, str, str]:
+    """What identifies a tenant's credential in the client cache: tenant, application and a fingerprint of
+    the secret (the secret itself is kept only inside the client that uses it)."""
+    fingerprint = hashlib.sha256(creds.client_secret.encode()).hexdigest()[:16]
+    return creds.tenant_id, creds.client_id, fingerprint
+
+
+@dataclass
+class _Cached:
+    client: TenantGraph
+    key: tuple[str, str, str]
+    leases: int = 0
+    retired: bool = False
+
+
 class GraphClients:
-    """One TenantGraph per tenant, created on first use and kept (tokens and connections are reused)."""
+    """One TenantGraph per tenant credential, created on first use and kept (tokens and connections are reused).
+
+    Keyed by the credential, not the tenant alone: when a unit of work brings a tenant's changed credential
+    (an operator rotated the secret), a new client is made and the old one is retired — closed as soon as no
+    unit of work still holds it (`lease`), so a change takes effect at the next unit of work without a restart.
+    """
 
     def __init__(self, settings: GraphSettings) -> None:
         self._settings = settings
-        self._clients: dict[str, TenantGraph] = {}
+        self._clients: dict[str, _Cached] = {}
+        self._retired: list[_Cached] = []
+        self._closing: set[asyncio.Task[None]] = set()
 
     def for_tenant(self, creds: TenantCredentials) -> TenantGraph:
-        client = self._clients.get(creds.tenant_id)
-        if client is None:
-            client = self._clients[creds.tenant_id] = TenantGraph(creds, self._settings)
-        return client
+        """The client for this credential (without a lease: for callers that never see a credential change)."""
+        return self._current(creds).client
+
+    @asynccontextmanager
+    async def lease(self, creds: TenantCredentials) -> AsyncIterator[TenantGraph]:
+        """The client for this credential, held for one unit of work; a retired client closes when its last
+        lease ends."""
+        cached = self._current(creds)
+        cached.leases += 1
+        try:
+            yield cached.client
+        finally:
+            cached.leases -= 1
+            if cached.retired and cached.leases == 0:
+                self._retired.remove(cached)
+                await cached.client.close()
+
+    def _current(self, creds: TenantCredentials) -> _Cached:
+        key = credential_key(creds)
+        cached = self._clients.get(creds.tenant_id)
+        if cached is not None and cached.key == key:
+            return cached
+        if cached is not None:
+            self._retire(cached)
+        cached = self._clients[creds.tenant_id] = _Cached(TenantGraph(creds, self._settings), key)
+        return cached
+
+    def _retire(self, cached: _Cached) -> None:
+        log.info("graph.credential_changed", tenant_id=cached.client.tenant_id)
+        cached.retired = True
+        if cached.leases:
+            self._retired.append(cached)  # closed by its last lease
+            return
+        task = asyncio.get_running_loop().create_task(cached.client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
+        clients = [c.client for c in (*self._clients.values(), *self._retired)]
+        self._clients, self._retired = {}, []
+        for client in clients:
             await client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+# ---- Operator actions on a credential -----------------------------------------------------------------
+
+class CredentialRejected(Exception):
+    """A credential failed its test: `code` is Entra's error (or ours when Entra accepted but Graph did not
+    confirm the tenant), `field` the registration field an operator should look at."""
+
+    def __init__(self, code: str, message: str, *, field: str, entra_codes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field, self.entra_codes = code, message, field, entra_codes
+
+
+# AADSTS codes that point at one field of a registration (learn.microsoft.com/entra/identity-platform/
+# reference-error-codes); anything else is about the application as a whole, so its id.
+_FIELD_OF_AADSTS = {
+    90002: "tenant_id", 900023: "tenant_id", 90072: "tenant_id",  # tenant not found / invalid / not in tenant
+    7000215: "client_secret", 7000222: "client_secret", 7000216: "client_secret",  # wrong, expired, missing
+}
+
+
+async def verify_credentials(creds: TenantCredentials, settings: GraphSettings) -> None:
+    """Test a credential as the worker will use it: a token from the authority, then `GET /organization`,
+    whose id must be the tenant's. Raises CredentialRejected (Entra's error code) when it fails and
+    GraphTransient when the authority or Graph cannot be reached."""
+    graph = TenantGraph(creds, settings)
+    try:
+        response = await graph.request("GET", "/organization", params={"$select": "id"})
+        organizations = msgspec.json.decode(response.content, type=_Listing[_Organization]).value
+    except GraphAuthFailed as exc:
+        field_name = next((_FIELD_OF_AADSTS[c] for c in exc.entra_codes if c in _FIELD_OF_AADSTS), "client_id")
+        raise CredentialRejected(exc.code, exc.message, field=field_name, entra_codes=exc.entra_codes) from exc
+    except (GraphForbidden, GraphBadRequest, GraphNotFound) as exc:
+        raise CredentialRejected(exc.code or "graph_refused", f"GET /organization: {exc.message}",
+                                 field="client_id") from exc
+    finally:
+        await graph.close()
+    ids = [o.id.lower() for o in organizations]
+    if creds.tenant_id.lower() not in ids:
+        raise CredentialRejected("tenant_mismatch", f"the credential reaches organization {', '.join(ids) or 'none'},"
+                                 f" not {creds.tenant_id}", field="tenant_id")
+
+
+async def delete_subscriptions(
+    creds: TenantCredentials, settings: GraphSettings, *, ids: list[str], notification_url: str,
+) -> list[str]:
+    """Delete these subscriptions, and any other of ours (`notification_url`) Graph lists, in Graph; a
+    subscription Graph no longer knows counts as deleted. Returns what was deleted."""
+    graph = TenantGraph(creds, settings)
+    try:
+        listed = {s.id for s in await graph.list_subscriptions() if s.notification_url == notification_url}
+        deleted = []
+        for subscription_id in sorted(set(ids) | listed):
+            await graph.delete_subscription(subscription_id)
+            deleted.append(subscription_id)
+        return deleted
+    finally:
+        await graph.close()

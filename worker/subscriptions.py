@@ -10,7 +10,8 @@ consumers may ask for one at the same moment). This module never touches the ten
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -57,9 +58,15 @@ class SubscriptionManager:
         self._notification_url = f"{base}/notifications"
         self._lifecycle_url = f"{base}/lifecycle"
 
-    async def _client(self, conn: Conn, tenant_id: str) -> TenantGraph | None:
+    @asynccontextmanager
+    async def _client(self, conn: Conn, tenant_id: str) -> AsyncIterator[TenantGraph | None]:
+        """A Graph client for the tenant's credential as it is now (None when the tenant is not registered)."""
         creds = await store.tenant_credentials(conn, tenant_id)
-        return self._graph.for_tenant(creds) if creds else None
+        if creds is None:
+            yield None
+            return
+        async with self._graph.lease(creds) as graph:
+            yield graph
 
     async def reconcile_tenant(self, tenant_id: str) -> dict[str, int]:
         """Bring the tenant's subscriptions to what its Organizations need; returns what was done.
@@ -68,13 +75,11 @@ class SubscriptionManager:
         logged and counted, and the hourly renewal tries again.
         """
         async with self._pool.acquire() as conn:
-            graph = await self._client(conn, tenant_id)
-            if graph is None:
-                return {}
-            lock = f"{tenant_id}/subscriptions"  # its own key: never waits for a running resync
+            lock = store.subscriptions_lock(tenant_id)  # its own key: never waits for a running resync
             await store.lock_tenant(conn, lock)
             try:
-                return await self._reconcile(conn, graph, tenant_id)
+                async with self._client(conn, tenant_id) as graph:
+                    return await self._reconcile(conn, graph, tenant_id) if graph is not None else {}
             finally:
                 await store.unlock_tenant(conn, lock)
 
@@ -149,8 +154,7 @@ class SubscriptionManager:
 
     async def reauthorize(self, tenant_id: str, subscription_id: str) -> bool:
         """Answer `reauthorizationRequired`; False when Graph no longer knows the subscription."""
-        async with self._pool.acquire() as conn:
-            graph = await self._client(conn, tenant_id)
+        async with self._pool.acquire() as conn, self._client(conn, tenant_id) as graph:
             if graph is None:
                 return True
             try:

@@ -56,6 +56,7 @@ class OrgRun:
     confirmed: bool = False  # the operator confirmed: deactivations bypass the guard
     warnings: list[str] = field(default_factory=list)
     recorded: bool = False  # the sync_runs row exists and is running
+    stopped: bool = False  # the Organization stopped syncing from this tenant while the run went on
 
     def add(self, plan: Plan) -> None:
         self.counts["created"] += len(plan.creates)
@@ -164,13 +165,16 @@ class SyncEngine:
 
     @asynccontextmanager
     async def _tenant(self, tenant_id: str) -> AsyncIterator[tuple[Conn, TenantGraph]]:
+        """The tenant's lock, and a Graph client for its credential as it is now: read (one primary-key
+        lookup) once the lock is held, so an operator's credential change is used by the next unit of work."""
         async with self._pool.acquire() as conn:
-            creds = await store.tenant_credentials(conn, tenant_id)
-            if creds is None:
-                raise UnknownTenant(tenant_id)
             await store.lock_tenant(conn, tenant_id)
             try:
-                yield conn, self._graph.for_tenant(creds)
+                creds = await store.tenant_credentials(conn, tenant_id)
+                if creds is None:
+                    raise UnknownTenant(tenant_id)
+                async with self._graph.lease(creds) as graph:
+                    yield conn, graph
             finally:
                 await store.unlock_tenant(conn, tenant_id)
 
@@ -385,7 +389,7 @@ class SyncEngine:
 
         async def chunks(reader: Conn) -> AsyncIterator[_Chunk]:
             after = ""
-            while True:
+            while not all(run.stopped for run in runs):  # nothing left to write for runs stopped mid-way
                 ids, users = await next_chunk(reader, after, with_groups)
                 if not ids:
                     return
@@ -482,7 +486,10 @@ class SyncEngine:
         recorded = [run.recorded for run in runs]
         try:
             async with conn.transaction():
+                await _recheck_mapping(conn, runs)
                 for run, plan in zip(runs, chunk.plans, strict=True):
+                    if run.stopped:
+                        continue
                     if run.record_always or run.would_write(plan):
                         await run.ensure_row(conn)
                     await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
@@ -496,7 +503,8 @@ class SyncEngine:
                 run.recorded = was  # a run row created in the rolled-back transaction is gone with it
             return False
         for run, plan in zip(runs, chunk.plans, strict=True):
-            run.add(plan)
+            if not run.stopped:
+                run.add(plan)
         return True
 
     async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
@@ -505,6 +513,12 @@ class SyncEngine:
         for run in runs:
             pending = run.pending_deactivations
             async with conn.transaction():
+                await _recheck_mapping(conn, [run])
+                if run.stopped:
+                    if run.run_id and (run.recorded or run.kind == "org-sync"):
+                        await store.finish_run(conn, run.run_id, status="failed", counts=run.counts,
+                                               warnings=run.warnings, error=STOPPED)
+                    continue
                 if pending:
                     total = await store.synced_count(conn, run.org.organization_id)
                     run.held = not run.confirmed and hold_deactivations(len(pending), total, ratio=ratio)
@@ -536,6 +550,28 @@ def _totals(runs: Sequence[OrgRun]) -> dict[str, int]:
 
 
 _EndUsers = tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]  # linked by object id, by email
+
+STOPPED = ("stopped: the Organization no longer syncs from this Microsoft tenant (re-assigned, unmapped,"
+           " remapped or disabled while the run went on); what it wrote before is kept")
+
+
+async def _recheck_mapping(conn: Conn, runs: Sequence[OrgRun]) -> None:
+    """Inside a write transaction: mark the runs whose Organization no longer syncs from their tenant.
+
+    Operator actions and running syncs exclude each other this way rather than by the tenant lock: the worker
+    holds that lock for a whole resync (a minute for a large tenant), and an operator's re-assign must not
+    wait for it. Each write transaction re-reads the mapping with its rows share-locked (`still_syncing`),
+    so the operator waits at most for the one chunk being written, and nothing of the old mapping is written
+    after the API answered."""
+    live = [run for run in runs if not run.stopped]
+    if not live:
+        return
+    syncing = await store.still_syncing(conn, live[0].org.tenant_id, [run.org.organization_id for run in live])
+    for run in live:
+        if run.org.organization_id not in syncing:
+            run.stopped = True
+            log.warning("sync.organization_stopped", tenant_id=run.org.tenant_id,
+                        organization_id=run.org.organization_id, run_id=run.run_id, kind=run.kind)
 
 
 @dataclass

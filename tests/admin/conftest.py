@@ -1,4 +1,5 @@
-"""Fixtures for the admin API tests: the real migrated PostgreSQL, a recording publisher, a live server.
+"""Fixtures for the admin API tests: the real migrated PostgreSQL, a recording publisher, a live server, and
+the Graph simulator over HTTPS, against which the API tests each credential it registers.
 
 Every test builds its own Microsoft tenant, PSA tenant and Organizations with fresh ids and names, so these
 tests share the session database with other modules without seeing each other's rows. Rows the worker would
@@ -11,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,20 +22,31 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from simulator.server import Simulator
+from tests.integration.test_sync_rules import sim_control
 from worker.admin.api import create_admin_app
-from worker.config import AdminSettings, DatabaseSettings, KafkaSettings, Settings
+from worker.config import AdminSettings, DatabaseSettings, GraphSettings, KafkaSettings, Settings
 from worker.store.pool import create_pool
 
 TOKEN = "admin-test-token"
 Client = TestClient[web.Request, web.Application]
 
 
-def make_settings(database_url: str, kafka: KafkaSettings | None = None) -> Settings:
+def make_settings(database_url: str, kafka: KafkaSettings | None = None, sim: Simulator | None = None) -> Settings:
+    """The admin API's settings; with `sim`, Graph and the authority are that simulator's (credential tests)."""
+    graph = GraphSettings() if sim is None else GraphSettings(
+        url=sim.info.graph_url, authority_url=sim.info.authority_url, ca_file=sim.info.ca_file, max_retries=1)
     return Settings(
         database=DatabaseSettings(url=database_url, pool_min=1, pool_max=4),
         kafka=kafka or KafkaSettings(),
+        graph=graph,
         admin=AdminSettings(host="127.0.0.1", port=0, token=SecretStr(TOKEN)),
     )
+
+
+async def sim_tenant(sim: Simulator, users: int = 0) -> dict[str, str]:
+    """A new simulated tenant: `{tenant_id, client_id, client_secret, default_domain}`."""
+    return dict(await sim_control(sim, "POST", "/_sim/tenants", {"users": users}))
 
 
 def unique(prefix: str) -> str:
@@ -65,9 +78,10 @@ class Response:
 class Api:
     """The admin API as an operator calls it, plus builders for a test's own tenants and Organizations."""
 
-    def __init__(self, client: Client, pool: asyncpg.Pool) -> None:
+    def __init__(self, client: Client, pool: asyncpg.Pool, sim: Simulator) -> None:
         self.client = client
         self.pool = pool
+        self.sim = sim
 
     async def call(self, method: str, path: str, body: Any = None, *, token: str | None = TOKEN,
                    raw: bytes | None = None) -> Response:
@@ -84,12 +98,13 @@ class Api:
         return resp.body
 
     async def microsoft_tenant(self) -> str:
-        tenant_id = str(uuid.uuid4())
+        """Register a new simulated tenant (its credential passes the registration's test)."""
+        tenant = await sim_tenant(self.sim)
         await self.ok("POST", "/microsoft-tenants", {
-            "tenant_id": tenant_id, "display_name": unique("Contoso"), "client_id": "cid",
-            "client_secret": "s3cret-value",
+            "tenant_id": tenant["tenant_id"], "display_name": unique("Contoso"), "client_id": tenant["client_id"],
+            "client_secret": tenant["client_secret"],
         }, status=201)
-        return tenant_id
+        return tenant["tenant_id"]
 
     async def psa_tenant(self, microsoft_tenant_id: str | None = None) -> dict[str, Any]:
         psa = await self.ok("POST", "/psa-tenants", {"name": unique("PSA")}, status=201)
@@ -197,9 +212,18 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
+@pytest.fixture(scope="session")
+async def admin_sim(tmp_state: Path) -> AsyncIterator[Simulator]:
+    """The Graph and Entra the admin API tests credentials against; each test adds its own tenants."""
+    async with Simulator(state_dir=tmp_state / "admin-sim", tenants=1, users=0, seed=5) as simulator:
+        yield simulator
+
+
 @pytest.fixture
-async def client(database_url: str, admin_pool: asyncpg.Pool, publisher: FakePublisher) -> AsyncIterator[Client]:
-    app = create_admin_app(make_settings(database_url), pool=admin_pool, publisher=publisher)
+async def client(
+    database_url: str, admin_pool: asyncpg.Pool, publisher: FakePublisher, admin_sim: Simulator,
+) -> AsyncIterator[Client]:
+    app = create_admin_app(make_settings(database_url, sim=admin_sim), pool=admin_pool, publisher=publisher)
     test_client: Client = TestClient(TestServer(app, host="127.0.0.1"))
     await test_client.start_server()
     yield test_client
@@ -207,5 +231,5 @@ async def client(database_url: str, admin_pool: asyncpg.Pool, publisher: FakePub
 
 
 @pytest.fixture
-def api(client: Client, admin_pool: asyncpg.Pool) -> Api:
-    return Api(client, admin_pool)
+def api(client: Client, admin_pool: asyncpg.Pool, admin_sim: Simulator) -> Api:
+    return Api(client, admin_pool, admin_sim)

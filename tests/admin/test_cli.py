@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from worker.admin.cli import register
 
-from .conftest import TOKEN, Api, Client, seed_mirror, unique
+from .conftest import TOKEN, Api, Client, seed_mirror, sim_tenant, unique
 
 
 @dataclass
@@ -62,9 +62,10 @@ async def _ok(cli: Cli, *argv: str) -> Any:
 
 
 async def test_operator_flow_through_the_cli(cli: Cli, api: Api) -> None:
-    tenant_id = str(uuid.uuid4())
-    await _ok(cli, "tenants", "add", "--tenant-id", tenant_id, "--display-name", "Contoso", "--client-id", "c",
-              "--client-secret", "s")
+    tenant = await sim_tenant(api.sim)
+    tenant_id = tenant["tenant_id"]
+    await _ok(cli, "tenants", "add", "--tenant-id", tenant_id, "--display-name", "Contoso", "--client-id",
+              tenant["client_id"], "--client-secret", tenant["client_secret"])
     assert tenant_id in (await cli("tenants", "list", "--table")).out
     psa = await _ok(cli, "psa-tenants", "add", unique("PSA"))
     assert (await _ok(cli, "psa-tenants", "map", psa["id"], tenant_id))["microsoft_tenant_id"] == tenant_id

@@ -9,10 +9,12 @@ from .conftest import Api, unique
 
 async def test_microsoft_tenant_is_listed_without_its_secret(api: Api) -> None:
     tenant_id = await api.microsoft_tenant()
+    secret, client_id = await api.pool.fetchrow(
+        "SELECT client_secret, client_id FROM microsoft_tenants WHERE tenant_id = $1", tenant_id)
     listed = (await api.ok("GET", "/microsoft-tenants"))["items"]
     mine = next(t for t in listed if t["tenant_id"] == tenant_id)
-    assert "client_secret" not in mine and "s3cret-value" not in str(listed)
-    assert mine["client_id"] == "cid" and mine["psa_tenant_id"] is None
+    assert "client_secret" not in mine and secret not in str(listed)
+    assert mine["client_id"] == client_id and mine["psa_tenant_id"] is None
 
 
 async def test_tenant_sync_status_shows_subscriptions_and_last_work(api: Api) -> None:
@@ -51,6 +53,10 @@ async def test_microsoft_tenant_bad_input_names_the_field_and_writes_nothing(api
         ({"tenant_id": tenant_id, "display_name": "x", "client_id": "c", "client_secret": "s", "colour": 1},
          "colour"),
         ({"tenant_id": "a b", "display_name": "x", "client_id": "c", "client_secret": "s"}, "tenant_id"),
+        ({"tenant_id": "contoso.onmicrosoft.com", "display_name": "x", "client_id": "c", "client_secret": "s"},
+         "tenant_id"),
+        ({"tenant_id": tenant_id[:-1], "display_name": "x", "client_id": "c", "client_secret": "s"}, "tenant_id"),
+        ({"tenant_id": 7, "display_name": "x", "client_id": "c", "client_secret": "s"}, "tenant_id"),
     ]
     for body, field in cases:
         resp = await api.call("POST", "/microsoft-tenants", body)

@@ -10,11 +10,12 @@ import aiohttp
 
 from schemas import topics
 from schemas.messages import Command, decode
+from simulator.server import Simulator
 from worker.admin.api import run_admin_api
 from worker.bus import make_consumer
 from worker.config import KafkaSettings
 
-from .conftest import ALL_FILTERS, TOKEN, make_settings, unique
+from .conftest import ALL_FILTERS, TOKEN, make_settings, sim_tenant, unique
 
 
 async def _call(http: aiohttp.ClientSession, method: str, url: str, body: object = None) -> dict:
@@ -25,16 +26,19 @@ async def _call(http: aiohttp.ClientSession, method: str, url: str, body: object
 
 
 async def test_enable_lands_an_org_sync_command_on_entra_commands_keyed_by_tenant(
-    database_url: str, kafka_settings: KafkaSettings
+    database_url: str, kafka_settings: KafkaSettings, admin_sim: Simulator,
 ) -> None:
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(run_admin_api(make_settings(database_url, kafka_settings), ready=ready.set_result))
+    settings = make_settings(database_url, kafka_settings, sim=admin_sim)
+    server = asyncio.create_task(run_admin_api(settings, ready=ready.set_result))
     try:
         url = await asyncio.wait_for(ready, 30) + "/api/v1"
         async with aiohttp.ClientSession() as http:
-            tenant_id = unique("tenant")
+            tenant = await sim_tenant(admin_sim)
+            tenant_id = tenant["tenant_id"]
             await _call(http, "POST", f"{url}/microsoft-tenants", {
-                "tenant_id": tenant_id, "display_name": "K", "client_id": "c", "client_secret": "s"})
+                "tenant_id": tenant_id, "display_name": "K", "client_id": tenant["client_id"],
+                "client_secret": tenant["client_secret"]})
             psa = await _call(http, "POST", f"{url}/psa-tenants", {"name": unique("PSA")})
             await _call(http, "PUT", f"{url}/psa-tenants/{psa['id']}/microsoft-tenant",
                         {"microsoft_tenant_id": tenant_id})

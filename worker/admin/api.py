@@ -173,23 +173,45 @@ async def list_microsoft_tenants(request: web.Request) -> web.Response:
     return _items(await _store(request).list_microsoft_tenants())
 
 
+def _tenant_path(request: web.Request) -> str:
+    return inputs.tenant_ref(request.match_info["id"])
+
+
 async def microsoft_tenant_sync_status(request: web.Request) -> web.Response:
-    return web.json_response(await _store(request).tenant_sync_status(request.match_info["id"]))
+    return web.json_response(await _store(request).tenant_sync_status(_tenant_path(request)))
 
 
 async def create_microsoft_tenant(request: web.Request) -> web.Response:
+    """Register a tenant: its id a GUID (stored lower-case), its credential tested before anything is stored."""
     body = await inputs.json_body(
         request, allowed=("tenant_id", "display_name", "client_id", "client_secret", "default_domain")
     )
-    tenant_id = inputs.text(body, "tenant_id", max_len=128)
-    if any(c.isspace() for c in tenant_id):
-        raise BadRequest("tenant_id", "must not contain spaces")
-    created = await _store(request).create_microsoft_tenant(
-        tenant_id=tenant_id, display_name=inputs.text(body, "display_name"),
+    created = await request.app[SERVICE].register_tenant(
+        tenant_id=inputs.tenant_guid(body, "tenant_id"), display_name=inputs.text(body, "display_name"),
         client_id=inputs.text(body, "client_id"), client_secret=inputs.text(body, "client_secret", max_len=1024),
         default_domain=inputs.optional_text(body, "default_domain"),
     )
     return web.json_response(created, status=201)
+
+
+async def update_microsoft_tenant(request: web.Request) -> web.Response:
+    """Rename a tenant or change its credential (tested first; in effect at every worker's next unit of work)."""
+    tenant_id = _tenant_path(request)
+    body = await inputs.json_body(request, allowed=("display_name", "client_id", "client_secret"))
+    if not body:
+        raise BadRequest("body", "give at least one of display_name, client_id, client_secret")
+    for name in body:  # present means "change it": null or blank is a mistake, not "keep"
+        inputs.text(body, name, max_len=1024 if name == "client_secret" else inputs.MAX_TEXT)
+    updated = await request.app[SERVICE].update_tenant(
+        tenant_id, display_name=inputs.optional_text(body, "display_name"),
+        client_id=inputs.optional_text(body, "client_id"),
+        client_secret=inputs.optional_text(body, "client_secret", max_len=1024),
+    )
+    return web.json_response(updated)
+
+
+async def delete_microsoft_tenant(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].remove_tenant(_tenant_path(request)))
 
 
 async def list_psa_tenants(request: web.Request) -> web.Response:
@@ -204,7 +226,7 @@ async def create_psa_tenant(request: web.Request) -> web.Response:
 async def map_psa_tenant(request: web.Request) -> web.Response:
     psa_id = inputs.path_id(request)
     body = await inputs.json_body(request, allowed=("microsoft_tenant_id",))
-    tenant_id = inputs.text(body, "microsoft_tenant_id", max_len=128)
+    tenant_id = inputs.tenant_ref(inputs.text(body, "microsoft_tenant_id", max_len=128))
     return web.json_response(await request.app[SERVICE].map_psa_tenant(psa_id, tenant_id))
 
 
@@ -325,7 +347,7 @@ def _macs(raw: Any) -> list[str]:
 async def list_runs(request: web.Request) -> web.Response:
     runs = await _store(request).list_runs(
         organization_id=inputs.query_uuid(request, "organization_id"),
-        tenant_id=inputs.query_text(request, "tenant_id"),
+        tenant_id=inputs.tenant_ref(inputs.query_text(request, "tenant_id") or "") or None,
         limit=inputs.query_int(request, "limit", default=100, maximum=1000),
         offset=inputs.query_int(request, "offset", default=0, maximum=10_000_000),
     )
@@ -367,6 +389,8 @@ async def resolve_review_item(request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/microsoft-tenants", list_microsoft_tenants),
     ("POST", "/microsoft-tenants", create_microsoft_tenant),
+    ("PATCH", "/microsoft-tenants/{id}", update_microsoft_tenant),
+    ("DELETE", "/microsoft-tenants/{id}", delete_microsoft_tenant),
     ("GET", "/microsoft-tenants/{id}/sync-status", microsoft_tenant_sync_status),
     ("GET", "/psa-tenants", list_psa_tenants),
     ("POST", "/psa-tenants", create_psa_tenant),
@@ -401,7 +425,8 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     app = web.Application(middlewares=[_observe, _errors, _auth])
     store = AdminStore(pool)
     app[STORE] = store
-    app[SERVICE] = AdminService(store, publisher)
+    app[SERVICE] = AdminService(store, publisher, graph=settings.graph,
+                                notification_url=settings.webhook.public_url.rstrip("/") + "/notifications")
     app[TOKEN] = settings.admin.token.get_secret_value()
     app[METRICS] = _metrics()
     for method, path, handler in ROUTES:

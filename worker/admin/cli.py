@@ -281,6 +281,24 @@ def _tenants(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add.add_argument("--client-id", required=True)
     add.add_argument("--client-secret", required=True, help='the app secret; "-" reads it from stdin')
     add.add_argument("--default-domain")
+    update = tree.leaf("update", "rename a tenant or change its credential (tested first; in effect at once)",
+                       lambda a, _: Call("PATCH", f"/microsoft-tenants/{a.tenant}", _tenant_changes(a)))
+    update.add_argument("tenant", help="the Microsoft tenant id")
+    update.add_argument("--display-name")
+    update.add_argument("--client-id")
+    update.add_argument("--client-secret", help='the new app secret; "-" reads it from stdin')
+    tree.leaf("remove", "remove an unmapped tenant: its Graph subscriptions (in Graph too) and mirror",
+              lambda a, _: Call("DELETE", f"/microsoft-tenants/{a.tenant}")) \
+        .add_argument("tenant", help="the Microsoft tenant id")
+
+
+def _tenant_changes(args: argparse.Namespace) -> dict[str, str]:
+    changes = {"display_name": args.display_name, "client_id": args.client_id,
+               "client_secret": _secret(args.client_secret) if args.client_secret else None}
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not given:
+        raise CliError("nothing to change: give --display-name, --client-id and/or --client-secret", status=2)
+    return given
 
 
 def _psa_tenants(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

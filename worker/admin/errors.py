@@ -21,15 +21,21 @@ _CODES = {
 class ApiError(Exception):
     """An error answered to the client as JSON."""
 
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self._code = code
+        self.details = details or {}
 
     @property
     def code(self) -> str:
-        return _CODES.get(self.status, "error")
+        """The status's code, or a more precise one (e.g. Entra's `invalid_client` for a refused credential)."""
+        return self._code or _CODES.get(self.status, "error")
 
 
 class BadRequest(ApiError):
@@ -58,4 +64,5 @@ def error_response(error: ApiError, *, headers: dict[str, str] | None = None) ->
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.field:
         body["field"] = error.field
+    body.update(error.details)
     return web.json_response({"error": body}, status=error.status, headers=headers)

@@ -71,6 +71,27 @@ def uuid_value(value: Any, name: str) -> str:
         raise BadRequest(name, "must be a UUID") from None
 
 
+def tenant_guid(body: Mapping[str, Any], name: str) -> str:
+    """A Microsoft tenant (directory) id: a GUID, returned in its canonical lower-case form, which is how Graph
+    writes it in notifications and the clientState HMAC reads it. A domain name is refused: it names a tenant
+    only until the domain moves, and it is not what Graph's notifications carry."""
+    raw = text(body, name, max_len=128)
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise BadRequest(name, "must be the tenant's directory id, a GUID such as"
+                               " 72f988bf-86f1-41af-91ab-2d7cd011db47 (a domain name is not accepted)") from None
+
+
+def tenant_ref(value: str) -> str:
+    """A tenant id as an operator names one (path or body): a GUID in any case means its lower-case form;
+    anything else is taken as is (it matches nothing but a legacy row registered before ids were checked)."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return value
+
+
 def flag(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):

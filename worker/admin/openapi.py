@@ -28,7 +28,12 @@ SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+            "code": {"type": "string", "description": "from the status (bad_request, not_found, conflict …), or"
+                     " Entra's error (invalid_client, unauthorized_client, invalid_request …) when a credential"
+                     " is refused"},
+            "message": {"type": "string"}, "field": {"type": "string"},
+            "entra_error_codes": {"type": "array", "items": {"type": "integer"},
+                                  "description": "AADSTS codes of a refused credential"}}}},
     },
     "MicrosoftTenant": {"type": "object", "properties": {
         "tenant_id": {"type": "string"}, "display_name": {"type": "string"}, "client_id": {"type": "string"},
@@ -45,9 +50,22 @@ SCHEMAS: dict[str, Any] = {
     "MicrosoftTenantCreate": {
         "type": "object", "required": ["tenant_id", "display_name", "client_id", "client_secret"],
         "additionalProperties": False,
-        "properties": {"tenant_id": {"type": "string"}, "display_name": {"type": "string"},
+        "properties": {"tenant_id": {"type": "string", "format": "uuid",
+                                     "description": "the directory (tenant) id, a GUID; stored lower-case"},
+                       "display_name": {"type": "string"},
                        "client_id": {"type": "string"}, "client_secret": {"type": "string", "writeOnly": True},
                        "default_domain": {"type": "string"}}},
+    "MicrosoftTenantUpdate": {
+        "type": "object", "minProperties": 1, "additionalProperties": False,
+        "properties": {"display_name": {"type": "string"}, "client_id": {"type": "string"},
+                       "client_secret": {"type": "string", "writeOnly": True}}},
+    "MicrosoftTenantRemoved": {"type": "object", "properties": {
+        "tenant_id": {"type": "string"}, "removed": {"type": "boolean"},
+        "subscriptions_deleted": {"type": "array", "items": {"type": "string"}},
+        "subscriptions_left_in_graph": {"type": "array", "items": {"type": "string"},
+                                        "description": "when Graph refused the deletion (credentials refused)"},
+        "graph_error": {"type": "string"},
+        "rows_deleted": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "PsaTenant": {"type": "object", "properties": {
         "end_users_stopped": {"type": "integer", "description": "after map/unmap: End Users no longer updated"},
         "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
@@ -143,6 +161,7 @@ SCHEMAS: dict[str, Any] = {
 _ERRORS = {
     "400": "bad input; the message names the field", "401": "missing or wrong bearer token",
     "404": "no such resource", "409": "conflicts with the current state",
+    "503": "a dependency (database, broker, Entra or Graph) is unreachable; nothing was changed",
 }
 
 
@@ -170,8 +189,21 @@ _BAD = ("400", "401", "404")
 PATHS: dict[str, dict[str, Any]] = {
     "/microsoft-tenants": {
         "get": _op("List registered Microsoft tenants (never the client secret)", "tenants", "[MicrosoftTenant]"),
-        "post": _op("Register a Microsoft tenant", "registered", "MicrosoftTenant", status="201",
-                    body="MicrosoftTenantCreate", errors=("400", "401", "409")),
+        "post": _op("Register a Microsoft tenant. The credential is tested first (a token from the authority,"
+                    " then GET /organization, whose id must be the tenant's); refused → 400 with Entra's error"
+                    " code and nothing stored", "registered", "MicrosoftTenant", status="201",
+                    body="MicrosoftTenantCreate", errors=("400", "401", "409", "503")),
+    },
+    "/microsoft-tenants/{id}": {
+        "parameters": _ID,
+        "patch": _op("Change display_name, client_id or client_secret. A changed credential is tested like a"
+                     " registration (refused → 400, the stored one kept) and used by every worker from its next"
+                     " unit of work of the tenant, without a restart", "changed", "MicrosoftTenant",
+                     body="MicrosoftTenantUpdate", errors=("400", "401", "404", "503")),
+        "delete": _op("Remove an unmapped tenant: its Graph subscriptions (deleted in Graph too), mirror and"
+                      " status; End Users and runs stay. 409 while a PSA tenant maps it or while the worker is"
+                      " doing its work", "removed", "MicrosoftTenantRemoved",
+                      errors=("401", "404", "409", "503")),
     },
     "/microsoft-tenants/{id}/sync-status": {
         "parameters": _ID,

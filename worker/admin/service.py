@@ -1,4 +1,7 @@
-"""Admin operations that change state and then ask the worker for work.
+"""Admin operations that change state and then ask the worker for work, or that need Microsoft Graph.
+
+A tenant's credential is tested (token, then `GET /organization`) before it is registered or changed, and its
+subscriptions are deleted in Graph when it is removed; `worker.graph` makes those calls.
 
 Each one commits through the store first and publishes after, so the worker never reads a command before
 the rows it refers to. When an `org-sync` cannot be enqueued its run is marked failed, so the status never
@@ -16,10 +19,19 @@ import structlog
 from schemas import topics
 from schemas.messages import Command
 from worker.bus import Publisher
+from worker.config import GraphSettings
 from worker.core.projection import project_fields
+from worker.graph import (
+    CredentialRejected,
+    GraphError,
+    GraphTransient,
+    TenantCredentials,
+    delete_subscriptions,
+    verify_credentials,
+)
 from worker.store.admin import AdminStore, Conflict, Enqueued, Outcome
 
-from .errors import Unavailable
+from .errors import ApiError, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +41,81 @@ def _now() -> str:
 
 
 class AdminService:
-    """The admin API's state-changing operations that involve the worker."""
+    """The admin API's state-changing operations that involve the worker or Microsoft Graph."""
 
-    def __init__(self, store: AdminStore, publisher: Publisher) -> None:
+    def __init__(
+        self, store: AdminStore, publisher: Publisher, *, graph: GraphSettings | None = None,
+        notification_url: str = "",
+    ) -> None:
         self.store = store
         self._publisher = publisher
+        self._graph = graph or GraphSettings()
+        self._notification_url = notification_url  # ours: the subscriptions a removal deletes in Graph
+
+    # ---- Microsoft tenants: a credential is tested before it is stored -----------------------------------
+
+    async def register_tenant(
+        self, *, tenant_id: str, display_name: str, client_id: str, client_secret: str,
+        default_domain: str | None,
+    ) -> dict[str, Any]:
+        await self.store.require_unregistered(tenant_id)
+        await self._verify(TenantCredentials(tenant_id, client_id, client_secret))
+        return await self.store.create_microsoft_tenant(
+            tenant_id=tenant_id, display_name=display_name, client_id=client_id, client_secret=client_secret,
+            default_domain=default_domain,
+        )
+
+    async def update_tenant(
+        self, tenant_id: str, *, display_name: str | None, client_id: str | None, client_secret: str | None,
+    ) -> dict[str, Any]:
+        """Change the name and/or credential; a changed credential is tested first and refused (the stored one
+        kept) when Entra or Graph refuse it. Workers read it at their next unit of work of the tenant."""
+        current = await self.store.microsoft_tenant_credential(tenant_id)
+        wanted = TenantCredentials(tenant_id, client_id or current.client_id, client_secret or current.client_secret)
+        if wanted != current:
+            await self._verify(wanted)
+            log.info("admin.credential_changed", tenant_id=tenant_id, client_id_changed=wanted.client_id !=
+                     current.client_id, secret_changed=wanted.client_secret != current.client_secret)
+        return await self.store.update_microsoft_tenant(
+            tenant_id, display_name=display_name, client_id=wanted.client_id, client_secret=wanted.client_secret,
+        )
+
+    async def remove_tenant(self, tenant_id: str) -> dict[str, Any]:
+        """Remove an unmapped tenant: its Graph subscriptions (in Graph too), then its mirror and status.
+
+        Graph unreachable → 503 and nothing removed (retry). Credentials refused (often why a tenant is removed)
+        → the removal goes on and the answer lists the subscriptions left in Graph: they stop at their expiry
+        (at most 29 days) and their notifications are ignored, the tenant being unknown."""
+        creds, recorded = await self.store.removable_microsoft_tenant(tenant_id)
+        deleted: list[str] = []
+        left: dict[str, Any] = {}
+        try:
+            deleted = await delete_subscriptions(creds, self._graph, ids=recorded,
+                                                 notification_url=self._notification_url)
+        except GraphTransient as exc:
+            raise Unavailable(f"Microsoft Graph could not be reached to delete the tenant's subscriptions"
+                              f" ({exc.code}); nothing was removed, retry") from exc
+        except GraphError as exc:
+            left = {"subscriptions_left_in_graph": sorted(recorded),
+                    "graph_error": f"{exc.status} {exc.code}: {exc.message}"}
+            log.warning("admin.subscriptions_not_deleted", tenant_id=tenant_id, status=exc.status, code=exc.code)
+        removed = await self.store.delete_microsoft_tenant(tenant_id)
+        log.info("admin.tenant_removed", tenant_id=tenant_id, subscriptions_deleted=len(deleted))
+        return {"tenant_id": tenant_id, "removed": True, "subscriptions_deleted": deleted,
+                "rows_deleted": removed, **left}
+
+    async def _verify(self, creds: TenantCredentials) -> None:
+        try:
+            await verify_credentials(creds, self._graph)
+        except CredentialRejected as exc:
+            log.info("admin.credential_refused", tenant_id=creds.tenant_id, code=exc.code, field=exc.field)
+            raise ApiError(
+                400, f"{exc.field}: the credential was refused ({exc.code}): {exc.message}; nothing was stored",
+                field=exc.field, code=exc.code, details={"entra_error_codes": list(exc.entra_codes)},
+            ) from exc
+        except GraphTransient as exc:
+            raise Unavailable(f"the credential could not be tested: Entra or Graph unreachable ({exc.code});"
+                              " nothing was stored, retry") from exc
 
     async def enable_sync(self, organization_id: str, filters_json: dict[str, Any]) -> str:
         run = await self.store.enable_user_sync(organization_id, filters_json)

@@ -22,8 +22,14 @@ from typing import Any, cast
 import asyncpg
 
 from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
-from worker.store.sync import load_mirror_users
+from worker.graph import TenantCredentials
+from worker.store.sync import load_mirror_users, subscriptions_lock, tenant_lock_key
 
+# Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
+_TENANT_TABLES = (
+    "entra_user_dirty", "entra_user_sign_ins", "entra_user_enrichment", "entra_group_members", "entra_groups",
+    "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
+)
 SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated")
 SAMPLE_SIZE = 5
 REASON_SYNC_DISABLED = "user sync disabled"
@@ -343,6 +349,68 @@ class AdminStore:
         return {"tenant_id": tenant_id, **(_record(status) if status else empty),
                 "subscriptions": [_record(r) for r in subs]}
 
+    async def get_microsoft_tenant(self, tenant_id: str) -> dict[str, Any]:
+        tenant = next((t for t in await self.list_microsoft_tenants() if t["tenant_id"] == tenant_id), None)
+        if tenant is None:
+            raise NotFound(f"no Microsoft tenant {tenant_id}")
+        return tenant
+
+    async def require_unregistered(self, tenant_id: str) -> None:
+        """Conflict when the tenant is registered already (checked before its credential is tested)."""
+        if await self._pool.fetchval("SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1", tenant_id):
+            raise Conflict(f"Microsoft tenant {tenant_id} is already registered")
+
+    async def microsoft_tenant_credential(self, tenant_id: str) -> TenantCredentials:
+        creds = await self._pool.fetchrow(
+            "SELECT tenant_id, client_id, client_secret FROM microsoft_tenants WHERE tenant_id = $1", tenant_id
+        )
+        if creds is None:
+            raise NotFound(f"no Microsoft tenant {tenant_id}")
+        return TenantCredentials(creds["tenant_id"], creds["client_id"], creds["client_secret"])
+
+    async def update_microsoft_tenant(
+        self, tenant_id: str, *, display_name: str | None, client_id: str, client_secret: str,
+    ) -> dict[str, Any]:
+        """Store a changed name or (tested) credential; the worker reads it at its next unit of work."""
+        updated = await self._pool.fetchval(
+            "UPDATE microsoft_tenants SET display_name = coalesce($2, display_name), client_id = $3,"
+            " client_secret = $4, updated_at = now() WHERE tenant_id = $1 RETURNING 1",
+            tenant_id, display_name, client_id, client_secret,
+        )
+        if not updated:
+            raise NotFound(f"no Microsoft tenant {tenant_id}")
+        return await self.get_microsoft_tenant(tenant_id)
+
+    async def removable_microsoft_tenant(self, tenant_id: str) -> tuple[TenantCredentials, list[str]]:
+        """The credential and recorded subscription ids of a tenant that may be removed (NotFound, or
+        Conflict while a PSA tenant maps it)."""
+        creds = await self.microsoft_tenant_credential(tenant_id)
+        await _require_unmapped(self._pool, tenant_id)
+        ids = await self._pool.fetch("SELECT id FROM graph_subscriptions WHERE tenant_id = $1", tenant_id)
+        return creds, [r["id"] for r in ids]
+
+    async def delete_microsoft_tenant(self, tenant_id: str) -> dict[str, int]:
+        """Remove an unmapped tenant with its mirror, delta links, subscriptions and status; returns the rows
+        removed per table. End Users, runs and the journal are product data and stay (they were stopped when
+        the tenant was unmapped). Conflict while mapped, or while the worker is doing this tenant's work (its
+        advisory locks are tried, never waited for: the operator retries in a moment)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id
+            )
+            if not found:
+                raise NotFound(f"no Microsoft tenant {tenant_id}")
+            await _require_unmapped(conn, tenant_id)
+            for lock in (tenant_id, subscriptions_lock(tenant_id)):
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", tenant_lock_key(lock)):
+                    raise Conflict(f"the worker is doing work of Microsoft tenant {tenant_id}; retry in a moment")
+            removed: dict[str, int] = {}
+            for table in _TENANT_TABLES:
+                status = await conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant_id)
+                removed[table] = int(status.split()[-1])
+            await conn.execute("DELETE FROM microsoft_tenants WHERE tenant_id = $1", tenant_id)
+        return removed
+
     async def create_microsoft_tenant(
         self, *, tenant_id: str, display_name: str, client_id: str, client_secret: str,
         default_domain: str | None,
@@ -355,8 +423,7 @@ class AdminStore:
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"Microsoft tenant {tenant_id} is already registered") from None
-        tenants = await self.list_microsoft_tenants()
-        return next(t for t in tenants if t["tenant_id"] == tenant_id)
+        return await self.get_microsoft_tenant(tenant_id)
 
     # ---- PSA tenants ---------------------------------------------------------------------------------------
 
@@ -822,11 +889,20 @@ async def _lock_organization(conn: Conn, organization_id: str) -> asyncpg.Record
 
 
 async def _require_microsoft_tenant(conn: Conn, tenant_id: str) -> None:
+    # Key-share locked: a concurrent removal of the tenant waits for this mapping and then refuses (409).
     exists = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1)", tenant_id
+        "SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1 FOR KEY SHARE", tenant_id
     )
     if not exists:
         raise InvalidReference("microsoft_tenant_id", f"no Microsoft tenant {tenant_id} is registered")
+
+
+async def _require_unmapped(conn: Conn | asyncpg.Pool, tenant_id: str) -> None:
+    mapped = await conn.fetchval(
+        "SELECT name FROM psa_tenants WHERE microsoft_tenant_id = $1 ORDER BY name LIMIT 1", tenant_id
+    )
+    if mapped is not None:
+        raise Conflict(f"Microsoft tenant {tenant_id} is mapped to PSA tenant {mapped!r}; unmap it first")
 
 
 async def _require_psa_reference(conn: Conn, psa_tenant_id: str) -> str | None:

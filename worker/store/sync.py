@@ -94,11 +94,36 @@ async def org_contexts(
     return contexts
 
 
+async def still_syncing(conn: Conn, tenant_id: str, organization_ids: Sequence[str]) -> set[str]:
+    """Of these Organizations, those that still sync from `tenant_id` (assigned to a PSA tenant mapped to it,
+    user sync enabled), read inside the caller's write transaction with their organization, PSA tenant and
+    sync rows share-locked until it ends. An operator's re-assign, map, unmap, remap or disable locks one of
+    those rows for update, so it waits for this transaction, and a transaction that starts after it
+    committed sees the change here: no write of the old mapping lands after the operator was answered."""
+    if not organization_ids:
+        return set()
+    rows = await conn.fetch(
+        """SELECT o.id::text FROM organizations o
+           JOIN psa_tenants p ON p.id = o.psa_tenant_id
+           JOIN org_user_syncs s ON s.organization_id = o.id
+           WHERE o.id = ANY ($1::uuid[]) AND p.microsoft_tenant_id = $2 AND s.status = 'enabled'
+           FOR SHARE OF o, p, s""",
+        list(organization_ids), tenant_id,
+    )
+    return {r[0] for r in rows}
+
+
 # ---- Tenant lock ------------------------------------------------------------------------------------------
 
 def tenant_lock_key(tenant_id: str) -> int:
     """A stable 63-bit advisory-lock key for a tenant (serialises its work across replicas)."""
     return int.from_bytes(hashlib.blake2b(tenant_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def subscriptions_lock(tenant_id: str) -> str:
+    """The lock name (for `lock_tenant`) that serialises a tenant's subscription reconciliations and their
+    removal with the tenant; its own key, so a reconciliation never waits for a running resync."""
+    return f"{tenant_id}/subscriptions"
 
 
 async def lock_tenant(conn: Conn, tenant_id: str) -> None:
