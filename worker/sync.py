@@ -560,9 +560,9 @@ async def _recheck_mapping(conn: Conn, runs: Sequence[OrgRun]) -> None:
 
     Operator actions and running syncs exclude each other this way rather than by the tenant lock: the worker
     holds that lock for a whole resync (a minute for a large tenant), and an operator's re-assign must not
-    wait for it. Each write transaction re-reads the mapping with its rows share-locked (`still_syncing`),
-    so the operator waits at most for the one chunk being written, and nothing of the old mapping is written
-    after the API answered."""
+    wait for it. Each write transaction takes the tenant's mapping lock shared and re-reads the mapping
+    (`still_syncing`); the operator takes it exclusive, so it waits at most for the chunk being written, and
+    nothing of the old mapping is written after the API answered."""
     live = [run for run in runs if not run.stopped]
     if not live:
         return

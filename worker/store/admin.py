@@ -23,7 +23,7 @@ import asyncpg
 
 from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
 from worker.graph import TenantCredentials
-from worker.store.sync import load_mirror_users, subscriptions_lock, tenant_lock_key
+from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
 _TENANT_TABLES = (
@@ -506,6 +506,8 @@ class AdminStore:
             org = await _lock_organization(conn, organization_id)
             new_tenant = await _require_psa_reference(conn, psa_tenant_id)
             old_tenant = org["microsoft_tenant_id"]
+            if old_tenant is not None and old_tenant != new_tenant:
+                await hold_tenant_mapping(conn, old_tenant)
             await conn.execute(
                 "UPDATE organizations SET psa_tenant_id = $2, updated_at = now() WHERE id = $1",
                 org["id"], psa_tenant_id,
@@ -601,6 +603,8 @@ class AdminStore:
             org = await _lock_organization(conn, organization_id)
             if org["user_sync_status"] == "not_set_up":
                 raise Conflict("user sync is not set up for this Organization")
+            if org["microsoft_tenant_id"] is not None:
+                await hold_tenant_mapping(conn, org["microsoft_tenant_id"])
             await conn.execute(
                 "UPDATE org_user_syncs SET status = 'disabled', updated_at = now(),"
                 " disabled_at = CASE WHEN status = 'enabled' THEN now() ELSE disabled_at END"
@@ -880,8 +884,10 @@ async def _lock_psa_tenant(conn: Conn, psa_tenant_id: str) -> asyncpg.Record:
 
 
 async def _lock_organization(conn: Conn, organization_id: str) -> asyncpg.Record:
+    # NO KEY UPDATE, as an UPDATE of its columns takes: the worker's End User writes key-share the row (their
+    # foreign key) while holding the tenant's mapping lock, which an operator's change then waits for.
     row = await conn.fetchrow(
-        _ORG_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", organization_id
+        _ORG_SELECT + " WHERE o.id = $1 FOR NO KEY UPDATE OF o", organization_id
     )
     if row is None:
         raise NotFound(f"no Organization {organization_id}")
@@ -926,6 +932,8 @@ def _require_mapped(org: Row) -> str:
 async def _remap(conn: Conn, *, psa: asyncpg.Record, new_tenant: str | None) -> Outcome:
     """Point a PSA tenant at `new_tenant`: stop links to the old one, queue syncs from the new one."""
     old = psa["microsoft_tenant_id"]
+    if old is not None:
+        await hold_tenant_mapping(conn, old)
     await conn.execute(
         "UPDATE psa_tenants SET microsoft_tenant_id = $2, updated_at = now() WHERE id = $1",
         psa["id"], new_tenant,

@@ -96,21 +96,28 @@ async def org_contexts(
 
 async def still_syncing(conn: Conn, tenant_id: str, organization_ids: Sequence[str]) -> set[str]:
     """Of these Organizations, those that still sync from `tenant_id` (assigned to a PSA tenant mapped to it,
-    user sync enabled), read inside the caller's write transaction with their organization, PSA tenant and
-    sync rows share-locked until it ends. An operator's re-assign, map, unmap, remap or disable locks one of
-    those rows for update, so it waits for this transaction, and a transaction that starts after it
-    committed sees the change here: no write of the old mapping lands after the operator was answered."""
+    user sync enabled). Called first in the worker's End User write transactions: it takes the tenant's
+    mapping lock shared, until the transaction ends. An operator's re-assign, map, unmap, remap or disable
+    takes it exclusive (`hold_tenant_mapping`), so it waits only for the chunk being written, later chunks
+    queue behind it (PostgreSQL grants advisory locks in order: no starvation), and the mapping read here,
+    after the lock, is the operator's: nothing of the old mapping is written once the operator was answered."""
     if not organization_ids:
         return set()
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", tenant_lock_key(mapping_lock(tenant_id)))
     rows = await conn.fetch(
         """SELECT o.id::text FROM organizations o
            JOIN psa_tenants p ON p.id = o.psa_tenant_id
            JOIN org_user_syncs s ON s.organization_id = o.id
-           WHERE o.id = ANY ($1::uuid[]) AND p.microsoft_tenant_id = $2 AND s.status = 'enabled'
-           FOR SHARE OF o, p, s""",
+           WHERE o.id = ANY ($1::uuid[]) AND p.microsoft_tenant_id = $2 AND s.status = 'enabled'""",
         list(organization_ids), tenant_id,
     )
     return {r[0] for r in rows}
+
+
+async def hold_tenant_mapping(conn: Conn, tenant_id: str) -> None:
+    """In an operator's transaction that changes which Organizations sync from `tenant_id`: wait for the
+    End User writes in flight for it, and hold further ones until the change commits (see `still_syncing`)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", tenant_lock_key(mapping_lock(tenant_id)))
 
 
 # ---- Tenant lock ------------------------------------------------------------------------------------------
@@ -118,6 +125,11 @@ async def still_syncing(conn: Conn, tenant_id: str, organization_ids: Sequence[s
 def tenant_lock_key(tenant_id: str) -> int:
     """A stable 63-bit advisory-lock key for a tenant (serialises its work across replicas)."""
     return int.from_bytes(hashlib.blake2b(tenant_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def mapping_lock(tenant_id: str) -> str:
+    """The lock name of the Organizations that sync from a tenant (operators exclusive, End User writes shared)."""
+    return f"{tenant_id}/mapping"
 
 
 def subscriptions_lock(tenant_id: str) -> str:
