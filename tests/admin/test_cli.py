@@ -159,3 +159,19 @@ async def test_connection_from_env_then_stack_json(
     monkeypatch.setenv("ADMIN_TOKEN", TOKEN)
     result = await cli("orgs", "list", connect=False)
     assert result.code == 1 and "cannot reach the admin API" in result.err
+
+
+async def test_tenants_update_and_remove(cli: Cli, api: Api) -> None:
+    tenant_id = await api.microsoft_tenant()
+    refused = await cli("tenants", "update", tenant_id, "--client-secret", "not-it")
+    assert refused.code == 1 and "invalid_client" in refused.err and "not-it" not in refused.err
+    assert (await cli("tenants", "update", tenant_id)).code == 2  # nothing to change
+    renamed = await _ok(cli, "tenants", "update", tenant_id.upper(), "--display-name", "Renamed")
+    assert (renamed["tenant_id"], renamed["display_name"]) == (tenant_id, "Renamed")
+    psa = await api.psa_tenant(tenant_id)
+    mapped = await cli("tenants", "remove", tenant_id)
+    assert mapped.code == 1 and "unmap it first" in mapped.err
+    await _ok(cli, "psa-tenants", "unmap", psa["id"])
+    removed = await _ok(cli, "tenants", "remove", tenant_id)
+    assert removed["removed"] is True and removed["subscriptions_deleted"] == []
+    assert tenant_id not in (await cli("tenants", "list")).out

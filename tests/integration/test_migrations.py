@@ -36,11 +36,48 @@ async def test_enrichment_moves_to_its_own_tables_with_its_values(fresh_database
                ('t', 'with', '\\x00', '2026-11-01T09:30:00Z', '{"registered": true}', '{aabbccddee01}'),
                ('t', 'signed-in', '\\x00', '2026-11-02T09:30:00Z', NULL, '{}'),
                ('t', 'without', '\\x00', NULL, NULL, '{}')""")
-        assert await migrate(fresh_database_url) == ["0002_enrichment_table_and_journal", "0003_sign_ins_table"]
+        applied = await migrate(fresh_database_url)
+        assert applied[:2] == ["0002_enrichment_table_and_journal", "0003_sign_ins_table"]
         moved = await conn.fetch("SELECT id, mfa::text, device_macs FROM entra_user_enrichment ORDER BY id")
         assert [tuple(r) for r in moved] == [("with", '{"registered": true}', ["aabbccddee01"])]
         signed_in = await conn.fetch("SELECT id, last_sign_in_at::date::text FROM entra_user_sign_ins ORDER BY id")
         assert [tuple(r) for r in signed_in] == [("signed-in", "2026-11-02"), ("with", "2026-11-01")]
         assert await conn.fetchval("SELECT count(*) FROM entra_users") == 3
+    finally:
+        await conn.close()
+
+
+async def test_upper_case_guid_tenant_ids_move_to_lower_case_with_everything_keyed_by_them(
+    fresh_database_url: str,
+) -> None:
+    """0005: a GUID tenant id registered as typed becomes lower-case in every table that keys by it; a tenant
+    registered in both forms, and a domain-name id, are left as they are."""
+    upper, twin = "5CF09A42-E7CF-497E-9C71-0D3E8034CBBB", "0AA1B2C3-0000-4000-8000-00000000000A"
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, sql in migration_files():
+            if version < "0005":
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+        for tid in (upper, twin, twin.lower(), "contoso.onmicrosoft.com"):
+            await conn.execute("INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)"
+                               " VALUES ($1, 'x', 'c', 's')", tid)
+        psa = await conn.fetchval("INSERT INTO psa_tenants (name, microsoft_tenant_id) VALUES ('p', $1)"
+                                  " RETURNING id", upper)
+        org = await conn.fetchval("INSERT INTO organizations (name, psa_tenant_id) VALUES ('o', $1) RETURNING id",
+                                  psa)
+        await conn.execute("INSERT INTO entra_users (tenant_id, id, content_hash) VALUES ($1, 'u1', '\\x00')", upper)
+        await conn.execute("INSERT INTO delta_links (tenant_id, resource, link) VALUES ($1, 'users', 'l')", upper)
+        await conn.execute("INSERT INTO end_users (organization_id, sync_state, entra_tenant_id, entra_object_id)"
+                           " VALUES ($1, 'synced', $2, 'u1')", org, upper)
+        assert await migrate(fresh_database_url) == [v for v, _ in migration_files() if v >= "0005"]
+        tenants = {r[0] for r in await conn.fetch("SELECT tenant_id FROM microsoft_tenants")}
+        assert tenants == {upper.lower(), twin, twin.lower(), "contoso.onmicrosoft.com"}
+        assert await conn.fetchval("SELECT microsoft_tenant_id FROM psa_tenants WHERE id = $1", psa) == upper.lower()
+        for table, column in (("entra_users", "tenant_id"), ("delta_links", "tenant_id"),
+                              ("end_users", "entra_tenant_id")):
+            assert await conn.fetchval(f"SELECT {column} FROM {table}") == upper.lower(), table
     finally:
         await conn.close()
