@@ -351,6 +351,7 @@ class TenantGraph:
         verify: Any = ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
         self._credential = self._new_credential()
         self._stale_credentials: list[ClientSecretCredential] = []
+        self.closed = False
         # httpx's client as msgraph-core builds it (retries are ours, per tenant: see the module docstring), with
         # aiohttp's connections beneath: its C parser and asyncio's TLS take a third less CPU per page than
         # httpcore's, which matters on a resync's 834 sequential sign-in pages. msgraph-core's transport runs its
@@ -366,6 +367,7 @@ class TenantGraph:
         self._timeout = httpx.Timeout(settings.timeout_s).as_dict()
 
     async def close(self) -> None:
+        self.closed = True
         await self._http.aclose()
         await self._transport.aclose()
         for credential in (*self._stale_credentials, self._credential):
@@ -638,11 +640,17 @@ _FIELD_OF_AADSTS = {
 }
 
 
+def _for_an_operator(settings: GraphSettings) -> GraphSettings:
+    """An operator waits for the answer: a couple of retries and a short timeout, not a worker's patience."""
+    return settings.model_copy(update={"max_retries": min(settings.max_retries, 2),
+                                       "timeout_s": min(settings.timeout_s, 15.0)})
+
+
 async def verify_credentials(creds: TenantCredentials, settings: GraphSettings) -> None:
     """Test a credential as the worker will use it: a token from the authority, then `GET /organization`,
     whose id must be the tenant's. Raises CredentialRejected (Entra's error code) when it fails and
     GraphTransient when the authority or Graph cannot be reached."""
-    graph = TenantGraph(creds, settings)
+    graph = TenantGraph(creds, _for_an_operator(settings))
     try:
         response = await graph.request("GET", "/organization", params={"$select": "id"})
         organizations = msgspec.json.decode(response.content, type=_Listing[_Organization]).value
@@ -665,7 +673,7 @@ async def delete_subscriptions(
 ) -> list[str]:
     """Delete these subscriptions, and any other of ours (`notification_url`) Graph lists, in Graph; a
     subscription Graph no longer knows counts as deleted. Returns what was deleted."""
-    graph = TenantGraph(creds, settings)
+    graph = TenantGraph(creds, _for_an_operator(settings))
     try:
         listed = {s.id for s in await graph.list_subscriptions() if s.notification_url == notification_url}
         deleted = []
