@@ -226,9 +226,12 @@ async def test_upper_case_tenant_id_is_stored_lower_case_and_its_notifications_a
     users = await object_ids(pipeline.pool, org["id"])
     assert len(users) == 6
     took = await shouted.converge(await shouted.patch_titles(users[:3], "Notified"), timeout_s=20)
-    notified = await pipeline.pool.fetchval(
-        "SELECT last_notification_at FROM tenant_sync_status WHERE tenant_id = $1", typed.lower())
-    assert notified is not None  # through change notifications, not a resync
+    # Through change notifications, not a resync: the worker stamps them just after the End User writes.
+    deadline = time.monotonic() + 10
+    while await pipeline.pool.fetchval(
+            "SELECT last_notification_at FROM tenant_sync_status WHERE tenant_id = $1", typed.lower()) is None:
+        assert time.monotonic() < deadline, "the tenant's notifications were never recorded"
+        await asyncio.sleep(0.05)
     normal = await object_ids(pipeline.pool, tenant.org_id)
     await tenant.converge(await tenant.patch_titles(normal[:1], "Notified"), timeout_s=20)
     print(f"upper-case tenant: changes arrived in {took:.2f} s")
