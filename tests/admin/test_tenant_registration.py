@@ -1,5 +1,6 @@
 """Registering a Microsoft tenant: a GUID stored lower-case, the credential tested against the authority and
-Graph (the simulator over HTTPS) before anything is stored, Entra's error code when it is refused."""
+Graph (the simulator over HTTPS) before anything is stored, Entra's error code when it is refused; and a
+removal while the worker is at the tenant's work."""
 
 from __future__ import annotations
 
@@ -101,3 +102,21 @@ async def test_unreachable_authority_is_503_and_nothing_stored(api: Api, databas
         assert await _stored(api, tenant["tenant_id"]) == 0
     finally:
         await client.close()
+
+
+async def test_removal_waits_for_no_one_while_the_worker_holds_the_tenant(api: Api) -> None:
+    """The worker's advisory lock on the tenant (a unit of work under way) makes a removal a 409 to retry,
+    never a wait nor a removal under the worker's feet."""
+    from worker.store.sync import lock_tenant, unlock_tenant
+
+    tenant_id = await api.microsoft_tenant()
+    async with api.pool.acquire() as worker:
+        await lock_tenant(worker, tenant_id)
+        try:
+            resp = await api.call("DELETE", f"/microsoft-tenants/{tenant_id}")
+            assert resp.status == 409 and "retry" in resp.body["error"]["message"], resp.body
+            assert await _stored(api, tenant_id) == 1
+        finally:
+            await unlock_tenant(worker, tenant_id)
+    removed = await api.ok("DELETE", f"/microsoft-tenants/{tenant_id.upper()}")
+    assert removed["tenant_id"] == tenant_id and await _stored(api, tenant_id) == 0
