@@ -26,7 +26,9 @@ from worker.config import Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
+from worker.preview import preview
 from worker.serve import serve
+from worker.store import holds
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
 from worker.store.pool import create_pool
 
@@ -53,6 +55,7 @@ STORE = web.AppKey("store", AdminStore)
 SERVICE = web.AppKey("service", AdminService)
 TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
 
 
 def _metrics() -> Metrics:
@@ -260,7 +263,9 @@ async def user_sync_options(request: web.Request) -> web.Response:
 async def user_sync_preview(request: web.Request) -> web.Response:
     org_id = inputs.path_id(request)
     filters = _filters(await inputs.json_body(request, allowed=("filters",)))
-    return web.json_response(await _store(request).preview(org_id, filters))
+    tenant_id = await _store(request).mapped_tenant(org_id)
+    return web.json_response(
+        await preview(request.app[POOL], tenant_id=tenant_id, organization_id=org_id, filters=filters))
 
 
 # ---- End Users and Assets --------------------------------------------------------------------------------
@@ -341,6 +346,18 @@ async def confirm_run(request: web.Request) -> web.Response:
     return web.json_response({"run_id": run_id}, status=202)
 
 
+async def dismiss_run(request: web.Request) -> web.Response:
+    """Keep everyone a held run would deactivate, and end its hold."""
+    run_id = inputs.path_id(request)
+    try:
+        await holds.dismiss_run(request.app[POOL], run_id)
+    except LookupError:
+        raise ApiError(404, f"no sync run {run_id}") from None
+    except holds.NotHeld as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response(await _store(request).get_run(run_id))
+
+
 async def list_review_items(request: web.Request) -> web.Response:
     status = inputs.query_text(request, "status", choices=("open", "resolved", "all")) or "open"
     items = await _store(request).list_review_items(
@@ -390,6 +407,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/sync-runs", list_runs),
     ("GET", "/sync-runs/{id}", get_run),
     ("POST", "/sync-runs/{id}/confirm", confirm_run),
+    ("POST", "/sync-runs/{id}/dismiss", dismiss_run),
     ("GET", "/review-items", list_review_items),
     ("POST", "/review-items/{id}/resolve", resolve_review_item),
     ("GET", "/openapi.json", openapi),
@@ -401,6 +419,7 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     app = web.Application(middlewares=[_observe, _errors, _auth])
     store = AdminStore(pool)
     app[STORE] = store
+    app[POOL] = pool
     app[SERVICE] = AdminService(store, publisher)
     app[TOKEN] = settings.admin.token.get_secret_value()
     app[METRICS] = _metrics()
