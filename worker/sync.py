@@ -159,8 +159,8 @@ class SyncEngine:
             self._log("sync.org", tenant_id, started, changed, [run])
             return dict(run.counts)
 
-    async def project_organization(self, tenant_id: str, organization_id: str, run_id: str | None = None
-                                   ) -> dict[str, int]:
+    async def project_organization(self, tenant_id: str, organization_id: str, run_id: str | None = None, *,
+                                   confirm_deactivations: bool = False) -> dict[str, int]:
         """What `org_sync` does after its Graph pull: every mirror user projected into one Organization's End
         Users, under the tenant lock, with its current filters. For callers that fill the mirror themselves
         (the preview's property test applies the filters it previewed this way)."""
@@ -170,7 +170,7 @@ class SyncEngine:
                 orgs = await store.org_contexts(conn, tenant_id, organization_id)
                 if not orgs:
                     raise ValueError(f"user sync is not enabled for Organization {organization_id}")
-                run = OrgRun(orgs[0], kind="org-sync", run_id=run_id)
+                run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, confirmed=confirm_deactivations)
                 await self._project_all(conn, tenant_id, run)
                 return dict(run.counts)
             finally:

@@ -26,6 +26,7 @@ from worker.config import Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
+from worker.explain import explain_user
 from worker.preview import preview
 from worker.serve import serve
 from worker.store import holds
@@ -268,6 +269,17 @@ async def user_sync_preview(request: web.Request) -> web.Response:
         await preview(request.app[POOL], tenant_id=tenant_id, organization_id=org_id, filters=filters))
 
 
+async def user_sync_explain(request: web.Request) -> web.Response:
+    org_id = inputs.path_id(request)
+    object_id = inputs.query_text(request, "entra_object_id")
+    email = inputs.query_text(request, "email")
+    if (object_id is None) == (email is None):
+        raise BadRequest("entra_object_id", "give exactly one of entra_object_id and email")
+    tenant_id = await _store(request).mapped_tenant(org_id)
+    return web.json_response(await explain_user(
+        request.app[POOL], organization_id=org_id, tenant_id=tenant_id, entra_object_id=object_id, email=email))
+
+
 # ---- End Users and Assets --------------------------------------------------------------------------------
 
 async def list_end_users(request: web.Request) -> web.Response:
@@ -397,6 +409,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("DELETE", "/organizations/{id}/user-sync", delete_user_sync),
     ("GET", "/organizations/{id}/user-sync/options", user_sync_options),
     ("POST", "/organizations/{id}/user-sync/preview", user_sync_preview),
+    ("GET", "/organizations/{id}/user-sync/explain", user_sync_explain),
     ("POST", "/organizations/{id}/user-sync/runs", run_user_sync),
     ("GET", "/organizations/{id}/end-users", list_end_users),
     ("POST", "/organizations/{id}/end-users", create_end_user),

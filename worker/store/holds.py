@@ -68,16 +68,16 @@ async def dismiss(conn: Conn, run_id: str) -> None:
     )
 
 
-async def held_object_ids(conn: Conn, organization_id: str) -> list[str]:
-    """Entra users whose deactivation the Organization's held run holds (none without a held run)."""
-    ids = await conn.fetchval(
-        "SELECT held_object_ids FROM sync_runs WHERE organization_id = $1::uuid AND status = 'held'",
-        organization_id,
-    )
-    return list(ids or [])
-
-
 async def dismiss_run(pool: asyncpg.Pool, run_id: str) -> None:
     """`dismiss` in a transaction of its own (the admin API's `POST /sync-runs/{id}/dismiss`)."""
     async with pool.acquire() as conn, conn.transaction():
         await dismiss(conn, run_id)
+
+
+async def held_run_holding(conn: Conn, organization_id: str, object_id: str) -> str | None:
+    """The Organization's held run if it holds this Entra user's deactivation, else None."""
+    run_id = await conn.fetchval(
+        "SELECT id::text FROM sync_runs WHERE organization_id = $1::uuid AND status = 'held'"
+        " AND $2 = ANY (held_object_ids)", organization_id, object_id,
+    )
+    return str(run_id) if run_id is not None else None
