@@ -27,7 +27,6 @@ from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
 from worker.explain import explain_user
-from worker.preview import preview
 from worker.serve import serve
 from worker.store import holds
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
@@ -264,9 +263,7 @@ async def user_sync_options(request: web.Request) -> web.Response:
 async def user_sync_preview(request: web.Request) -> web.Response:
     org_id = inputs.path_id(request)
     filters = _filters(await inputs.json_body(request, allowed=("filters",)))
-    tenant_id = await _store(request).mapped_tenant(org_id)
-    return web.json_response(
-        await preview(request.app[POOL], tenant_id=tenant_id, organization_id=org_id, filters=filters))
+    return web.json_response(await _store(request).preview(org_id, filters))
 
 
 async def user_sync_explain(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from worker.core.model import END_USER_FIELDS, MirrorUser
+from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
 from worker.store import sync_status
 from worker.store.sync import load_mirror_users
 
@@ -483,6 +483,14 @@ class AdminStore:
             out[r["section"]].append({"value": r["value"], "count": r["count"]})
         out["groups"] = [_record(r) for r in groups]
         return out
+
+    async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
+        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
+        for the Organization's mapped tenant (kept here so callers of the former SQL preview need no change)."""
+        from worker.preview import preview  # the engine's module: imported late, it imports the store
+
+        tenant_id = await self.mapped_tenant(organization_id)
+        return await preview(self._pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)
 
     # ---- End Users -----------------------------------------------------------------------------------------
 
