@@ -64,7 +64,10 @@ async def _by_email(conn: Conn, organization_id: str, tenant_id: str, email: str
     ids = await store.users_with_email(conn, tenant_id, email)
     if len(ids) > 1:
         raise Conflict(f"several Entra users have the email {email} ({', '.join(ids)}): ask by entra_object_id")
-    return (ids[0] if ids else None), end_user
+    # An unlinked End User with the email is the one a newcomer would adopt; one linked to someone else (here
+    # or in another tenant) is not this user's, and `next_sync` says what holding the email means.
+    unlinked = end_user if end_user is not None and end_user.entra_object_id is None else None
+    return (ids[0] if ids else None), unlinked
 
 
 async def _next_sync(conn: Conn, organization_id: str, tenant_id: str, user: MirrorUser, filters: Any) -> Plan:
