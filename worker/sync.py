@@ -26,7 +26,7 @@ from worker.core.model import MirrorUser, OrgContext, Plan, StateChange, StoredE
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
-from worker.store import Conn, enrichment
+from worker.store import Conn, enrichment, holds
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
@@ -50,7 +50,7 @@ class OrgRun:
     run_id: str | None = None
     record_always: bool = True
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("created", "updated", "unchanged", "out_of_scope", "deactivated", "review", "errors"), 0))
+        ("created", "updated", "unchanged", "out_of_scope", "stopped", "deactivated", "review", "errors"), 0))
     pending_deactivations: list[StateChange] = field(default_factory=list)
     held: bool = False
     confirmed: bool = False  # the operator confirmed: deactivations bypass the guard
@@ -62,21 +62,25 @@ class OrgRun:
         self.counts["created"] += len(plan.creates)
         self.counts["updated"] += len(plan.updates)
         self.counts["unchanged"] += plan.unchanged
-        self.counts["out_of_scope"] += plan.out_of_scope + sum(
-            1 for c in plan.state_changes if c.sync_state == "out_of_scope")
+        # `stopped`: End Users this run moved out of scope (a preview's would_stop_updating); `out_of_scope`
+        # also counts users that were out of scope already.
+        stopped = sum(1 for c in plan.state_changes if c.sync_state == "out_of_scope")
+        self.counts["stopped"] += stopped
+        self.counts["out_of_scope"] += plan.out_of_scope + stopped
         self.counts["review"] += len(plan.reviews)
         self.pending_deactivations.extend(plan.deactivations)
 
     @property
     def wrote(self) -> bool:
+        """Whether the run did something worth a record. Deactivations are not counted here: `_finish` records
+        a run that applies or holds them itself, and not one whose only news is a hold another run keeps."""
         c = self.counts
-        return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"]
-                    or self.pending_deactivations)
+        return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"])
 
     def would_write(self, plan: Plan) -> bool:
         """`wrote`, once `plan` is added."""
         return self.wrote or bool(
-            plan.creates or plan.updates or plan.out_of_scope or plan.reviews or plan.deactivations
+            plan.creates or plan.updates or plan.out_of_scope or plan.reviews
             or any(c.sync_state == "out_of_scope" for c in plan.state_changes))
 
     async def ensure_row(self, conn: Conn) -> str:
@@ -155,6 +159,23 @@ class SyncEngine:
             await self._project_all(conn, tenant_id, run)
             self._log("sync.org", tenant_id, started, changed, [run])
             return dict(run.counts)
+
+    async def project_organization(self, tenant_id: str, organization_id: str, run_id: str | None = None, *,
+                                   confirm_deactivations: bool = False) -> dict[str, int]:
+        """What `org_sync` does after its Graph pull: every mirror user projected into one Organization's End
+        Users, under the tenant lock, with its current filters. For callers that fill the mirror themselves
+        (the preview's property test applies the filters it previewed this way)."""
+        async with self._pool.acquire() as conn:
+            await store.lock_tenant(conn, tenant_id)
+            try:
+                orgs = await store.org_contexts(conn, tenant_id, organization_id)
+                if not orgs:
+                    raise ValueError(f"user sync is not enabled for Organization {organization_id}")
+                run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, confirmed=confirm_deactivations)
+                await self._project_all(conn, tenant_id, run)
+                return dict(run.counts)
+            finally:
+                await store.unlock_tenant(conn, tenant_id)
 
     async def record_error(self, tenant_id: str, error: str) -> None:
         """Make a tenant-level failure (e.g. refused credentials) visible in its sync status."""
@@ -508,7 +529,11 @@ class SyncEngine:
         return True
 
     async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
-        """Apply or hold each run's deactivations (accidental-deletion guard), then close its record."""
+        """Apply or hold each run's deactivations (accidental-deletion guard), then close its record.
+
+        One held run per Organization: deactivations held while the Organization has a held run are added to
+        that run (the held users stay flagged, so every later batch decides them again); a run that holds none
+        ends the hold (applied, or nobody is leaving any more)."""
         ratio = self._settings.sync.deactivation_guard_ratio
         for run in runs:
             pending = run.pending_deactivations
@@ -519,20 +544,41 @@ class SyncEngine:
                         await store.finish_run(conn, run.run_id, status="failed", counts=run.counts,
                                                warnings=run.warnings, error=STOPPED)
                     continue
-                if pending:
-                    total = await store.synced_count(conn, run.org.organization_id)
-                    run.held = not run.confirmed and hold_deactivations(len(pending), total, ratio=ratio)
-                    await run.ensure_row(conn)
-                    if not run.held:
+                held_run = await holds.lock_held_run(conn, run.org.organization_id)
+                hold = bool(pending) and not run.confirmed and hold_deactivations(
+                    len(pending), await store.synced_count(conn, run.org.organization_id), ratio=ratio)
+                if hold:
+                    await self._hold(conn, run, held_run, ratio=ratio)
+                else:
+                    if pending:
+                        await run.ensure_row(conn)
                         await store.apply_state_changes(conn, run_id=run.run_id, changes=pending)
                         await store.clear_dirty(conn, tenant_id, [c.entra_object_id for c in pending])
                         run.counts["deactivated"] = len(pending)
+                    if held_run is not None:
+                        by = f" by run {run.run_id}" if run.run_id else ""
+                        await holds.release(conn, held_run, note=(
+                            f"hold ended{by}: {len(pending)} deactivations applied" if pending else
+                            f"hold ended{by}: none of the held users is leaving any more"))
                 if run.run_id and (run.wrote or run.record_always or run.recorded):
-                    warnings = run.warnings + (
-                        [f"{len(pending)} deactivations held: more than {ratio:.0%} of the "
-                         "Organization's synced End Users; confirm the run to apply them"] if run.held else [])
                     await store.finish_run(conn, run.run_id, status="held" if run.held else "succeeded",
-                                           counts=run.counts, warnings=warnings)
+                                           counts=run.counts, warnings=run.warnings)
+                    if run.held:
+                        await holds.hold(conn, run.run_id, [c.entra_object_id for c in pending])
+
+    @staticmethod
+    async def _hold(conn: Conn, run: OrgRun, held_run: str | None, *, ratio: float) -> None:
+        pending = run.pending_deactivations
+        if held_run is None:  # this run becomes the Organization's held run
+            run.held = True
+            run.counts["held"] = len(pending)
+            run.warnings.append(f"{len(pending)} deactivations held: more than {ratio:.0%} of the Organization's "
+                                "synced End Users; confirm the run to apply them, or dismiss it")
+            await run.ensure_row(conn)
+            return
+        await holds.hold(conn, held_run, [c.entra_object_id for c in pending])
+        if run.run_id is not None:
+            run.warnings.append(f"{len(pending)} deactivations held in run {held_run}, awaiting confirmation")
 
     def _log(self, event: str, tenant_id: str, started: float, changed: int, runs: Sequence[OrgRun]) -> None:
         log.info(event, tenant_id=tenant_id, mirror_changed=changed, organizations=len(runs),
@@ -543,9 +589,7 @@ def _totals(runs: Sequence[OrgRun]) -> dict[str, int]:
     totals: dict[str, int] = {}
     for run in runs:
         for key, value in run.counts.items():
-            totals[key] = totals.get(key, 0) + value
-        if run.held:
-            totals["held"] = totals.get("held", 0) + len(run.pending_deactivations)
+            totals[key] = totals.get(key, 0) + value  # `held` among them: deactivations the guard kept back
     return totals
 
 

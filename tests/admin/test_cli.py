@@ -92,6 +92,13 @@ async def test_operator_flow_through_the_cli(cli: Cli, api: Api) -> None:
     assert (await _ok(cli, "runs", "show", run_id))["kind"] == "org-sync"
     result = await cli("runs", "confirm", run_id)
     assert result.code == 1 and "only a held" in result.err
+    result = await cli("runs", "dismiss", run_id)
+    assert result.code == 1 and "only a held" in result.err
+    explained = await _ok(cli, "sync", "explain", org["id"], "--entra-object-id", "s1")
+    assert (explained["entra_object_id"], explained["in_scope"]) == ("s1", True)
+    explained = await _ok(cli, "sync", "explain", org["id"], "--email", "ELI@fabrikam.com")
+    assert (explained["entra_object_id"], explained["in_scope"]) == ("e1", False)
+    assert [s["section"] for s in explained["sections"] if not s["matched"]] == ["domains", "departments"]
 
     manual = await _ok(cli, "end-users", "add", org["id"], "--first-name", "Ann", "--email", "ann@contoso.com")
     listed = await _ok(cli, "end-users", "list", org["id"], "--email", "ANN@contoso.com")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from .conftest import ALL_FILTERS, Api, FakePublisher, World, insert_end_user, seed_mirror
+import pytest
+
+from worker.sync import SyncEngine
+
+from .conftest import Api, FakePublisher, World, insert_end_user, make_settings, seed_mirror
 
 
 async def test_runs_list_and_one(api: Api) -> None:
@@ -90,13 +94,51 @@ async def test_resolve_by_linking(api: Api, publisher: FakePublisher) -> None:
     assert item["status"] == "resolved" and item["resolution"] == {"action": "link", "end_user_id": chosen}
 
 
-async def test_resolve_by_creating_drops_a_taken_email(api: Api, publisher: FakePublisher) -> None:
-    _, _, review_id = await _ambiguous(api)
-    result = await api.ok("POST", f"/review-items/{review_id}/resolve", {"create": True})
-    created = await api.ok("GET", f"/end-users/{result['end_user_id']}")
-    assert (created["first_name"], created["last_name"], created["email"]) == ("Jane", "Doe", None)
-    assert (created["entra_object_id"], created["sync_state"]) == ("entra-1", "synced")
-    assert publisher.commands("org-sync")[-1].run_id == result["run_id"]
+async def test_resolving_by_creating_a_taken_email_is_refused_naming_the_holder(
+    api: Api, publisher: FakePublisher
+) -> None:
+    world, (holder, _), review_id = await _ambiguous(api)
+    publisher.sent.clear()
+    resp = await api.call("POST", f"/review-items/{review_id}/resolve", {"create": True})
+    assert resp.status == 409 and holder in resp.body["error"]["message"], resp.body
+    assert "jane@contoso.com" in resp.body["error"]["message"]
+    assert await api.pool.fetchval(
+        "SELECT count(*) FROM end_users WHERE organization_id = $1 AND entra_object_id = 'entra-1'", world.org_id) == 0
+    [item] = (await api.ok("GET", f"/review-items?organization_id={world.org_id}"))["items"]
+    assert item["id"] == review_id and item["status"] == "open"
+    assert publisher.commands("org-sync") == []
+
+
+async def test_linking_an_end_user_whose_email_another_holds_is_refused_naming_the_holder(api: Api) -> None:
+    _, (holder, other), review_id = await _ambiguous(api)
+    resp = await api.call("POST", f"/review-items/{review_id}/resolve", {"end_user_id": other})
+    assert resp.status == 409 and holder in resp.body["error"]["message"], resp.body
+    assert (await api.ok("GET", f"/end-users/{other}"))["entra_object_id"] is None
+
+
+@pytest.mark.parametrize("resolution", ["link", "create"])
+async def test_a_resolution_ends_its_review_for_good(api: Api, database_url: str, resolution: str) -> None:
+    """After the resolution the sync updates the End User and opens no review about that user again."""
+    world = await api.world()
+    await api.enable(world.org_id)
+    await seed_mirror(api.pool, world.tenant_id, [{
+        "id": "entra-9", "display_name": "Kim Lee", "given_name": "Kim", "surname": "Lee",
+        "mail": "kim@contoso.com", "user_principal_name": "kim@contoso.com", "user_type": "Member"}])
+    manual = await insert_end_user(api.pool, world.org_id, state="manual", email="KIM@contoso.com",
+                                   first_name="K", last_name="L")
+    review_id = await _review(api, world, candidates=[manual], object_id="entra-9")
+    body = {"end_user_id": manual} if resolution == "link" else {"create": True}
+    if resolution == "create":  # the email must be free for a create: the manual record goes
+        await api.pool.execute("DELETE FROM end_users WHERE id = $1", manual)
+    result = await api.ok("POST", f"/review-items/{review_id}/resolve", body)
+    engine = SyncEngine(pool=api.pool, graph=None, settings=make_settings(database_url))  # type: ignore[arg-type]
+    for _ in range(2):
+        counts = await engine.project_organization(world.tenant_id, world.org_id)
+        assert counts["review"] == 0, counts
+    end_user = await api.ok("GET", f"/end-users/{result['end_user_id']}")
+    assert (end_user["sync_state"], end_user["first_name"], end_user["email"]) == ("synced", "Kim", "kim@contoso.com")
+    status = await api.ok("GET", f"/organizations/{world.org_id}/user-sync")
+    assert status["open_review_items"] == 0
 
 
 async def test_resolve_errors_write_nothing(api: Api) -> None:
@@ -118,4 +160,5 @@ async def test_resolve_errors_write_nothing(api: Api) -> None:
     [item] = (await api.ok("GET", f"/review-items?organization_id={world.org_id}"))["items"]
     assert item["status"] == "open"
     assert (await api.ok("GET", f"/end-users/{a}"))["entra_object_id"] is None
-    assert ALL_FILTERS  # the Organization's sync stays as enabled
+    assert await api.pool.fetchval(
+        "SELECT count(*) FROM end_users WHERE organization_id = $1 AND entra_object_id = 'entra-1'", world.org_id) == 0

@@ -88,11 +88,14 @@ class ChangeTracker:
 
     async def patch_titles(self, object_ids: Iterable[str], tag: str) -> dict[str, str]:
         wanted = {oid: f"{tag} {i}" for i, oid in enumerate(object_ids)}
+        # An empty change set would make every check below pass without anything having happened.
+        assert wanted, "no user to change: the tenant has fewer synced users than the test slices"
         await asyncio.gather(*(self.admin.call("PATCH", f"/users/{oid}", {"jobTitle": title})
                                for oid, title in wanted.items()))
         return wanted
 
     async def missing(self, wanted: dict[str, str]) -> dict[str, str]:
+        assert wanted, "nothing to look for: `missing({})` is always empty"
         rows = await self.pool.fetch(
             "SELECT entra_object_id, job_title FROM end_users WHERE entra_object_id = ANY($1::text[])"
             " AND ($2::uuid IS NULL OR organization_id = $2::uuid)", list(wanted), self.org_id)

@@ -38,6 +38,7 @@ async def test_enrichment_moves_to_its_own_tables_with_its_values(fresh_database
                ('t', 'without', '\\x00', NULL, NULL, '{}')""")
         applied = await migrate(fresh_database_url)
         assert applied[:2] == ["0002_enrichment_table_and_journal", "0003_sign_ins_table"]
+        assert applied == [v for v, _ in migration_files()][1:]  # and every later one
         moved = await conn.fetch("SELECT id, mfa::text, device_macs FROM entra_user_enrichment ORDER BY id")
         assert [tuple(r) for r in moved] == [("with", '{"registered": true}', ["aabbccddee01"])]
         signed_in = await conn.fetch("SELECT id, last_sign_in_at::date::text FROM entra_user_sign_ins ORDER BY id")
@@ -79,5 +80,41 @@ async def test_upper_case_guid_tenant_ids_move_to_lower_case_with_everything_key
         for table, column in (("entra_users", "tenant_id"), ("delta_links", "tenant_id"),
                               ("end_users", "entra_tenant_id")):
             assert await conn.fetchval(f"SELECT {column} FROM {table}") == upper.lower(), table
+    finally:
+        await conn.close()
+
+
+async def test_held_runs_keep_the_newest_per_organization(fresh_database_url: str) -> None:
+    """0007: an Organization with several held runs (each change batch used to open one) keeps the newest held;
+    the older ones read succeeded, saying so; from then on the database refuses a second held run."""
+    files = dict(migration_files())
+    earlier = [v for v in files if v < "0007_held_runs"]
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for version in earlier:
+            await conn.execute(files[version])
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+        psa = await conn.fetchval("INSERT INTO psa_tenants (name) VALUES ('p') RETURNING id")
+        orgs = [await conn.fetchval("INSERT INTO organizations (name, psa_tenant_id) VALUES ($1, $2) RETURNING id",
+                                    name, psa) for name in ("a", "b")]
+        runs = {}
+        for key, org, minutes in (("a-old", orgs[0], 3), ("a-mid", orgs[0], 2), ("a-new", orgs[0], 1),
+                                  ("b-only", orgs[1], 5)):
+            runs[key] = await conn.fetchval(
+                "INSERT INTO sync_runs (kind, organization_id, status, requested_at)"
+                " VALUES ('delta', $1, 'held', now() - make_interval(mins => $2)) RETURNING id", org, minutes)
+        assert "0007_held_runs" in await migrate(fresh_database_url)
+        status = {k: await conn.fetchval("SELECT status FROM sync_runs WHERE id = $1", v) for k, v in runs.items()}
+        assert status == {"a-old": "succeeded", "a-mid": "succeeded", "a-new": "held", "b-only": "held"}
+        warning = await conn.fetchval("SELECT warnings::text FROM sync_runs WHERE id = $1", runs["a-old"])
+        assert "superseded" in warning
+        try:
+            await conn.execute("UPDATE sync_runs SET status = 'held' WHERE id = $1", runs["a-old"])
+        except asyncpg.UniqueViolationError:
+            pass
+        else:
+            raise AssertionError("a second held run of one Organization was accepted")
     finally:
         await conn.close()

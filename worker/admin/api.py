@@ -26,7 +26,9 @@ from worker.config import Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
+from worker.explain import explain_user
 from worker.serve import serve
+from worker.store import holds
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
 from worker.store.pool import create_pool
 
@@ -53,6 +55,7 @@ STORE = web.AppKey("store", AdminStore)
 SERVICE = web.AppKey("service", AdminService)
 TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
 
 
 def _metrics() -> Metrics:
@@ -285,6 +288,17 @@ async def user_sync_preview(request: web.Request) -> web.Response:
     return web.json_response(await _store(request).preview(org_id, filters))
 
 
+async def user_sync_explain(request: web.Request) -> web.Response:
+    org_id = inputs.path_id(request)
+    object_id = inputs.query_text(request, "entra_object_id")
+    email = inputs.query_text(request, "email")
+    if (object_id is None) == (email is None):
+        raise BadRequest("entra_object_id", "give exactly one of entra_object_id and email")
+    tenant_id = await _store(request).mapped_tenant(org_id)
+    return web.json_response(await explain_user(
+        request.app[POOL], organization_id=org_id, tenant_id=tenant_id, entra_object_id=object_id, email=email))
+
+
 # ---- End Users and Assets --------------------------------------------------------------------------------
 
 async def list_end_users(request: web.Request) -> web.Response:
@@ -363,6 +377,18 @@ async def confirm_run(request: web.Request) -> web.Response:
     return web.json_response({"run_id": run_id}, status=202)
 
 
+async def dismiss_run(request: web.Request) -> web.Response:
+    """Keep everyone a held run would deactivate, and end its hold."""
+    run_id = inputs.path_id(request)
+    try:
+        await holds.dismiss_run(request.app[POOL], run_id)
+    except LookupError:
+        raise ApiError(404, f"no sync run {run_id}") from None
+    except holds.NotHeld as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response(await _store(request).get_run(run_id))
+
+
 async def list_review_items(request: web.Request) -> web.Response:
     status = inputs.query_text(request, "status", choices=("open", "resolved", "all")) or "open"
     items = await _store(request).list_review_items(
@@ -404,6 +430,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("DELETE", "/organizations/{id}/user-sync", delete_user_sync),
     ("GET", "/organizations/{id}/user-sync/options", user_sync_options),
     ("POST", "/organizations/{id}/user-sync/preview", user_sync_preview),
+    ("GET", "/organizations/{id}/user-sync/explain", user_sync_explain),
     ("POST", "/organizations/{id}/user-sync/runs", run_user_sync),
     ("GET", "/organizations/{id}/end-users", list_end_users),
     ("POST", "/organizations/{id}/end-users", create_end_user),
@@ -414,6 +441,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/sync-runs", list_runs),
     ("GET", "/sync-runs/{id}", get_run),
     ("POST", "/sync-runs/{id}/confirm", confirm_run),
+    ("POST", "/sync-runs/{id}/dismiss", dismiss_run),
     ("GET", "/review-items", list_review_items),
     ("POST", "/review-items/{id}/resolve", resolve_review_item),
     ("GET", "/openapi.json", openapi),
@@ -425,6 +453,7 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     app = web.Application(middlewares=[_observe, _errors, _auth])
     store = AdminStore(pool)
     app[STORE] = store
+    app[POOL] = pool
     app[SERVICE] = AdminService(store, publisher, graph=settings.graph,
                                 notification_url=settings.webhook.public_url.rstrip("/") + "/notifications")
     app[TOKEN] = settings.admin.token.get_secret_value()

@@ -343,6 +343,13 @@ def _sync(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParse
         parser = tree.leaf(name, help_, build)
         parser.add_argument("org")
         _filter_flags(parser)
+    explain = tree.leaf("explain", "why an Entra user is (not) an End User, and what the next sync would do",
+                        lambda a, _: Call("GET", base.format(a.org) + "/explain", query={
+                            "entra_object_id": a.entra_object_id, "email": a.email}))
+    explain.add_argument("org")
+    who = explain.add_mutually_exclusive_group(required=True)
+    who.add_argument("--entra-object-id", help="the Entra user's object id")
+    who.add_argument("--email", help="an email: the End User holding it, or the Entra user whose mail/UPN it is")
     tree.leaf("disable", "disable: End Users are kept and stop being updated",
               lambda a, _: Call("DELETE", base.format(a.org))).add_argument("org")
     tree.leaf("run", "run a sync now with the current filters",
@@ -394,6 +401,8 @@ def _runs(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParse
     tree.leaf("show", "one sync run", lambda a, _: Call("GET", f"/sync-runs/{a.id}")).add_argument("id")
     tree.leaf("confirm", "apply the deactivations a held run kept back (queues a new run)",
               lambda a, _: Call("POST", f"/sync-runs/{a.id}/confirm")).add_argument("id")
+    tree.leaf("dismiss", "keep everyone a held run would deactivate, and end its hold",
+              lambda a, _: Call("POST", f"/sync-runs/{a.id}/dismiss")).add_argument("id")
 
 
 def _review(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -91,7 +91,28 @@ SCHEMAS: dict[str, Any] = {
         "filters": {"oneOf": [_ref("Filters"), {"type": "null"}]}, "in_progress": {"type": "boolean"},
         "last_run": {"oneOf": [_ref("SyncRun"), {"type": "null"}]},
         "microsoft_tenant_id": _nullable("string"), "enabled_at": _nullable("string"),
-        "disabled_at": _nullable("string")}},
+        "disabled_at": _nullable("string"),
+        "open_review_items": {"type": "integer", "description": "review items waiting for an operator"},
+        "held_run_id": {**_nullable("string"), "description": "the run whose deactivations wait for confirm or"
+                        " dismiss (at most one per Organization)"},
+        "last_error": {**_nullable("string"), "description": "why the last run failed, else the tenant's last"
+                       " error"}}},
+    "Explanation": {"type": "object", "properties": {
+        "organization_id": {"type": "string"}, "microsoft_tenant_id": {"type": "string"},
+        "entra_object_id": _nullable("string"), "entra_user": {"type": ["object", "null"]},
+        "sync_status": {"enum": ["not_set_up", "enabled", "disabled"]},
+        "end_user": {"type": ["object", "null"], "properties": {
+            "id": {"type": "string"}, "sync_state": {"type": "string"}, "sync_state_reason": _nullable("string"),
+            "email": _nullable("string"), "entra_object_id": _nullable("string")}},
+        "filters": {"oneOf": [_ref("Filters"), {"type": "null"}]},
+        "sections": {"type": "array", "items": {"type": "object", "properties": {
+            "section": {"type": "string"}, "user_values": {"type": "array", "items": {"type": "string"}},
+            "filter": _SECTION, "matched": {"type": "boolean"}}}},
+        "in_scope": _nullable("boolean"), "leaver": _nullable("string"),
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "why the End User's sync_state is what it is, one sentence per reason"},
+        "next_sync": {"type": ["object", "null"], "description": "what the sync would do now: action (create,"
+                      " adopt, update, deactivate, stop_updating, review, nothing) and its reason"}}},
     "RunAccepted": {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}},
     "OptionValue": {"type": "object", "properties": {"value": {"type": "string"}, "count": {"type": "integer"}}},
     "Options": {"type": "object", "properties": {
@@ -104,6 +125,8 @@ SCHEMAS: dict[str, Any] = {
         "microsoft_tenant_id": {"type": "string"}, "matching": {"type": "integer"},
         "would_create": {"type": "integer"}, "would_update": {"type": "integer"},
         "would_stop_updating": {"type": "integer"}, "would_review": {"type": "integer"},
+        "would_deactivate": {"type": "integer", "description": "leavers the sync would deactivate (the "
+                             "accidental-deletion guard may hold them)"},
         "samples": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
         "warnings": {"type": "array", "items": {"type": "string"}}}},
     "EndUser": {"type": "object", "properties": {
@@ -250,8 +273,16 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/organizations/{id}/user-sync/preview": {
         "parameters": _ID,
-        "post": _op("What proposed filters would do, from the mirror (no Graph call)", "preview", "Preview",
+        "post": _op("What proposed filters would do, from the mirror (no Graph call), decided by the sync's own"
+                    " code: equal to what applying them then does", "preview", "Preview",
                     body="FiltersBody", errors=("400", "401", "404", "409")),
+    },
+    "/organizations/{id}/user-sync/explain": {
+        "parameters": _ID,
+        "get": _op("Why an Entra user (entra_object_id or email, exactly one) is or is not an End User: each"
+                   " filter section, in scope, the linked End User and why its state is what it is, and what the"
+                   " next sync would do", "explanation", "Explanation", errors=("400", "401", "404", "409"),
+                   query=("entra_object_id", "email")),
     },
     "/organizations/{id}/user-sync/runs": {
         "parameters": _ID,
@@ -290,13 +321,20 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op("Confirm a held run: queue an org-sync that applies the deactivations the guard held",
                     "queued", "RunAccepted", status="202", errors=("401", "404", "409")),
     },
+    "/sync-runs/{id}/dismiss": {
+        "parameters": _ID,
+        "post": _op("Dismiss a held run: nobody is deactivated, the hold ends, its users are not held again"
+                    " by later change batches", "the run, no longer held", "SyncRun", errors=("401", "404", "409")),
+    },
     "/review-items": {
         "get": _op("List review items (status open by default; open, resolved or all)", "review items",
                    "[ReviewItem]", errors=("400", "401"), query=("organization_id", "status")),
     },
     "/review-items/{id}/resolve": {
         "parameters": _ID,
-        "post": _op("Resolve: link {end_user_id} or {create: true}; queues an org-sync", "resolved",
+        "post": _op("Resolve: link {end_user_id} or {create: true}; queues an org-sync. 409 naming the holder"
+                    " when another End User holds the Entra user's email (the sync could never honour it)",
+                    "resolved",
                     "ReviewResolved", body="ReviewResolve", errors=("400", "401", "404", "409")),
     },
     "/openapi.json": {

@@ -150,11 +150,12 @@ class AdminService:
     async def resolve_review(
         self, review_id: str, *, end_user_id: str | None = None, create: bool = False
     ) -> dict[str, Any]:
+        user = await self.store.review_mirror_user(review_id)
         if end_user_id is not None:
-            outcome = await self.store.resolve_review_link(review_id, end_user_id)
+            email = project_fields(user)["email"] if user is not None else None
+            outcome = await self.store.resolve_review_link(review_id, end_user_id, email=email)
         else:
             assert create
-            user = await self.store.review_mirror_user(review_id)
             if user is None:
                 raise Conflict("the review's Entra user is no longer in the tenant mirror")
             outcome = await self.store.resolve_review_create(review_id, project_fields(user))

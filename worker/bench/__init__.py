@@ -25,4 +25,8 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         from worker.bench.resync import bench_resync
 
         return [await bench_resync(users=args.users) for _ in range(max(1, args.runs))]
+    if args.name == "preview":
+        from worker.bench.preview import bench_preview
+
+        return [await bench_preview(users=args.users, runs=max(1, args.runs))]
     raise NotImplementedError(f"bench {args.name!r} is not wired yet")

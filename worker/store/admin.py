@@ -1,4 +1,4 @@
-"""The SQL of the admin API: configuration, End Users, assets, runs, review items, options and preview.
+"""The SQL of the admin API: configuration, End Users, assets, runs, review items and filter options.
 
 Only the store package runs SQL. This module returns JSON-ready dicts and raises `NotFound`, `Conflict` or
 `InvalidReference`; the HTTP layer maps those to status codes once. It never talks to Kafka: the caller
@@ -23,6 +23,7 @@ import asyncpg
 
 from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
 from worker.graph import TenantCredentials
+from worker.store import sync_status
 from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
@@ -31,7 +32,6 @@ _TENANT_TABLES = (
     "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
 )
 SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated")
-SAMPLE_SIZE = 5
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
 
@@ -109,11 +109,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _lowered(section: Any) -> list[str] | None:
-    """A filter section as SQL sees it: None for "all", else the lower-cased values."""
-    return None if section == "all" else [str(v).lower() for v in section]
-
-
 def _is_unique_violation(exc: Exception, constraint: str) -> bool:
     return isinstance(exc, asyncpg.UniqueViolationError) and constraint in str(
         getattr(exc, "constraint_name", "") or exc
@@ -166,8 +161,8 @@ SELECT r.id, r.organization_id, r.entra_tenant_id, r.entra_object_id, r.reason, 
 FROM review_items r
 """
 
-# SQL forms of worker/core/filters.py and projection.py, so preview and options run as one statement over
-# 100,000 users; tests/admin/test_preview.py checks them against compile_filters and email_of on a matrix.
+# SQL forms of worker/core/filters.py's domains, so the options run as one statement over 100,000 users;
+# tests/admin/test_preview.py checks their counts. (The preview runs the sync's own code: worker/preview.py.)
 _UPN = "lower(btrim(u.user_principal_name))"
 _IS_GUEST = f"position('#ext#' in {_UPN}) > 0"
 _MAIL_DOMAIN = "lower(btrim(substring(u.mail from '@([^@]*)$')))"
@@ -175,102 +170,6 @@ _UPN_DOMAIN = (
     f"CASE WHEN {_IS_GUEST} THEN coalesce(substring(split_part({_UPN}, '#ext#', 1) from '_([^_]*)$'), '')"
     f" ELSE btrim(substring({_UPN} from '@([^@]*)$')) END"
 )
-_USER_EMAIL = (
-    f"coalesce(nullif(btrim(u.mail), ''),"
-    f" CASE WHEN {_IS_GUEST} THEN NULL ELSE nullif(btrim(u.user_principal_name), '') END)"
-)
-_MAIL_KEY = "lower(nullif(btrim(u.mail), ''))"
-_UPN_KEY = f"CASE WHEN {_IS_GUEST} THEN NULL ELSE nullif({_UPN}, '') END"
-
-# Users of tenant $1 matching filters $2..$6 (NULL = "all"); groups are matched transitively. Only ids:
-# the rows stay narrow so 100,000 of them hash and count in memory.
-_MATCHED_CTE = f"""
-sel_groups(id) AS (
-    SELECT g.id FROM entra_groups g WHERE g.tenant_id = $1 AND lower(g.id) = ANY ($6::text[])
-    UNION
-    SELECT unnest($6::text[])
-    UNION
-    SELECT m.member_id FROM entra_group_members m JOIN sel_groups s ON m.group_id = s.id
-    WHERE m.tenant_id = $1 AND m.member_type = 'group'
-),
-group_users AS (
-    SELECT DISTINCT m.member_id AS id FROM entra_group_members m
-    WHERE m.tenant_id = $1 AND m.member_type = 'user' AND m.group_id IN (SELECT id FROM sel_groups)
-),
-matched AS MATERIALIZED (
-    SELECT u.id
-    FROM entra_users u
-    WHERE u.tenant_id = $1 AND u.removed IS NULL
-      AND ($2::text[] IS NULL OR lower(btrim(u.user_type)) = ANY ($2::text[]))
-      AND ($3::text[] IS NULL OR {_MAIL_DOMAIN} = ANY ($3::text[]) OR {_UPN_DOMAIN} = ANY ($3::text[]))
-      AND ($4::text[] IS NULL OR lower(btrim(u.office_location)) = ANY ($4::text[]))
-      AND ($5::text[] IS NULL OR lower(btrim(u.department)) = ANY ($5::text[]))
-      AND ($6::text[] IS NULL OR u.id IN (SELECT id FROM group_users))
-)"""
-
-
-def _sample(category: str) -> str:
-    """A few rows of one category with the Entra user's name and email, looked up for those rows only."""
-    return (
-        "SELECT coalesce(json_agg(s), '[]') FROM (SELECT k.entra_object_id, u.display_name,"
-        f" {_USER_EMAIL} AS email, k.end_user_id FROM (SELECT entra_object_id, end_user_id FROM classified"
-        f" WHERE category = '{category}' ORDER BY entra_object_id LIMIT {SAMPLE_SIZE}) k"
-        " LEFT JOIN entra_users u ON u.tenant_id = $1 AND u.id = k.entra_object_id"
-        " ORDER BY k.entra_object_id) s"
-    )
-
-
-# Classifies matched users against the Organization's ($7) End Users, as the sync would: a linked End User
-# is updated; else one unlinked End User whose email is the user's mail or UPN is adopted (updated); two or
-# more go to review; none means create. Synced End Users whose Entra user no longer matches stop being updated.
-# Adoption keys are computed only when the Organization has unlinked End Users (an empty hash side ends the
-# join before the mirror is scanned).
-_PREVIEW_SQL = f"""
-WITH RECURSIVE {_MATCHED_CTE},
-linked AS MATERIALIZED (
-    SELECT e.id, e.entra_object_id, e.sync_state FROM end_users e
-    WHERE e.organization_id = $7 AND e.entra_tenant_id = $1 AND e.entra_object_id IS NOT NULL
-),
-unlinked AS MATERIALIZED (
-    SELECT e.id, lower(e.email) AS k FROM end_users e
-    WHERE e.organization_id = $7 AND e.entra_object_id IS NULL AND e.email IS NOT NULL
-),
-candidates AS (
-    SELECT c.id, count(DISTINCT c.end_user_id) AS n, min(c.end_user_id::text) AS one FROM (
-        SELECT u.id, x.id AS end_user_id FROM unlinked x
-        JOIN entra_users u ON u.tenant_id = $1 AND {_MAIL_KEY} = x.k
-        UNION ALL
-        SELECT u.id, x.id FROM unlinked x
-        JOIN entra_users u ON u.tenant_id = $1 AND {_UPN_KEY} = x.k
-    ) c GROUP BY c.id
-),
-classified AS MATERIALIZED (
-    SELECT m.id AS entra_object_id, coalesce(l.id::text, CASE WHEN c.n = 1 THEN c.one END) AS end_user_id,
-           CASE WHEN l.id IS NOT NULL OR c.n = 1 THEN 'update' WHEN c.n IS NULL THEN 'create'
-                ELSE 'review' END AS category
-    FROM matched m
-    LEFT JOIN linked l ON l.entra_object_id = m.id
-    LEFT JOIN candidates c ON l.id IS NULL AND c.id = m.id
-    UNION ALL
-    SELECT l.entra_object_id, l.id::text, 'stop' FROM linked l
-    WHERE l.sync_state = 'synced' AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.id = l.entra_object_id)
-)
-SELECT
-    (SELECT count(*) FROM matched) AS matching,
-    counts.*,
-    json_build_object(
-        'create', ({_sample("create")}), 'update', ({_sample("update")}),
-        'stop', ({_sample("stop")}), 'review', ({_sample("review")})
-    )::text AS samples
-FROM (
-    SELECT count(*) FILTER (WHERE category = 'create') AS would_create,
-           count(*) FILTER (WHERE category = 'update') AS would_update,
-           count(*) FILTER (WHERE category = 'stop') AS would_stop_updating,
-           count(*) FILTER (WHERE category = 'review') AS would_review
-    FROM classified
-) counts
-"""
-
 _OPTION_VALUES_SQL = f"""
 SELECT section, min(value) AS value, count(DISTINCT id) AS count
 FROM (
@@ -553,6 +452,7 @@ class AdminStore:
             "microsoft_tenant_id": org["microsoft_tenant_id"],
             "enabled_at": sync.get("enabled_at"),
             "disabled_at": sync.get("disabled_at"),
+            **await sync_status.attention(self._pool, organization_id, org["microsoft_tenant_id"]),
         }
 
     async def enable_user_sync(self, organization_id: str, filters_json: dict[str, Any]) -> Enqueued:
@@ -656,34 +556,12 @@ class AdminStore:
         return out
 
     async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
-        """What proposed filters would do, from the mirror alone: no Graph call, one SQL statement."""
+        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
+        for the Organization's mapped tenant (kept here so callers of the former SQL preview need no change)."""
+        from worker.preview import preview  # the engine's module: imported late, it imports the store
+
         tenant_id = await self.mapped_tenant(organization_id)
-        async with self._pool.acquire() as conn, conn.transaction():
-            # A generic plan (chosen after a few runs of the prepared statement) cannot drop the
-            # "$n IS NULL OR …" branches and runs ~50x slower: plan each call for its own filters.
-            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '64MB'")
-            row = await conn.fetchrow(
-                _PREVIEW_SQL, tenant_id, _lowered(filters.user_types), _lowered(filters.domains),
-                _lowered(filters.office_locations), _lowered(filters.departments), _lowered(filters.groups),
-                organization_id,
-            )
-        assert row is not None
-        samples = json.loads(row["samples"])
-        return {
-            "microsoft_tenant_id": tenant_id,
-            "matching": row["matching"],
-            "would_create": row["would_create"],
-            "would_update": row["would_update"],
-            "would_stop_updating": row["would_stop_updating"],
-            "would_review": row["would_review"],
-            "samples": {
-                "would_create": samples.get("create", []),
-                "would_update": samples.get("update", []),
-                "would_stop_updating": samples.get("stop", []),
-                "would_review": samples.get("review", []),
-            },
-            "warnings": ["these filters select nobody"] if row["matching"] == 0 else [],
-        }
+        return await preview(self._pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)
 
     # ---- End Users -----------------------------------------------------------------------------------------
 
@@ -814,8 +692,10 @@ class AdminStore:
             )
         return users[0] if users else None
 
-    async def resolve_review_link(self, review_id: str, end_user_id: str) -> Outcome:
-        """Link an existing End User of the Organization to the review's Entra user."""
+    async def resolve_review_link(self, review_id: str, end_user_id: str, *, email: str | None = None) -> Outcome:
+        """Link an existing End User of the Organization to the review's Entra user, whose End User email is
+        `email`. Refused when another End User holds that email: the sync could never give it to the linked
+        one, and would open a review again at every change."""
         async with self._pool.acquire() as conn, conn.transaction():
             review, org = await _lock_open_review(conn, review_id)
             end_user = await conn.fetchrow(
@@ -829,6 +709,7 @@ class AdminStore:
                 end_user["entra_tenant_id"], end_user["entra_object_id"]
             ) != target:
                 raise Conflict("that End User is already linked to another Entra user")
+            await _refuse_held_email(conn, review["organization_id"], email, besides=end_user["id"])
             state, reason = _linked_state(org)
             try:
                 await conn.execute(
@@ -843,16 +724,13 @@ class AdminStore:
             )
 
     async def resolve_review_create(self, review_id: str, fields: Mapping[str, str | None]) -> Outcome:
-        """Create a linked End User for the review's Entra user (without the email if it is taken)."""
+        """Create a linked End User for the review's Entra user. Refused (409 naming the holder) when its email
+        is taken: created without it, the End User would never be updated and every sync would open a new
+        review about it."""
         async with self._pool.acquire() as conn, conn.transaction():
             review, org = await _lock_open_review(conn, review_id)
             values = {f: fields.get(f) for f in END_USER_FIELDS}
-            if values["email"] and await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM end_users"
-                " WHERE organization_id = $1 AND lower(email) = lower($2))",
-                review["organization_id"], values["email"],
-            ):
-                values["email"] = None
+            await _refuse_held_email(conn, review["organization_id"], values["email"], besides=None)
             state, reason = _linked_state(org)
             cols = ", ".join(END_USER_FIELDS)
             params = ", ".join(f"${i}" for i in range(6, len(END_USER_FIELDS) + 6))
@@ -1006,6 +884,25 @@ async def _lock_open_review(conn: Conn, review_id: str) -> tuple[asyncpg.Record,
             " to the Organization"
         )
     return review, org
+
+
+async def _refuse_held_email(conn: Conn, organization_id: Any, email: str | None, *, besides: Any) -> None:
+    """Conflict naming the End User (other than `besides`) that holds `email` in the Organization, if any."""
+    if not email:
+        return
+    holder = await conn.fetchrow(
+        "SELECT id, first_name, last_name, email, sync_state, entra_object_id FROM end_users"
+        " WHERE organization_id = $1 AND lower(email) = lower($2) AND ($3::uuid IS NULL OR id <> $3)",
+        organization_id, email.strip(), besides,
+    )
+    if holder is None:
+        return
+    name = " ".join(filter(None, (holder["first_name"], holder["last_name"]))) or "(no name)"
+    linked = f", linked to Entra user {holder['entra_object_id']}" if holder["entra_object_id"] else ""
+    raise Conflict(
+        f"email {email} is held by End User {holder['id']} ({name}, {holder['sync_state']}{linked}): link that"
+        " End User instead, or change its email first"
+    )
 
 
 def _linked_state(org: Row) -> tuple[str, str | None]:

@@ -78,20 +78,33 @@ async def org_contexts(
            ORDER BY o.id""",
         tenant_id, organization_id,
     )
-    skus: dict[str, str] = {r[0]: r[1] for r in await conn.fetch(
+    skus = await _sku_names(conn, tenant_id)
+    return [await _org_context(conn, tenant_id, row["id"], filters_from_json(row["filters"]), skus) for row in rows]
+
+
+async def org_context_with(conn: Conn, tenant_id: str, organization_id: str, filters: Filters) -> OrgContext:
+    """One Organization's context as `org_contexts` builds it, but with `filters` and whatever its sync status
+    (what a preview of those filters decides with)."""
+    return await _org_context(conn, tenant_id, organization_id, filters, await _sku_names(conn, tenant_id))
+
+
+async def _sku_names(conn: Conn, tenant_id: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in await conn.fetch(
         "SELECT sku_id, sku_part_number FROM subscribed_skus WHERE tenant_id = $1", tenant_id
     )}
-    contexts = []
-    for row in rows:
-        assets = await conn.fetch(
-            "SELECT id::text, mac_addresses FROM assets WHERE organization_id = $1::uuid "
-            "AND cardinality(mac_addresses) > 0", row["id"],
-        )
-        contexts.append(OrgContext(
-            organization_id=row["id"], tenant_id=tenant_id, filters=filters_from_json(row["filters"]),
-            sku_names=skus, assets=tuple(Asset(id=a[0], macs=tuple(a[1])) for a in assets),
-        ))
-    return contexts
+
+
+async def _org_context(
+    conn: Conn, tenant_id: str, organization_id: str, filters: Filters, skus: dict[str, str]
+) -> OrgContext:
+    assets = await conn.fetch(
+        "SELECT id::text, mac_addresses FROM assets WHERE organization_id = $1::uuid "
+        "AND cardinality(mac_addresses) > 0", organization_id,
+    )
+    return OrgContext(
+        organization_id=organization_id, tenant_id=tenant_id, filters=filters,
+        sku_names=skus, assets=tuple(Asset(id=a[0], macs=tuple(a[1])) for a in assets),
+    )
 
 
 async def still_syncing(conn: Conn, tenant_id: str, organization_ids: Sequence[str]) -> set[str]:
@@ -402,11 +415,11 @@ async def mirror_users_after(
 
 # ---- End Users: projection inputs -----------------------------------------------------------------------
 
+# What `reconcile` reads of an End User. Not its `microsoft` object nor its Asset links: the content hash stands
+# for both, and decoding the jsonb alone took more time than deciding (2.3 s of a 100,000-user preview).
 _END_USER_SELECT = f"""
     SELECT e.id::text AS id, e.organization_id::text AS organization_id, {", ".join("e." + f for f in END_USER_FIELDS)},
-           e.sync_state, e.sync_state_reason, e.entra_tenant_id, e.entra_object_id, e.microsoft, e.content_hash,
-           COALESCE((SELECT array_agg(a.asset_id::text) FROM end_user_assets a WHERE a.end_user_id = e.id),
-                    '{{}}') AS asset_ids
+           e.sync_state, e.sync_state_reason, e.entra_tenant_id, e.entra_object_id, e.content_hash
     FROM end_users e
 """
 
@@ -416,8 +429,7 @@ def _stored(row: asyncpg.Record) -> StoredEndUser:
         id=row["id"], organization_id=row["organization_id"],
         fields={f: row[f] for f in END_USER_FIELDS}, sync_state=row["sync_state"],
         sync_state_reason=row["sync_state_reason"], entra_tenant_id=row["entra_tenant_id"],
-        entra_object_id=row["entra_object_id"], microsoft=row["microsoft"],
-        content_hash=row["content_hash"], asset_ids=frozenset(row["asset_ids"]),
+        entra_object_id=row["entra_object_id"], content_hash=row["content_hash"],
     )
 
 
