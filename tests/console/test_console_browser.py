@@ -102,7 +102,8 @@ async def test_pages_need_a_session_and_posts_a_csrf_token(stack: dict[str, Any]
 async def test_sign_in(page: Any, stack: dict[str, Any]) -> None:
     from playwright.async_api import expect
 
-    await page.goto("/tenants")
+    assert stack["console_url"] == stack["admin_url"] + "/"
+    await page.goto(stack["console_url"])
     await expect(page).to_have_url(re.compile(r"/sign-in"))
     await page.shots("sign-in")
     await page.get_by_label("Admin token").fill("not-the-token")
@@ -148,6 +149,7 @@ async def test_set_up_with_filters_preview_equals_api(page: Any, admin: Admin) -
         await expect(dialog.get_by_role("group", name=title)).to_be_visible()
     department = await _open_dialog_section(dialog, "Department")
     await expect(department.get_by_label("All", exact=True)).to_be_checked()
+    await expect(dialog.get_by_role("region", name="Preview").locator("[data-figure=would_create]")).to_be_visible()
     before = await _figures(dialog)
     await department.get_by_label("Finance").check()
     await expect(department.get_by_label("All", exact=True)).not_to_be_checked()

@@ -25,4 +25,8 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         from worker.bench.resync import bench_resync
 
         return [await bench_resync(users=args.users) for _ in range(max(1, args.runs))]
+    if args.name == "console":
+        from worker.bench.console import bench_console
+
+        return [await bench_console(end_users=args.end_users)]
     raise NotImplementedError(f"bench {args.name!r} is not wired yet")

@@ -76,6 +76,7 @@ function setupPreview() {
       if (mine === sent) region.removeAttribute("aria-busy");
     }
   };
+  if (region.querySelector("[data-pending]")) refresh();  // the first figures, once the dialog is open
   form.addEventListener("change", (event) => {
     const box = event.target;
     const details = box.closest("details");
