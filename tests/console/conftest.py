@@ -141,6 +141,9 @@ async def browser() -> AsyncIterator[Any]:
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)")
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=15_000)  # a loaded 2-core machine: a preview over the mirror can take seconds
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
