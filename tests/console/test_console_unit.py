@@ -116,3 +116,14 @@ def test_run_durations_keep_the_newest_runs() -> None:
     chart = plot.run_durations(runs, limit=48)
     assert [b.value for b in chart.bars] == [float(i) for i in range(12, 60)]
     assert chart.y_max == 100
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("/organizations/1?q=a", "/organizations/1?q=a"),
+    (None, "/tenants"), ("", "/tenants"), ("https://evil.example/", "/tenants"), ("//evil.example", "/tenants"),
+    ("/\\evil.example", "/tenants"), ("/\t/evil.example", "/tenants"), ("/\n/evil.example", "/tenants"),
+])
+def test_sign_in_returns_only_to_this_site(raw: str | None, expected: str) -> None:
+    from worker.console.views import _safe_next
+
+    assert _safe_next(raw) == expected

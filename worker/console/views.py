@@ -65,7 +65,9 @@ def _path_uuid(v: View, name: str = "id") -> str:
 
 def _safe_next(raw: str | None) -> str:
     """Only a path of this site (never //host or a scheme): an open redirect would help phishing."""
-    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+    # Browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become "//evil.example".
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw \
+            or any(c.isspace() or ord(c) < 32 for c in raw):
         return "/tenants"
     return raw
 
