@@ -97,6 +97,29 @@ async def test_pages_need_a_session_and_posts_a_csrf_token(stack: dict[str, Any]
             assert resp.status == 403  # the sign-in form carries a token too
 
 
+async def test_bad_form_input_is_reshown_with_the_fields_error_and_nothing_written(
+    stack: dict[str, Any], admin: Admin
+) -> None:
+    before = await admin.items("/microsoft-tenants")
+    http, csrf = await _signed_in_session(stack)
+    async with http:
+        bad = {"csrf_token": csrf, "tenant_id": "not-a-guid", "display_name": "<script>x</script>",
+               "client_id": "", "client_secret": "hunter2"}
+        async with http.post("/tenants", data=bad) as resp:
+            html = await resp.text()
+            assert resp.status == 400
+        assert "Tenant ID must be a GUID" in html and "Client ID is required" in html
+        assert 'value="&lt;script&gt;x&lt;/script&gt;"' in html  # the value given, escaped
+        assert "hunter2" not in html  # a secret is never echoed
+        assert await admin.items("/microsoft-tenants") == before
+        taken = {"csrf_token": csrf, "tenant_id": before[0]["tenant_id"].upper(), "display_name": "Again",
+                 "client_id": "c", "client_secret": "s"}
+        async with http.post("/tenants", data=taken) as resp:
+            assert resp.status == 400
+            assert "Tenant ID is already registered" in await resp.text()
+        assert await admin.items("/microsoft-tenants") == before
+
+
 # ---- the technician's day in the browser -------------------------------------------------------------------
 
 async def test_sign_in(page: Any, stack: dict[str, Any]) -> None:

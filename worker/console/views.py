@@ -23,7 +23,7 @@ from aiohttp import web
 
 from worker.admin.errors import ApiError
 from worker.core.filters import SECTIONS, filters_to_json
-from worker.store.admin import SYNC_STATES
+from worker.store.admin import SYNC_STATES, Conflict
 from worker.store.console import Cursor
 
 from . import forms, plot
@@ -135,17 +135,23 @@ async def tenants_page(v: View) -> web.Response:
                     register={}, register_errors={}, psa_errors={}, psa_name="")
 
 
+async def _register_again(v: View, form: Any, errors: dict[str, str]) -> web.Response:
+    shown = {k: form.get(k, "") for k in ("tenant_id", "display_name", "client_id")}  # never the secret
+    return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
+                    register=shown, register_errors=errors, psa_errors={}, psa_name="", open_register=True)
+
+
 @action
 async def register_tenant(v: View) -> web.Response:
     form = await v.form()
     try:
         values = forms.register_tenant(form)
     except FormErrors as exc:
-        shown = {k: form.get(k, "") for k in ("tenant_id", "display_name", "client_id")}  # never the secret
-        return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
-                        register=shown, register_errors=exc.errors, psa_errors={}, psa_name="",
-                        open_register=True)
-    await v.store.create_microsoft_tenant(default_domain=None, **values)
+        return await _register_again(v, form, exc.errors)
+    try:
+        await v.store.create_microsoft_tenant(default_domain=None, **values)
+    except Conflict:  # the form again, the message on the tenant id
+        return await _register_again(v, form, {"tenant_id": "is already registered"})
     return back_to("/tenants", done="registered")
 
 
@@ -157,7 +163,12 @@ async def create_psa_tenant(v: View) -> web.Response:
     except FormErrors as exc:
         return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
                         register={}, register_errors={}, psa_errors=exc.errors, psa_name=form.get("name", ""))
-    psa = await v.store.create_psa_tenant(str(name))
+    try:
+        psa = await v.store.create_psa_tenant(str(name))
+    except Conflict:
+        return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
+                        register={}, register_errors={}, psa_errors={"name": "is taken by another PSA tenant"},
+                        psa_name=name)
     return back_to(f"/psa-tenants/{psa['id']}", done="psa-created")
 
 
