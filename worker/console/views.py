@@ -27,7 +27,7 @@ from worker.store.admin import SYNC_STATES, Conflict
 from worker.store.console import Cursor
 
 from . import forms, plot
-from .app import CONSOLE, SECURITY_HEADERS, View, action, back_to, page, redirect, render, set_cookie
+from .app import CONSOLE, View, action, back_to, page, redirect, render, set_cookie
 from .forms import SECTION_TITLES, FormErrors
 from .session import SESSION_TTL_S, VISITOR_TTL_S
 
@@ -463,5 +463,3 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/review", review_page),
     ("POST", "/review/{id}/resolve", resolve_review),
 )
-
-__all__ = ["ROUTES", "SECURITY_HEADERS"]
