@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/entra-sync bench webhook --seconds 20 --rate 2000
 	$(VENV)/bin/entra-sync bench freshness --changes 300 --rate 20
 	$(VENV)/bin/entra-sync bench preview --users 100000 --runs 5
+	$(VENV)/bin/entra-sync bench console --end-users 100000
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

@@ -138,12 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
 
     bench = sub.add_parser("bench", help="benchmarks; one JSON line each")
-    bench.add_argument("name", choices=["resync", "webhook", "freshness", "preview"])
+    bench.add_argument("name", choices=["resync", "webhook", "freshness", "preview", "console"])
     bench.add_argument("--users", type=int, default=100_000)
     bench.add_argument("--seconds", type=float, default=20.0)
     bench.add_argument("--rate", type=float, default=None)
     bench.add_argument("--changes", type=int, default=300)
     bench.add_argument("--runs", type=int, default=1)
+    bench.add_argument("--end-users", type=int, default=100_000)
     bench.set_defaults(func=_bench)
 
     from worker.admin.cli import register

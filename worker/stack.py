@@ -154,6 +154,7 @@ class Stack:
         await wait_healthy(f"{admin_url}/healthz", self.children.procs["admin-api"])
         self.info = {
             "webhook_url": f"http://127.0.0.1:{webhook_port}", "admin_url": admin_url,
+            "console_url": f"{admin_url}/",
             "admin_token": keys["admin_token"], "graph_url": graph["graph_url"],
             "authority_url": graph["authority_url"], "ca_file": graph.get("ca_file") or "",
             "database_url": database_url, "kafka_bootstrap_servers": bootstrap, "tenants": graph["tenants"],

@@ -463,6 +463,10 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # The operator console (worker/console/) at `/`, served by this process over the same store and service.
+    from worker.console.app import setup_console
+
+    setup_console(app, pool=pool, store=store, service=app[SERVICE], token=app[TOKEN])
     return app
 
 

@@ -29,4 +29,8 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         from worker.bench.preview import bench_preview
 
         return [await bench_preview(users=args.users, runs=max(1, args.runs))]
+    if args.name == "console":
+        from worker.bench.console import bench_console
+
+        return [await bench_console(end_users=args.end_users)]
     raise NotImplementedError(f"bench {args.name!r} is not wired yet")
