@@ -53,7 +53,7 @@ TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
              asyncpg.exceptions.CannotConnectNowError,
              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 COMMIT_TIMEOUT_S = 10.0
-MAX_PARKED_RECORDS = 20_000  # above this many parked records a consumer stops fetching until they drain
+MAX_HELD_RECORDS = 20_000  # above this many records held by tenants a consumer stops fetching until they drain
 
 
 @dataclass
@@ -190,14 +190,19 @@ Item = tuple[ConsumerRecord, msgspec.Struct]
 
 
 @dataclass
-class Parked:
-    """A tenant's records set aside until `due` (monotonic), with its failures so far."""
+class TenantQueue:
+    """One tenant's records in a consumer: those waiting (queued behind its running work, or parked until
+    `due`, monotonic) and those of the attempt under way, with its failures so far."""
 
-    items: list[Item]
-    due: float
+    waiting: list[Item] = field(default_factory=list)
+    running: list[Item] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    due: float = 0.0
     attempts: int = 0
     retries: int = 0
-    error: str = ""
+
+    def held(self) -> list[ConsumerRecord]:
+        return [r for r, _ in self.running] + [r for r, _ in self.waiting]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -216,7 +221,12 @@ def _tp(record: ConsumerRecord) -> TopicPartition:
 
 
 class ConsumerLoop:
-    """One consumer group over some topics, feeding decoded records to a handler, tenant by tenant."""
+    """One consumer group over some topics, feeding decoded records to a handler, tenant by tenant.
+
+    Polling never waits for work: each tenant with records gets a task of its own (the handler's budget bounds
+    how many work at once), which takes the tenant's waiting records in order, coalesced. So a tenant whose
+    work is slow, blocked or parked holds back none of the others, not even those on its partition.
+    """
 
     def __init__(
         self, *, settings: Settings, topic_names: Sequence[str], group: str, handler: BatchHandler,
@@ -231,13 +241,10 @@ class ConsumerLoop:
         self._retry = RetryPolicy(max_attempts=max(1, settings.sync.max_attempts),
                                   max_retry_after_s=settings.graph.max_retry_after_s)
         self._failures = 0  # consecutive failed starts of the consumer: the backoff
-        self._forget_all()
-
-    def _forget_all(self) -> None:
-        self._taken: dict[TopicPartition, int] = {}  # next offset after the last record finished or parked
+        self._taken: dict[TopicPartition, int] = {}  # next offset after the last record polled
         self._committed: dict[TopicPartition, int] = {}
-        self._parked: dict[str, Parked] = {}  # tenant id -> its records set aside
-        self._inflight: list[ConsumerRecord] = []  # records of the batch being handled
+        self._tenants: dict[str, TenantQueue] = {}
+        self._broken: KafkaError | None = None  # the dead-letter topic failed inside a tenant's task
         self._paused = False
 
     async def run(self) -> None:
@@ -247,7 +254,9 @@ class ConsumerLoop:
                 await self._consume()
             except KafkaError as exc:
                 log.warning("consumer.restart", group=self._group, error=repr(exc))
-                self._forget_all()  # belongs to the old member; replaying it writes nothing
+                # What was polled belongs to the old member: replaying it writes nothing.
+                self._taken, self._committed, self._tenants, self._broken = {}, {}, {}, None
+                self._paused = False
                 self._consumer = self._make_consumer()
                 self._dead_letters = bus.make_producer(self._settings.kafka)
                 await self._backoff()
@@ -276,106 +285,127 @@ class ConsumerLoop:
                 await self._step()
         finally:
             try:
-                await self.commit()
+                await self._stop_tenants()
+                await self.commit()  # what is done: work stopped half-way keeps its records held
             finally:
                 await self._consumer.stop()
                 await self._dead_letters.stop()
 
+    async def _stop_tenants(self) -> None:
+        tasks = [q.task for q in self._tenants.values() if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def _step(self) -> None:
+        if self._broken is not None:
+            raise self._broken
         self._backpressure()
-        dues = [p.due for p in self._parked.values()]
+        dues = [q.due for q in self._tenants.values() if q.task is None and q.waiting]
         records = await self._consumer.getmany(
             timeout_ms=poll_timeout_ms(time.monotonic(), dues, idle_ms=500),
             max_records=self._settings.sync.batch_max_messages,
         )
         flat = [r for rs in records.values() for r in rs]
-        now = time.monotonic()
-        due = {t: self._parked.pop(t) for t, p in list(self._parked.items()) if p.due <= now}
-        if flat or due:
-            await self._process(flat, due)
+        if flat:
+            await self._take(flat)
+        self._start_due(time.monotonic())
         if self._policy.should_commit(time.monotonic(), len(self._offsets_to_commit())):
             await self.commit()
 
-    def _backpressure(self) -> None:
-        """Stop fetching while too many records are parked (a long outage of PostgreSQL or Graph); resume
-        once they drain. Parked tenants keep being retried meanwhile."""
-        held = sum(len(p.items) for p in self._parked.values())
-        if held > MAX_PARKED_RECORDS and not self._paused:
-            self._consumer.pause(*self._consumer.assignment())
-            self._paused = True
-            log.warning("consumer.paused", group=self._group, parked_records=held)
-        elif held <= MAX_PARKED_RECORDS // 2 and self._paused:
-            self._consumer.resume(*self._consumer.assignment())
-            self._paused = False
-
-    async def _process(self, flat: list[ConsumerRecord], due: dict[str, Parked]) -> None:
-        started = time.monotonic()
+    async def _take(self, flat: list[ConsumerRecord]) -> None:
+        """Queue each record behind its tenant's earlier ones; undecodable ones are dead-lettered at once."""
         decoded, poison = decode_records(flat)
         for record, error in poison:
             await self._dead_letter(record, error)  # the broker is away: KafkaError restarts the consumer
-        # A parked tenant's new records wait with it, in order; a due one runs with what it had.
-        to_run: dict[str, tuple[list[Item], Parked | None]] = {t: (p.items, p) for t, p in due.items()}
         for record, msg in decoded:
             tenant = msg.tenant_id  # type: ignore[attr-defined]
-            if tenant in self._parked:
-                self._parked[tenant].items.append((record, msg))
-            else:
-                to_run.setdefault(tenant, ([], None))[0].append((record, msg))
-        self._inflight = [r for items, _ in to_run.values() for r, _ in items]
-        try:
-            outcomes = await self._handler([(r.topic, m) for items, _ in to_run.values() for r, m in items])
-            for tenant, (items, before) in to_run.items():
-                await self._settle(tenant, items, before, outcomes.get(tenant, DONE))
-        finally:
-            self._inflight = []
-        for record in flat:  # finished, dead-lettered or parked: past them, only parked ones hold the offset
-            self._taken[_tp(record)] = max(self._taken.get(_tp(record), 0), record.offset + 1)
-        log.info("batch.done", messages=len(flat), tenants=len(to_run), dead_lettered=len(poison),
-                 parked=len(self._parked), duration_ms=round((time.monotonic() - started) * 1000, 1))
+            self._tenants.setdefault(tenant, TenantQueue()).waiting.append((record, msg))
+        for record in flat:  # past these, only records still held by their tenant keep the offset back
+            tp = _tp(record)
+            self._taken[tp] = max(self._taken.get(tp, 0), record.offset + 1)
 
-    async def _settle(self, tenant: str, items: list[Item], before: Parked | None, outcome: Outcome) -> None:
-        """Perform the decision about one tenant's work."""
-        decision = decide(outcome, attempts=before.attempts if before else 0,
-                          retries=before.retries if before else 0, now=time.monotonic(), policy=self._retry)
+    def _start_due(self, now: float) -> None:
+        for tenant, queue in self._tenants.items():
+            if queue.task is None and queue.waiting and queue.due <= now:
+                queue.task = asyncio.create_task(self._work(tenant, queue), name=f"{self._group}:{tenant}")
+
+    async def _work(self, tenant: str, queue: TenantQueue) -> None:
+        """The tenant's waiting records, attempt after attempt, until none wait or the tenant is parked."""
+        try:
+            while queue.waiting and queue.due <= time.monotonic():
+                queue.running, queue.waiting = queue.waiting, []
+                started = time.monotonic()
+                outcomes = await self._handler([(r.topic, m) for r, m in queue.running])
+                outcome = outcomes.get(tenant, DONE)
+                await self._settle(tenant, queue, outcome)
+                log.info("tenant.done", group=self._group, tenant_id=tenant, outcome=outcome.kind.value,
+                         duration_ms=round((time.monotonic() - started) * 1000, 1))
+        except KafkaError as exc:  # the dead-letter topic is unreachable: the consumer restarts
+            self._broken = exc
+        finally:
+            queue.task = None
+            if not queue.waiting and not queue.running and self._tenants.get(tenant) is queue:
+                del self._tenants[tenant]
+
+    async def _settle(self, tenant: str, queue: TenantQueue, outcome: Outcome) -> None:
+        """Perform the decision about one attempt at a tenant's work; its records stop being `running` only
+        once they are done, dead-lettered, or back among the waiting ones."""
+        decision = decide(outcome, attempts=queue.attempts, retries=queue.retries, now=time.monotonic(),
+                          policy=self._retry)
+        items = queue.running
         if decision.action is Action.PARK:
             owned = self._consumer.assignment()
             kept = [(r, m) for r, m in items if _tp(r) in owned]  # revoked meanwhile: the new owner replays them
-            if kept:
-                self._parked[tenant] = Parked(kept, decision.due, decision.attempts, decision.retries, outcome.error)
-                log.warning("tenant.parked", group=self._group, tenant_id=tenant, outcome=outcome.kind.value,
-                            due_in_s=round(decision.due - time.monotonic(), 2), attempts=decision.attempts,
-                            records=len(kept), error=outcome.error)
+            queue.waiting = kept + queue.waiting
+            queue.due, queue.attempts, queue.retries = decision.due, decision.attempts, decision.retries
+            log.warning("tenant.parked", group=self._group, tenant_id=tenant, outcome=outcome.kind.value,
+                        due_in_s=round(decision.due - time.monotonic(), 2), attempts=decision.attempts,
+                        records=len(queue.waiting), error=outcome.error)
         elif decision.action is Action.DEAD_LETTER:
             error = f"failed {decision.attempts} times: {outcome.error}"
-            try:
-                for record, _ in items:
-                    await self._dead_letter(record, error)
-            except KafkaError:  # the dead-letter topic is unreachable: keep the records, try again later
-                self._parked[tenant] = Parked(items, time.monotonic() + self._retry.max_backoff_s,
-                                              decision.attempts - 1, decision.retries, outcome.error)
-                raise
+            for record, _ in items:
+                await self._dead_letter(record, error)
+            queue.attempts = queue.retries = 0
             try:
                 await self._handler.give_up(tenant, [(r.topic, m) for r, m in items], error)
             except Exception as exc:  # its runs stay as they are; the records are dead-lettered already
                 log.warning("tenant.give_up_failed", tenant_id=tenant, error=repr(exc))
+        else:
+            queue.attempts = queue.retries = 0
+        queue.running = []
+
+    def _backpressure(self) -> None:
+        """Stop fetching while too many records are held (a long outage of PostgreSQL or Graph); resume once
+        they drain. Parked tenants keep being retried meanwhile."""
+        held = sum(len(q.waiting) + len(q.running) for q in self._tenants.values())
+        if held > MAX_HELD_RECORDS and not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            log.warning("consumer.paused", group=self._group, held_records=held)
+        elif held <= MAX_HELD_RECORDS // 2 and self._paused:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
 
     def _offsets_to_commit(self) -> dict[TopicPartition, int]:
         held: dict[TopicPartition, int] = {}
-        for record in self._inflight + [r for p in self._parked.values() for r, _ in p.items]:
-            tp = _tp(record)
-            held[tp] = min(held.get(tp, record.offset), record.offset)
+        for queue in self._tenants.values():
+            for record in queue.held():
+                tp = _tp(record)
+                held[tp] = min(held.get(tp, record.offset), record.offset)
         return to_commit(self._taken, held, self._committed)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
-        """Commit what is done, then forget the revoked partitions: their new owner replays from there."""
+        """Commit what is done, then forget the revoked partitions: their new owner replays from there (work
+        of theirs under way finishes here too; the tenant lock keeps the two apart, replays write nothing)."""
         await self.commit()
         for tp in revoked:
             self._taken.pop(tp, None)
             self._committed.pop(tp, None)
-        for tenant, parked in list(self._parked.items()):
-            parked.items = [(r, m) for r, m in parked.items if _tp(r) not in revoked]
-            if not parked.items:
-                del self._parked[tenant]
+        for queue in self._tenants.values():
+            queue.waiting = [(r, m) for r, m in queue.waiting if _tp(r) not in revoked]
 
     async def _backoff(self) -> None:
         self._failures += 1
@@ -384,10 +414,10 @@ class ConsumerLoop:
         await asyncio.sleep(delay)
 
     async def commit(self) -> None:
-        """Commit what is done, never past a parked or in-flight record. A failed commit is dropped, never
-        retried in a loop: the records are replayed after a restart or rebalance, which writes nothing. A broker
-        that came back empty (Tansu keeps topics in memory) answers with unknown-topic errors: the topics are
-        recreated."""
+        """Commit what is done, never past a record still held by its tenant (waiting, parked or under way). A
+        failed commit is dropped, never retried in a loop: the records are replayed after a restart or
+        rebalance, which writes nothing. A broker that came back empty (Tansu keeps topics in memory) answers
+        with unknown-topic errors: the topics are recreated."""
         self._policy.last = time.monotonic()
         owned = self._consumer.assignment()
         pending = {tp: offset for tp, offset in self._offsets_to_commit().items() if tp in owned}

@@ -350,8 +350,11 @@ class SyncEngine:
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
                 for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
-        if not runs:  # no Organization wants these changes now; an org-sync projects every user anyway
-            await store.clear_all_dirty(conn, tenant_id)
+        if not runs:
+            # No Organization wants these changes. Those skipped get every user from an org-sync; should that
+            # org-sync fail for good (dead-lettered), the flags keep the changes for the next unit of work.
+            if not skip:
+                await store.clear_all_dirty(conn, tenant_id)
             return runs
 
         async def clear(writer: Conn, chunk: _Chunk) -> None:
