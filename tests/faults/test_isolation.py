@@ -325,7 +325,7 @@ async def test_a_resync_wave_does_not_delay_another_tenants_changes(make_fleet: 
     fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 2})
     *wave, quiet = fleet.members
     for m in wave:
-        await fleet.faults(m, latency_ms=700)  # each Graph call of a resyncing tenant takes 0.7 s
+        await fleet.faults(m, latency_ms=3000)  # each Graph call of a resyncing tenant takes 3 s
     wave_started = await fleet.pool.fetchval("SELECT now()")
     for m in wave:
         await fleet.publish(topics.COMMANDS, m.tenant_id, messages.Command(
