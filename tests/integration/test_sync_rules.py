@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -330,6 +331,7 @@ async def test_full_resync_applies_membership_changes_and_rewrites_nothing_uncha
         pytest.param("client_id", "00000000-0000-4000-8000-000000000099", "unauthorized_client", "AADSTS700016",
                      id="unknown-application"),
         pytest.param("consent", None, "unauthorized_client", "AADSTS700016", id="consent-revoked"),
+        pytest.param("tenant_id", None, "invalid_request", "AADSTS90002", id="tenant-not-found"),
     ],
 )
 async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
@@ -340,23 +342,27 @@ async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
     from worker.core.delivery import Kind
     from worker.store.admin import AdminStore
 
-    tid = fresh.tenant["tenant_id"]
+    tid, org_id = fresh.tenant["tenant_id"], fresh.org_id
     if column == "consent":
         await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tid, "consent_revoked": True})
+    elif column == "tenant_id":  # registered under a tenant id Entra does not know
+        tid = str(uuid.uuid4())
+        async with pool.acquire() as conn:
+            org_id = await make_org(conn, fresh.tenant | {"tenant_id": tid}, ALL)
     else:
         await pool.execute(f"UPDATE microsoft_tenants SET {column} = $2 WHERE tenant_id = $1", tid, value)
     try:
-        queued = await AdminStore(pool).queue_org_sync(fresh.org_id)
+        queued = await AdminStore(pool).queue_org_sync(org_id)
         handler = Handler(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
-        command = messages.Command(command="org-sync", tenant_id=tid, organization_id=fresh.org_id,
+        command = messages.Command(command="org-sync", tenant_id=tid, organization_id=org_id,
                                    run_id=queued.run_id, requested_at="now")
 
         outcomes = await handler([("entra.commands", command)])  # neither raises nor asks for a retry
     finally:
-        await sim_control(sim, "DELETE", f"/_sim/faults?tenant_id={tid}")
+        await sim_control(sim, "DELETE", f"/_sim/faults?tenant_id={fresh.tenant['tenant_id']}")
 
     assert outcomes[tid].kind is Kind.REFUSED
-    status = await AdminStore(pool).get_user_sync(fresh.org_id)
+    status = await AdminStore(pool).get_user_sync(org_id)
     assert status["in_progress"] is False
     assert status["last_run"]["status"] == "failed"
     assert status["last_run"]["error"].startswith(f"{code}: {aadsts}")
