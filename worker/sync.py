@@ -36,6 +36,10 @@ log = structlog.get_logger(__name__)
 CHUNK = 2000
 WRITE_BATCH = 2000  # mirror users written per transaction during a delta walk
 SPARE_CONNECTION_WAIT_S = 0.5
+# Pooled connections a spare never takes (a quarter of the pool, at most this many): during a wave of resyncs,
+# other tenants' units of work (a change notification's delta) still find a connection at once instead of
+# waiting for a listing to end. One tenant's resync on a pool of 4 still gets all three connections it uses.
+SPARE_RESERVE = 2
 MEMBER_BATCH = 5000  # memberships of a complete groups listing written per COPY
 
 
@@ -497,8 +501,10 @@ class SyncEngine:
     @asynccontextmanager
     async def _spare_connection(self, wanted: bool = True) -> AsyncIterator[Conn | None]:
         """A second connection for pipelining if the pool has one to spare soon; None rather than wait on a
-        pool that other tenants' work holds (or when not `wanted`)."""
-        if not wanted:
+        pool that other tenants' work holds, nor take the last `SPARE_RESERVE` (or when not `wanted`)."""
+        pool = self._pool
+        reserve = min(SPARE_RESERVE, pool.get_max_size() // 4)
+        if not wanted or pool.get_max_size() - pool.get_size() + pool.get_idle_size() <= reserve:
             yield None
             return
         try:

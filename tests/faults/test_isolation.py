@@ -322,7 +322,7 @@ async def test_a_long_retry_after_parks_only_the_throttled_tenant(make_fleet: Fl
 
 async def test_a_resync_wave_does_not_delay_another_tenants_changes(make_fleet: FleetFactory) -> None:
     # Two tenants at a time per budget; three slow resyncs fill the commands budget for seconds.
-    fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 2})
+    fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 2}, pool_max=5)
     *wave, quiet = fleet.members
     for m in wave:
         await fleet.faults(m, latency_ms=3000)  # each Graph call of a resyncing tenant takes 3 s
