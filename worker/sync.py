@@ -99,6 +99,7 @@ class SyncEngine:
         self._pool = pool
         self._graph = graph
         self._settings = settings
+        self._spares = asyncio.Lock()
 
     # -- public units of work ----------------------------------------------------------------------------
 
@@ -502,14 +503,18 @@ class SyncEngine:
     async def _spare_connection(self, wanted: bool = True) -> AsyncIterator[Conn | None]:
         """A second connection for pipelining if the pool has one to spare soon; None rather than wait on a
         pool that other tenants' work holds, nor take the last `SPARE_RESERVE` (or when not `wanted`)."""
-        pool = self._pool
-        reserve = min(SPARE_RESERVE, pool.get_max_size() // 4)
-        if not wanted or pool.get_max_size() - pool.get_size() + pool.get_idle_size() <= reserve:
+        if not wanted:
             yield None
             return
-        try:
-            spare = await self._pool.acquire(timeout=SPARE_CONNECTION_WAIT_S)
-        except TimeoutError:
+        pool = self._pool
+        reserve = min(SPARE_RESERVE, pool.get_max_size() // 4)
+        async with self._spares:  # one look-and-take at a time: a connection being opened is not counted yet
+            free = pool.get_max_size() - pool.get_size() + pool.get_idle_size()
+            try:
+                spare = await pool.acquire(timeout=SPARE_CONNECTION_WAIT_S) if free > reserve else None
+            except TimeoutError:
+                spare = None
+        if spare is None:
             yield None
             return
         try:
