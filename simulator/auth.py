@@ -67,6 +67,12 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return _aad_error(400, "unauthorized_client", 700016, message)
     if form.get("client_secret") != tenant.client_secret:
         return _aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+    if tenant.faults.consent_revoked:  # Entra's answer once the app is no longer installed/consented in the tenant
+        return _aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{tenant.client_id}' "
+                          f"was not found in the directory '{tenant.display_name}'. This can happen if the "
+                          "application has not been installed by the administrator of the tenant or consented "
+                          "to by any user in the tenant. You may have sent your authentication request to the "
+                          "wrong tenant.")  # fmt: skip
     if str(form.get("scope", "")).strip() not in GRAPH_SCOPES:
         return _aad_error(400, "invalid_scope", 1002012, f"The provided value for scope "
                           f"{form.get('scope')!s} is not valid. Client credential flows must have a scope value "

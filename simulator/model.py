@@ -161,6 +161,7 @@ class Faults:
     notification_extras: bool = False  # items add sequenceNumber, encryptedContent, @odata.type; lower-case resource
     rate_limits: bool = False  # enforce Graph's per-app-and-tenant budgets (simulator/throttle.py)
     premium_flaky: float = 0.0  # probability that a P1/P2 call answers the no-premium 403 although licensed
+    consent_revoked: bool = False  # the app's consent (service principal) is gone: the token endpoint refuses
 
     def take_throttle(self, method: str, path: str) -> ThrottleRule | None:
         for rule in self.throttle:

@@ -41,6 +41,7 @@ class FaultsIn(msgspec.Struct, forbid_unknown_fields=True):
     rate_limits: bool | None = None
     premium_flaky: float | None = None
     notification_extras: bool | None = None
+    consent_revoked: bool | None = None
 
 
 class ClockIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,7 +98,7 @@ def faults_view(faults: Faults) -> dict[str, Any]:
 SCALAR_FAULTS = (
     "latency_ms", "drop_notifications", "duplicate_notifications", "reorder_notifications", "delta_gone",
     "delta_expired", "delta_empty_page_every", "delta_repeat", "organization_id_form", "rate_limits",
-    "premium_flaky", "notification_extras",
+    "premium_flaky", "notification_extras", "consent_revoked",
 )  # fmt: skip
 
 

@@ -44,6 +44,10 @@ class GraphSettings(BaseSettings):
     timeout_s: float = Field(60.0, description="Per-request timeout.")
     max_retries: int = Field(6, description="Retries of a throttled or failed Graph request.")
     max_concurrency_per_tenant: int = Field(4, description="Concurrent Graph requests per tenant.")
+    max_retry_after_s: float = Field(300.0, description="Cap on a Retry-After Graph asks for.")
+    max_inline_wait_s: float = Field(
+        5.0, description="Longest throttle wait inside a unit of work; a longer one parks the tenant instead."
+    )
 
 
 class WebhookSettings(BaseSettings):
@@ -77,7 +81,13 @@ class SyncSettings(BaseSettings):
     )
     subscription_lifetime_min: int = Field(41_000, description="Requested subscription lifetime (max 41,760).")
     renew_before_min: int = Field(2 * 24 * 60, description="Renew subscriptions this long before expiry.")
-    max_parallel_tenants: int = Field(8, description="Tenants a worker syncs at once.")
+    max_parallel_tenants: int = Field(8, description="Tenants a worker syncs at once, per budget below left unset.")
+    notification_concurrency: int | None = Field(None, description="Budget: tenants' change notifications at once.")
+    lifecycle_concurrency: int | None = Field(None, description="Budget: tenants' lifecycle events at once.")
+    command_concurrency: int | None = Field(None, description="Budget: tenants' commands (resyncs, org-syncs) at once.")
+    max_attempts: int = Field(
+        5, description="Attempts at a tenant's work that fails non-transiently before it is dead-lettered."
+    )
     commit_interval_s: float = Field(1.0, description="Throttle for Kafka offset commits.")
     batch_max_messages: int = Field(500, description="Largest batch a consumer takes per poll.")
 

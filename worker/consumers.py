@@ -1,14 +1,19 @@
 """Kafka consumers of the worker: poll → decode → handle per tenant → commit.
 
 Delivery (ARCHITECTURE.md): offsets are committed as `offset + 1` only after the work is durable in
-PostgreSQL; commits are throttled and forced on partition revoke and shutdown. A message that can never
-succeed goes to `entra.dead-letter` and its offset moves on. A transient failure (Graph throttling or 5xx,
-PostgreSQL unavailable, the broker away) rewinds the batch and retries it after a backoff, without
-committing; an unexpected error does the same, and after a few attempts a batch of notifications is
-dead-lettered rather than stall its partition (the hourly resync and renewal repair what it would have done),
-while a batch of commands (an Organization's initial sync has no other trigger) keeps being retried. Losing the broker
-never ends the loop: a failed commit is dropped (the work is replayed, idempotently), the topics are
-recreated if the broker came back empty, and a consumer that breaks is replaced.
+PostgreSQL; commits are throttled and forced on partition revoke and shutdown.
+
+Tenant isolation: a batch's tenants succeed or fail independently (`worker/core/delivery.py` decides). A tenant
+that Graph throttles, or whose work fails, is *parked*: its records (and any newer ones of that tenant) are set
+aside until it is due again, while the loop goes on polling and the tenant's neighbours on the partition
+proceed. A parked record stays uncommitted, so the partition's committed offset never passes it: parked work is
+kept durable by the broker and replayed after a crash or rebalance (replays write nothing). Work that fails
+non-transiently `max_attempts` times is dead-lettered (with the error) and its runs end `failed`; transient
+trouble (Graph 5xx, PostgreSQL away) is retried with backoff without limit; refused credentials are recorded on
+the tenant and its runs and not retried (the next hourly resync or a credential change tries again).
+
+Losing the broker never ends the loop: a failed commit is dropped (the work is replayed, idempotently), the
+topics are recreated if the broker came back empty, and a consumer that breaks is replaced.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -33,7 +38,8 @@ from aiokafka.errors import KafkaError
 from schemas import messages, topics
 from worker import bus
 from worker.config import Settings
-from worker.graph import GraphBadRequest, GraphForbidden, GraphTransient
+from worker.core.delivery import DONE, Action, Kind, Outcome, RetryPolicy, decide, poll_timeout_ms, to_commit
+from worker.graph import GraphAuthFailed, GraphForbidden, GraphThrottled, GraphTransient
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine, UnknownTenant
 
@@ -46,12 +52,8 @@ TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
              asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
              asyncpg.exceptions.CannotConnectNowError,
              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-MAX_UNEXPECTED = 5  # consecutive unexpected failures of a notification batch before it is dead-lettered
 COMMIT_TIMEOUT_S = 10.0
-
-
-class Poison(Exception):
-    """This message can never succeed: dead-letter it."""
+MAX_HELD_RECORDS = 20_000  # above this many records held by tenants a consumer stops fetching until they drain
 
 
 @dataclass
@@ -111,43 +113,55 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
 
 
 class Handler:
-    """Performs a tenant's coalesced work through the engine and the subscription manager."""
+    """Performs each tenant's coalesced work through the engine and the subscription manager, within one
+    concurrency budget (one Handler per consumer, so notifications never wait behind resyncs)."""
 
     def __init__(self, *, engine: SyncEngine, subscriptions: SubscriptionManager, max_parallel: int) -> None:
         self._engine = engine
         self._subs = subscriptions
         self._limit = asyncio.Semaphore(max_parallel)
 
-    async def __call__(self, batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, str]:
-        """Do the batch's work; returns the tenants whose messages are poison, with why.
+    async def __call__(self, batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, Outcome]:
+        """Do the batch's work, tenants in parallel (bounded), each serially; returns each tenant's outcome.
 
-        Tenants run in parallel (bounded), each serially. A transient failure of any tenant is raised
-        after all have finished, so the batch is retried; replaying the others writes nothing.
+        Never raises for a tenant's failure: each tenant's outcome is its own.
         """
         work = coalesce(batch)
         tenants = list(work)
-        results = await asyncio.gather(*(self._tenant(t, work[t]) for t in tenants), return_exceptions=True)
-        poison: dict[str, str] = {}
-        for tenant_id, result in zip(tenants, results, strict=True):
-            if isinstance(result, Poison):
-                poison[tenant_id] = str(result)
-            elif isinstance(result, BaseException):
-                raise result
-        return poison
+        results = await asyncio.gather(*(self._tenant(t, work[t]) for t in tenants))
+        return dict(zip(tenants, results, strict=True))
 
-    async def _tenant(self, tenant_id: str, w: TenantWork) -> None:
+    async def give_up(self, tenant_id: str, batch: Sequence[tuple[str, msgspec.Struct]], error: str) -> None:
+        """The work was dead-lettered: its runs end failed, the error shows in the tenant's status."""
+        w = coalesce(batch).get(tenant_id, TenantWork())
+        await self._engine.fail_runs(tenant_id, [r for r in w.org_syncs.values() if r], error)
+
+    async def _tenant(self, tenant_id: str, w: TenantWork) -> Outcome:
         async with self._limit:
+            runs = [r for r in w.org_syncs.values() if r]
             try:
-                await self._perform(tenant_id, w)
-            except UnknownTenant:
-                log.warning("work.unknown_tenant", tenant_id=tenant_id)
-            except GraphForbidden as exc:
-                # Credentials refused, consent revoked or a licence gone: retrying cannot help; the error is
-                # shown in the tenant's sync status and the hourly resync tries again.
-                log.error("work.forbidden", tenant_id=tenant_id, status=exc.status, code=exc.code, error=exc.message)
-                await self._engine.record_error(tenant_id, f"{exc.status} {exc.code}: {exc.message}")
-            except GraphBadRequest as exc:
-                raise Poison(str(exc)) from exc
+                try:
+                    await self._perform(tenant_id, w)
+                except UnknownTenant:
+                    log.warning("work.unknown_tenant", tenant_id=tenant_id)
+                    await self._engine.fail_runs(tenant_id, runs, f"Microsoft tenant {tenant_id} is not registered",
+                                                 record=False)
+                except GraphForbidden as exc:
+                    # Credentials refused, consent revoked or a licence gone: retrying cannot help; the error is
+                    # shown on the tenant and its runs, and the hourly resync (or a credential change) tries again.
+                    error = f"{exc.code}: {exc.message}" if isinstance(exc, GraphAuthFailed) else (
+                        f"{exc.status} {exc.code}: {exc.message}")
+                    log.error("work.refused", tenant_id=tenant_id, status=exc.status, code=exc.code, error=exc.message)
+                    await self._engine.fail_runs(tenant_id, runs, error)
+                    return Outcome(Kind.REFUSED, error)
+            except GraphThrottled as exc:
+                return Outcome(Kind.THROTTLED, str(exc), retry_after=exc.retry_after)
+            except TRANSIENT as exc:
+                return Outcome(Kind.TRANSIENT, repr(exc)[:500])
+            except Exception as exc:  # a failure we cannot classify: retried, then dead-lettered
+                log.exception("work.failed", tenant_id=tenant_id, error=repr(exc))
+                return Outcome(Kind.FAILED, f"{type(exc).__name__}: {exc}"[:500])
+            return DONE
 
     async def _perform(self, tenant_id: str, w: TenantWork) -> None:
         for sub_id in w.reauthorize:
@@ -166,23 +180,56 @@ class Handler:
             await self._subs.record_notifications(tenant_id, w.notified)
 
 
+class BatchHandler(Protocol):
+    async def __call__(self, batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, Outcome]: ...
+
+    async def give_up(self, tenant_id: str, batch: Sequence[tuple[str, msgspec.Struct]], error: str) -> None: ...
+
+
+Item = tuple[ConsumerRecord, msgspec.Struct]
+
+
+@dataclass
+class TenantQueue:
+    """One tenant's records in a consumer: those waiting (queued behind its running work, or parked until
+    `due`, monotonic) and those of the attempt under way, with its failures so far."""
+
+    waiting: list[Item] = field(default_factory=list)
+    running: list[Item] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    due: float = 0.0
+    attempts: int = 0
+    retries: int = 0
+
+    def held(self) -> list[ConsumerRecord]:
+        return [r for r, _ in self.running] + [r for r, _ in self.waiting]
+
+
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, on_revoke: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, on_revoke: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
         self._on_revoke = on_revoke
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._on_revoke()
+        await self._on_revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         pass
 
 
+def _tp(record: ConsumerRecord) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
 class ConsumerLoop:
-    """One consumer group over some topics, feeding decoded batches to a handler."""
+    """One consumer group over some topics, feeding decoded records to a handler, tenant by tenant.
+
+    Polling never waits for work: each tenant with records gets a task of its own (the handler's budget bounds
+    how many work at once), which takes the tenant's waiting records in order, coalesced. So a tenant whose
+    work is slow, blocked or parked holds back none of the others, not even those on its partition.
+    """
 
     def __init__(
-        self, *, settings: Settings, topic_names: Sequence[str], group: str,
-        handler: Callable[[Sequence[tuple[str, msgspec.Struct]]], Awaitable[dict[str, str]]],
+        self, *, settings: Settings, topic_names: Sequence[str], group: str, handler: BatchHandler,
     ) -> None:
         self._settings = settings
         self._topics = list(topic_names)
@@ -191,11 +238,14 @@ class ConsumerLoop:
         self._consumer = self._make_consumer()
         self._dead_letters = bus.make_producer(settings.kafka)
         self._policy = CommitPolicy(settings.sync.commit_interval_s)
-        self._pending: dict[TopicPartition, int] = {}
-        self._failures = 0  # consecutive failed attempts (batches or the consumer itself): the backoff
-        self._unexpected = 0  # consecutive unexpected failures of the current batch
-        # Notifications and lifecycle events are repaired by the hourly resync and renewal; commands are not.
-        self._may_give_up = topics.COMMANDS not in self._topics
+        self._retry = RetryPolicy(max_attempts=max(1, settings.sync.max_attempts),
+                                  max_retry_after_s=settings.graph.max_retry_after_s)
+        self._failures = 0  # consecutive failed starts of the consumer: the backoff
+        self._taken: dict[TopicPartition, int] = {}  # next offset after the last record polled
+        self._committed: dict[TopicPartition, int] = {}
+        self._tenants: dict[str, TenantQueue] = {}
+        self._broken: KafkaError | None = None  # the dead-letter topic failed inside a tenant's task
+        self._paused = False
 
     async def run(self) -> None:
         """Consume until cancelled; a consumer broken by the broker is replaced after a backoff."""
@@ -204,7 +254,9 @@ class ConsumerLoop:
                 await self._consume()
             except KafkaError as exc:
                 log.warning("consumer.restart", group=self._group, error=repr(exc))
-                self._pending.clear()  # belongs to the old member; replaying it writes nothing
+                # What was polled belongs to the old member: replaying it writes nothing.
+                self._taken, self._committed, self._tenants, self._broken = {}, {}, {}, None
+                self._paused = False
                 self._consumer = self._make_consumer()
                 self._dead_letters = bus.make_producer(self._settings.kafka)
                 await self._backoff()
@@ -226,68 +278,134 @@ class ConsumerLoop:
         try:
             await bus.ensure_topics(self._settings.kafka)
             await self._dead_letters.start()
-            self._consumer.subscribe(self._topics, listener=_Rebalance(self.commit))
+            self._consumer.subscribe(self._topics, listener=_Rebalance(self._revoked))
             await self._consumer.start()
             self._failures = 0
             while True:
                 await self._step()
         finally:
             try:
-                await self.commit()
+                await self._stop_tenants()
+                await self.commit()  # what is done: work stopped half-way keeps its records held
             finally:
                 await self._consumer.stop()
                 await self._dead_letters.stop()
 
+    async def _stop_tenants(self) -> None:
+        tasks = [q.task for q in self._tenants.values() if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def _step(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+        self._backpressure()
+        dues = [q.due for q in self._tenants.values() if q.task is None and q.waiting]
         records = await self._consumer.getmany(
-            timeout_ms=500, max_records=self._settings.sync.batch_max_messages
+            timeout_ms=poll_timeout_ms(time.monotonic(), dues, idle_ms=500),
+            max_records=self._settings.sync.batch_max_messages,
         )
         flat = [r for rs in records.values() for r in rs]
         if flat:
-            await self._process(records, flat)
-        if self._policy.should_commit(time.monotonic(), len(self._pending)):
+            await self._take(flat)
+        self._start_due(time.monotonic())
+        if self._policy.should_commit(time.monotonic(), len(self._offsets_to_commit())):
             await self.commit()
 
-    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]], flat: list[ConsumerRecord]) -> None:
-        decoded, poison = decode_batch(flat)
-        started = time.monotonic()
-        try:
-            poison_tenants = await self._handler(decoded)
-        except TRANSIENT as exc:
-            log.warning("batch.retry", error=repr(exc), messages=len(flat))
-            await self._rewind(records)
-            return
-        except Exception as exc:
-            self._unexpected += 1
-            if self._unexpected < MAX_UNEXPECTED or not self._may_give_up:
-                log.exception("batch.failed", error=repr(exc), messages=len(flat), attempt=self._unexpected)
-                await self._rewind(records)
-                return
-            log.exception("batch.gave_up", error=repr(exc), messages=len(flat))
-            poison, poison_tenants = [(r, f"failed {MAX_UNEXPECTED} times: {exc!r}") for r in flat], {}
-        try:
-            poison += [(r, poison_tenants[k]) for r in flat
-                       if (k := (r.key or b"").decode(errors="replace")) in poison_tenants]
-            for record, error in poison:
-                await self._dead_letter(record, error)
-        except KafkaError as exc:  # the dead-letter topic is unreachable: keep the batch
-            log.warning("batch.retry", error=repr(exc), messages=len(flat))
-            await self._rewind(records)
-            return
-        self._failures = self._unexpected = 0
-        for tp, rs in records.items():
-            self._pending[tp] = rs[-1].offset + 1
-        log.info("batch.done", messages=len(flat), dead_lettered=len(poison),
-                 duration_ms=round((time.monotonic() - started) * 1000, 1))
+    async def _take(self, flat: list[ConsumerRecord]) -> None:
+        """Queue each record behind its tenant's earlier ones; undecodable ones are dead-lettered at once."""
+        decoded, poison = decode_records(flat)
+        for record, error in poison:
+            await self._dead_letter(record, error)  # the broker is away: KafkaError restarts the consumer
+        for record, msg in decoded:
+            tenant = msg.tenant_id  # type: ignore[attr-defined]
+            self._tenants.setdefault(tenant, TenantQueue()).waiting.append((record, msg))
+        for record in flat:  # past these, only records still held by their tenant keep the offset back
+            tp = _tp(record)
+            self._taken[tp] = max(self._taken.get(tp, 0), record.offset + 1)
 
-    async def _rewind(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Seek back to the batch's first offsets and back off, so the batch is retried without a tight loop."""
-        for tp, rs in records.items():
+    def _start_due(self, now: float) -> None:
+        for tenant, queue in self._tenants.items():
+            if queue.task is None and queue.waiting and queue.due <= now:
+                queue.task = asyncio.create_task(self._work(tenant, queue), name=f"{self._group}:{tenant}")
+
+    async def _work(self, tenant: str, queue: TenantQueue) -> None:
+        """The tenant's waiting records, attempt after attempt, until none wait or the tenant is parked."""
+        try:
+            while queue.waiting and queue.due <= time.monotonic():
+                queue.running, queue.waiting = queue.waiting, []
+                started = time.monotonic()
+                outcomes = await self._handler([(r.topic, m) for r, m in queue.running])
+                outcome = outcomes.get(tenant, DONE)
+                await self._settle(tenant, queue, outcome)
+                log.info("tenant.done", group=self._group, tenant_id=tenant, outcome=outcome.kind.value,
+                         duration_ms=round((time.monotonic() - started) * 1000, 1))
+        except KafkaError as exc:  # the dead-letter topic is unreachable: the consumer restarts
+            self._broken = exc
+        finally:
+            queue.task = None
+            if not queue.waiting and not queue.running and self._tenants.get(tenant) is queue:
+                del self._tenants[tenant]
+
+    async def _settle(self, tenant: str, queue: TenantQueue, outcome: Outcome) -> None:
+        """Perform the decision about one attempt at a tenant's work; its records stop being `running` only
+        once they are done, dead-lettered, or back among the waiting ones."""
+        decision = decide(outcome, attempts=queue.attempts, retries=queue.retries, now=time.monotonic(),
+                          policy=self._retry)
+        items = queue.running
+        if decision.action is Action.PARK:
+            owned = self._consumer.assignment()
+            kept = [(r, m) for r, m in items if _tp(r) in owned]  # revoked meanwhile: the new owner replays them
+            queue.waiting = kept + queue.waiting
+            queue.due, queue.attempts, queue.retries = decision.due, decision.attempts, decision.retries
+            log.warning("tenant.parked", group=self._group, tenant_id=tenant, outcome=outcome.kind.value,
+                        due_in_s=round(decision.due - time.monotonic(), 2), attempts=decision.attempts,
+                        records=len(queue.waiting), error=outcome.error)
+        elif decision.action is Action.DEAD_LETTER:
+            error = f"failed {decision.attempts} times: {outcome.error}"
+            for record, _ in items:
+                await self._dead_letter(record, error)
+            queue.attempts = queue.retries = 0
             try:
-                self._consumer.seek(tp, rs[0].offset)
-            except (KafkaError, AssertionError):  # revoked meanwhile: its new owner replays it
-                self._pending.pop(tp, None)
-        await self._backoff()
+                await self._handler.give_up(tenant, [(r.topic, m) for r, m in items], error)
+            except Exception as exc:  # its runs stay as they are; the records are dead-lettered already
+                log.warning("tenant.give_up_failed", tenant_id=tenant, error=repr(exc))
+        else:
+            queue.attempts = queue.retries = 0
+        queue.running = []
+
+    def _backpressure(self) -> None:
+        """Stop fetching while too many records are held (a long outage of PostgreSQL or Graph); resume once
+        they drain. Parked tenants keep being retried meanwhile."""
+        held = sum(len(q.waiting) + len(q.running) for q in self._tenants.values())
+        if held > MAX_HELD_RECORDS and not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            log.warning("consumer.paused", group=self._group, held_records=held)
+        elif held <= MAX_HELD_RECORDS // 2 and self._paused:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+
+    def _offsets_to_commit(self) -> dict[TopicPartition, int]:
+        held: dict[TopicPartition, int] = {}
+        for queue in self._tenants.values():
+            for record in queue.held():
+                tp = _tp(record)
+                held[tp] = min(held.get(tp, record.offset), record.offset)
+        return to_commit(self._taken, held, self._committed)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what is done, then forget the revoked partitions: their new owner replays from there (work
+        of theirs under way finishes here too; the tenant lock keeps the two apart, replays write nothing)."""
+        await self.commit()
+        for tp in revoked:
+            self._taken.pop(tp, None)
+            self._committed.pop(tp, None)
+        for queue in self._tenants.values():
+            queue.waiting = [(r, m) for r, m in queue.waiting if _tp(r) not in revoked]
 
     async def _backoff(self) -> None:
         self._failures += 1
@@ -296,16 +414,19 @@ class ConsumerLoop:
         await asyncio.sleep(delay)
 
     async def commit(self) -> None:
-        """Commit what is done. A failed commit is dropped, never retried in a loop: the records are
-        replayed after a restart or rebalance, which writes nothing. A broker that came back empty (Tansu
-        keeps topics in memory) answers with unknown-topic errors: the topics are recreated."""
-        pending, self._pending = self._pending, {}
+        """Commit what is done, never past a record still held by its tenant (waiting, parked or under way). A
+        failed commit is dropped, never retried in a loop: the records are replayed after a restart or
+        rebalance, which writes nothing. A broker that came back empty (Tansu keeps topics in memory) answers
+        with unknown-topic errors: the topics are recreated."""
         self._policy.last = time.monotonic()
+        owned = self._consumer.assignment()
+        pending = {tp: offset for tp, offset in self._offsets_to_commit().items() if tp in owned}
         if not pending:
             return
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await self._consumer.commit(pending)
+            self._committed.update(pending)
         except (KafkaError, TimeoutError) as exc:
             log.warning("commit.failed", group=self._group, error=repr(exc), partitions=len(pending))
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
@@ -324,10 +445,9 @@ class ConsumerLoop:
                   offset=record.offset, error=error)
 
 
-def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[list[tuple[str, msgspec.Struct]],
-                                                             list[tuple[ConsumerRecord, str]]]:
+def decode_records(records: Sequence[ConsumerRecord]) -> tuple[list[Item], list[tuple[ConsumerRecord, str]]]:
     """Decode each record by its topic's type; undecodable ones are poison."""
-    good: list[tuple[str, msgspec.Struct]] = []
+    good: list[Item] = []
     bad: list[tuple[ConsumerRecord, str]] = []
     for r in records:
         type_ = messages.BY_TOPIC.get(r.topic)
@@ -335,7 +455,14 @@ def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[list[tuple[str, msg
             bad.append((r, f"unexpected topic {r.topic}"))
             continue
         try:
-            good.append((r.topic, messages.decode(r.value or b"", type_)))
+            good.append((r, messages.decode(r.value or b"", type_)))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             bad.append((r, f"undecodable {type_.__name__}: {exc}"))
     return good, bad
+
+
+def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[list[tuple[str, msgspec.Struct]],
+                                                             list[tuple[ConsumerRecord, str]]]:
+    """Decode each record by its topic's type; undecodable ones are poison."""
+    good, bad = decode_records(records)
+    return [(r.topic, m) for r, m in good], bad

@@ -36,6 +36,7 @@ from kiota_http.middleware import RedirectHandler
 from msgraph_core import GraphClientFactory
 
 from worker.config import GraphSettings
+from worker.core.text import json_without_lone_surrogates, may_hold_unstorable, scrub
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,15 @@ class GraphError(Exception):
 
 class GraphTransient(GraphError):
     """Throttled, 5xx or network trouble that outlived our retries: retry later, don't commit."""
+
+
+class GraphThrottled(GraphTransient):
+    """Graph asked this tenant to wait longer than a unit of work may wait in place: park the tenant until
+    `retry_after` seconds have passed (already capped), then try again."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: float) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
 
 
 class GraphNotFound(GraphError):
@@ -173,6 +183,8 @@ class UserPage(msgspec.Struct):
     value: list[GraphUser] = []
     next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
     delta_link: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+    # Not Graph's: values of this page stored without characters PostgreSQL cannot store ("<id> jobTitle").
+    scrubbed: list[str] = msgspec.field(default_factory=list, name="@entra-sync.scrubbed")
 
 
 _user_page_decoder = msgspec.json.Decoder(UserPage)
@@ -262,6 +274,18 @@ class _SubscriptionList(msgspec.Struct):
     value: list[Subscription] = []
 
 
+def decode_page(decoder: msgspec.json.Decoder[Any], content: bytes, what: str) -> tuple[Any, list[str]]:
+    """Decode a page whose `value` items have an `id`; text PostgreSQL cannot store (U+0000, lone surrogates)
+    is removed at this boundary and named ("<id> <field>"), so one odd value never fails a tenant's work."""
+    if not may_hold_unstorable(content):
+        return decoder.decode(content), []
+    page = decoder.decode(json_without_lone_surrogates(content))
+    changed = [f"{getattr(item, 'id', '?')} {path}" for item in page.value for path in scrub(item)]
+    if changed:
+        log.warning("graph.unstorable_text", what=what, values=len(changed), first=changed[:5])
+    return page, changed
+
+
 async def prefetch(pages: AsyncIterator[T], *, depth: int) -> AsyncIterator[T]:
     """Iterate `pages` while up to `depth` further pages are fetched (and parsed) in the background.
 
@@ -300,6 +324,7 @@ class TenantThrottle:
     """Bounds concurrency for one tenant and pauses all its requests after a 429 with Retry-After."""
 
     concurrency: int
+    max_wait_s: float = float("inf")  # a longer pause is not waited out: the caller parks the tenant
     resume_at: float = 0.0
     _sem: asyncio.Semaphore = field(init=False)
 
@@ -309,6 +334,9 @@ class TenantThrottle:
     async def __aenter__(self) -> None:
         await self._sem.acquire()
         delay = self.resume_at - time.monotonic()
+        if delay > self.max_wait_s:
+            self._sem.release()
+            raise GraphThrottled(429, "paused", f"tenant throttled for {delay:.1f} s more", retry_after=delay)
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -319,16 +347,28 @@ class TenantThrottle:
         self.resume_at = max(self.resume_at, time.monotonic() + seconds)
 
 
-def retry_delay(response: httpx.Response | None, attempt: int) -> float:
-    """Retry-After (seconds, maybe fractional) when given, else exponential backoff with full jitter."""
+def retry_delay(response: httpx.Response | None, attempt: int, *, cap: float = 300.0) -> float:
+    """Retry-After (seconds, maybe fractional) when given, capped at `cap`, else exponential backoff with full
+    jitter."""
     if response is not None:
-        header = response.headers.get("Retry-After")
-        if header:
-            try:
-                return max(0.0, float(header))
-            except ValueError:
-                pass
+        after = retry_after(response.headers.get("Retry-After"), cap=cap)
+        if after is not None:
+            return after
     return random.uniform(0, min(30.0, 0.5 * 2**attempt))
+
+
+def retry_after(header: str | None, *, cap: float) -> float | None:
+    """Seconds a Retry-After header asks for, within [0, cap]; None when absent or not a number of seconds
+    (Graph sends seconds, sometimes fractional; an HTTP date is treated as absent)."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), cap)
 
 
 # ---- The client -----------------------------------------------------------------------------------------
@@ -363,7 +403,7 @@ class TenantGraph:
         self._http = GraphClientFactory.create_with_custom_middleware(
             middleware=[RedirectHandler()], client=client
         )
-        self._throttle = TenantThrottle(settings.max_concurrency_per_tenant)
+        self._throttle = TenantThrottle(settings.max_concurrency_per_tenant, max_wait_s=settings.max_inline_wait_s)
         self._timeout = httpx.Timeout(settings.timeout_s).as_dict()
 
     async def close(self) -> None:
@@ -419,7 +459,7 @@ class TenantGraph:
                     last = None
                     if attempt == self._settings.max_retries:
                         raise GraphTransient(0, "network", str(exc)) from exc
-                    await asyncio.sleep(retry_delay(None, attempt))
+                    await asyncio.sleep(min(retry_delay(None, attempt), self._settings.max_inline_wait_s))
                     continue
             if response.status_code < 400:
                 return response
@@ -431,9 +471,15 @@ class TenantGraph:
             if not isinstance(error, GraphTransient) or attempt == self._settings.max_retries:
                 raise error
             last = response
-            delay = retry_delay(response, attempt)
+            delay = retry_delay(response, attempt, cap=self._settings.max_retry_after_s)
             if response.status_code == 429:
                 self._throttle.pause(delay)
+            if delay > self._settings.max_inline_wait_s:
+                # Waiting this long in place would hold the consumer's other tenants: the tenant is parked.
+                self._throttle.pause(delay)
+                log.info("graph.throttled", tenant_id=self.tenant_id, status=response.status_code,
+                         retry_after_s=round(delay, 3))
+                raise GraphThrottled(response.status_code, error.code, error.message, retry_after=delay)
             log.info("graph.retry", tenant_id=self.tenant_id, status=response.status_code,
                      delay_s=round(delay, 3), attempt=attempt + 1)
             await asyncio.sleep(0 if response.status_code == 429 else delay)
@@ -467,7 +513,9 @@ class TenantGraph:
         params: dict[str, str] | None = None if delta_link else {"$select": USER_SELECT}
         while url:
             response = await self.request("GET", url, params=params)
-            page = _user_page_decoder.decode(response.content)
+            page: UserPage
+            page, scrubbed = decode_page(_user_page_decoder, response.content, "users")
+            page.scrubbed = scrubbed
             yield page
             url, params = page.next_link, None
 
@@ -477,7 +525,7 @@ class TenantGraph:
         params: dict[str, str] | None = None if delta_link else {"$select": "id,displayName,members"}
         while url:
             response = await self.request("GET", url, params=params)
-            page = _group_page_decoder.decode(response.content)
+            page, _ = decode_page(_group_page_decoder, response.content, "groups")
             yield page
             url, params = page.next_link, None
 
@@ -486,7 +534,7 @@ class TenantGraph:
         url: str | None = path
         while url:
             response = await self.request("GET", url, params=params)
-            page = _listing_decoder(item).decode(response.content)  # type: ignore[arg-type]  # types hash
+            page, _ = decode_page(_listing_decoder(item), response.content, path)  # type: ignore[arg-type]
             yield page.value
             url, params = page.next_link, None
 

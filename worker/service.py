@@ -16,7 +16,8 @@ from worker.sync import SyncEngine
 
 log = structlog.get_logger(__name__)
 
-# One consumer group per topic, so a long resync never delays change notifications of other tenants.
+# One consumer group per topic, each with its own concurrency budget (`budgets`), so a wave of resyncs never
+# delays change notifications of other tenants.
 GROUPS = (
     ("changes", (topics.NOTIFICATIONS,)),
     ("lifecycle", (topics.LIFECYCLE,)),
@@ -33,14 +34,23 @@ async def run_worker(settings: Settings) -> None:
     try:
         engine = SyncEngine(pool=pool, graph=graph, settings=settings)
         subs = SubscriptionManager(pool=pool, graph=graph, settings=settings)
-        handler = Handler(engine=engine, subscriptions=subs, max_parallel=settings.sync.max_parallel_tenants)
+        limits = budgets(settings)
         loops = [
-            ConsumerLoop(settings=settings, topic_names=names, handler=handler,
+            ConsumerLoop(settings=settings, topic_names=names,
+                         handler=Handler(engine=engine, subscriptions=subs, max_parallel=limits[name]),
                          group=f"{settings.kafka.consumer_group}-{name}")
             for name, names in GROUPS
         ]
-        log.info("worker.started", groups=[name for name, _ in GROUPS])
+        log.info("worker.started", groups=[name for name, _ in GROUPS], budgets=limits)
         await asyncio.gather(*(loop.run() for loop in loops))
     finally:
         await graph.close()
         await pool.close()
+
+
+def budgets(settings: Settings) -> dict[str, int]:
+    """Tenants each consumer group works on at once; an unset budget is `SYNC_MAX_PARALLEL_TENANTS`."""
+    sync = settings.sync
+    chosen = {"changes": sync.notification_concurrency, "lifecycle": sync.lifecycle_concurrency,
+              "commands": sync.command_concurrency}
+    return {name: max(1, value or sync.max_parallel_tenants) for name, value in chosen.items()}

@@ -12,6 +12,7 @@ Work for one tenant is serialised across replicas by a PostgreSQL advisory lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
@@ -24,6 +25,7 @@ import structlog
 from worker.config import Settings
 from worker.core.model import MirrorUser, OrgContext, Plan, StateChange, StoredEndUser
 from worker.core.reconcile import hold_deactivations, reconcile
+from worker.core.text import unstorable_warnings
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
 from worker.store import Conn, enrichment, holds
@@ -34,6 +36,10 @@ log = structlog.get_logger(__name__)
 CHUNK = 2000
 WRITE_BATCH = 2000  # mirror users written per transaction during a delta walk
 SPARE_CONNECTION_WAIT_S = 0.5
+# Pooled connections a spare never takes (a quarter of the pool, at most this many): during a wave of resyncs,
+# other tenants' units of work (a change notification's delta) still find a connection at once instead of
+# waiting for a listing to end. One tenant's resync on a pool of 4 still gets all three connections it uses.
+SPARE_RESERVE = 2
 MEMBER_BATCH = 5000  # memberships of a complete groups listing written per COPY
 
 
@@ -98,6 +104,7 @@ class SyncEngine:
         self._pool = pool
         self._graph = graph
         self._settings = settings
+        self._spares = asyncio.Lock()
 
     # -- public units of work ----------------------------------------------------------------------------
 
@@ -106,10 +113,12 @@ class SyncEngine:
         changed), then project what changed."""
         async with self._tenant(tenant_id) as (conn, graph):
             started = time.monotonic()
-            changed = await self._pull(conn, graph, tenant_id, full=False)
+            scrubbed: list[str] = []
+            changed = await self._pull(conn, graph, tenant_id, full=False, scrubbed=scrubbed)
             if groups:
                 await self._pull_groups(conn, graph, tenant_id, full=False)
-            runs = await self._project_dirty(conn, tenant_id, kind="delta", record_always=False)
+            runs = await self._project_dirty(conn, tenant_id, kind="delta", record_always=False,
+                                             warnings=unstorable_warnings(scrubbed))
             await store.record_tenant_status(conn, tenant_id, delta=True)
             self._log("sync.delta", tenant_id, started, changed, runs)
             return _totals(runs)
@@ -145,8 +154,9 @@ class SyncEngine:
                 others = [o for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
                 changed, warnings = await self._full_pull(conn, graph, tenant_id, flag_new=bool(others))
             else:
-                changed = await self._pull(conn, graph, tenant_id, full=False)
-                warnings = await self._pull_groups(conn, graph, tenant_id, full=False)
+                scrubbed: list[str] = []
+                changed = await self._pull(conn, graph, tenant_id, full=False, scrubbed=scrubbed)
+                warnings = await self._pull_groups(conn, graph, tenant_id, full=False) + unstorable_warnings(scrubbed)
             await store.record_tenant_status(conn, tenant_id, delta=True, full=first)
             await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=skip)
             orgs = await store.org_contexts(conn, tenant_id, organization_id)
@@ -182,6 +192,15 @@ class SyncEngine:
         async with self._pool.acquire() as conn:
             await store.record_tenant_status(conn, tenant_id, error=error)
 
+    async def fail_runs(self, tenant_id: str, run_ids: Sequence[str], error: str, *, record: bool = True) -> None:
+        """End these queued or running runs `failed` with `error` (their work was refused or given up), and
+        show the error in the tenant's sync status unless `record` is False."""
+        async with self._pool.acquire() as conn:
+            if run_ids:
+                await store.fail_runs(conn, run_ids, error)
+            if record:
+                await store.record_tenant_status(conn, tenant_id, error=error)
+
     # -- steps --------------------------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -216,10 +235,11 @@ class SyncEngine:
         # and enrichment need not flag again.
         flag = await store.mirror_has_users(conn, tenant_id)
         enricher = Enricher(graph, tenant_id, flag=flag)
+        scrubbed: list[str] = []
 
         async def users() -> int:
             try:
-                return await self._pull(conn, graph, tenant_id, full=True, flag_new=flag_new)
+                return await self._pull(conn, graph, tenant_id, full=True, flag_new=flag_new, scrubbed=scrubbed)
             finally:
                 users_ready.set()
                 took["users_ms"] = (time.monotonic() - started) * 1000
@@ -243,22 +263,25 @@ class SyncEngine:
             raise group.exceptions[0] from None  # callers map single errors (transient, poison)
         log.info("sync.full_pull", tenant_id=tenant_id, enrich_ms=round((time.monotonic() - started) * 1000),
                  **{k: round(v) for k, v in took.items()})
-        return changed.result(), group_warnings + enrich_warnings
+        return changed.result(), unstorable_warnings(scrubbed) + group_warnings + enrich_warnings
 
     async def _pull(
-        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True,
+        scrubbed: list[str] | None = None,
     ) -> int:
         """Walk users delta into the mirror; returns how many mirror rows changed. `flag_new=False`: the users
-        of a tenant's first listing need no projection flags (the caller projects every user)."""
+        of a tenant's first listing need no projection flags (the caller projects every user). Values stored
+        without characters PostgreSQL cannot store are added to `scrubbed`."""
         try:
-            return await self._walk(conn, graph, tenant_id, full=full, flag_new=flag_new)
+            return await self._walk(conn, graph, tenant_id, full=full, flag_new=flag_new, scrubbed=scrubbed)
         except DeltaTokenExpired:
             log.warning("sync.delta_token_expired", tenant_id=tenant_id)
             await store.drop_delta_link(conn, tenant_id, "users")
-            return await self._walk(conn, graph, tenant_id, full=True, flag_new=flag_new)
+            return await self._walk(conn, graph, tenant_id, full=True, flag_new=flag_new, scrubbed=scrubbed)
 
     async def _walk(
-        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True
+        self, conn: Conn, graph: TenantGraph, tenant_id: str, *, full: bool, flag_new: bool = True,
+        scrubbed: list[str] | None = None,
     ) -> int:
         link = None if full else await store.get_delta_link(conn, tenant_id, "users")
         listing = link is None
@@ -272,6 +295,8 @@ class SyncEngine:
             batch: list[GraphUser] = []
             async for page in prefetch(graph.users_delta(link), depth=4):
                 batch += page.value
+                if page.scrubbed and scrubbed is not None:
+                    scrubbed += page.scrubbed
                 new_link = page.delta_link or new_link
                 if len(batch) >= WRITE_BATCH or (new_link and batch):
                     changed += await self._write_users(conn, tenant_id, batch, listing=listing, fresh=fresh,
@@ -355,8 +380,11 @@ class SyncEngine:
     ) -> list[OrgRun]:
         runs = [OrgRun(o, kind=kind, record_always=record_always, warnings=list(warnings))
                 for o in await store.org_contexts(conn, tenant_id) if o.organization_id not in skip]
-        if not runs:  # no Organization wants these changes now; an org-sync projects every user anyway
-            await store.clear_all_dirty(conn, tenant_id)
+        if not runs:
+            # No Organization wants these changes. Those skipped get every user from an org-sync; should that
+            # org-sync fail for good (dead-lettered), the flags keep the changes for the next unit of work.
+            if not skip:
+                await store.clear_all_dirty(conn, tenant_id)
             return runs
 
         async def clear(writer: Conn, chunk: _Chunk) -> None:
@@ -372,8 +400,9 @@ class SyncEngine:
             users = await store.load_mirror_users(reader, tenant_id, ids, with_groups=with_groups) if ids else []
             return ids, users
 
-        await self._project(conn, tenant_id, runs, flagged, written=clear)
-        await self._finish(conn, tenant_id, runs)
+        async with self._closing_on_failure(runs):
+            await self._project(conn, tenant_id, runs, flagged, written=clear)
+            await self._finish(conn, tenant_id, runs)
         return runs
 
     async def _project_all(self, conn: Conn, tenant_id: str, run: OrgRun) -> None:
@@ -381,8 +410,25 @@ class SyncEngine:
             users = await store.mirror_users_after(reader, tenant_id, after, limit=CHUNK, with_groups=with_groups)
             return [u.id for u in users], users
 
-        await self._project(conn, tenant_id, [run], every)
-        await self._finish(conn, tenant_id, [run])
+        async with self._closing_on_failure([run]):
+            await self._project(conn, tenant_id, [run], every)
+            await self._finish(conn, tenant_id, [run])
+
+    @asynccontextmanager
+    async def _closing_on_failure(self, runs: Sequence[OrgRun]) -> AsyncIterator[None]:
+        """A projection that fails ends the runs it recorded itself `failed` with the error (a retry records
+        new ones); an org-sync's run, queued by the admin API, stays for the retry (the consumer fails it when
+        it gives up)."""
+        try:
+            yield
+        except Exception as exc:
+            ids = [r.run_id for r in runs if r.recorded and r.run_id and r.kind != "org-sync"]
+            if ids:
+                error = f"interrupted: {type(exc).__name__}: {exc}"[:500]
+                with contextlib.suppress(Exception):  # best effort: PostgreSQL may be what failed
+                    async with asyncio.timeout(5), self._pool.acquire() as conn:
+                        await store.fail_runs(conn, ids, error)
+            raise
 
     async def _project(
         self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun],
@@ -481,13 +527,19 @@ class SyncEngine:
     @asynccontextmanager
     async def _spare_connection(self, wanted: bool = True) -> AsyncIterator[Conn | None]:
         """A second connection for pipelining if the pool has one to spare soon; None rather than wait on a
-        pool that other tenants' work holds (or when not `wanted`)."""
+        pool that other tenants' work holds, nor take the last `SPARE_RESERVE` (or when not `wanted`)."""
         if not wanted:
             yield None
             return
-        try:
-            spare = await self._pool.acquire(timeout=SPARE_CONNECTION_WAIT_S)
-        except TimeoutError:
+        pool = self._pool
+        reserve = min(SPARE_RESERVE, pool.get_max_size() // 4)
+        async with self._spares:  # one look-and-take at a time: a connection being opened is not counted yet
+            free = pool.get_max_size() - pool.get_size() + pool.get_idle_size()
+            try:
+                spare = await pool.acquire(timeout=SPARE_CONNECTION_WAIT_S) if free > reserve else None
+            except TimeoutError:
+                spare = None
+        if spare is None:
             yield None
             return
         try:

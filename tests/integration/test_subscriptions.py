@@ -29,6 +29,7 @@ from tests.integration.conftest import ALL, GraphAdmin, graph_admin, make_org
 from tests.integration.test_sync_rules import sim_control
 from worker.config import GraphSettings, Settings, WebhookSettings
 from worker.consumers import Handler
+from worker.core.delivery import DONE
 from worker.graph import GraphClients
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
@@ -217,13 +218,13 @@ async def test_reauthorization_required_reauthorizes(env: SubEnv, pool: asyncpg.
     note = await _lifecycle(env, receiver, sub_id, "reauthorizationRequired")
     handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
 
-    assert await handler([(topics.LIFECYCLE, note)]) == {}
+    assert await handler([(topics.LIFECYCLE, note)]) == {env.tenant_id: DONE}
     assert sub_id in env.graph_side()  # reauthorized in place, nothing recreated
     assert (await env.rows(pool))["users"]["id"] == sub_id
 
     # Graph forgot it meanwhile: reauthorizing fails with 404, so it is recreated instead.
     await env.admin.call("DELETE", f"/subscriptions/{sub_id}")
-    assert await handler([(topics.LIFECYCLE, note)]) == {}
+    assert await handler([(topics.LIFECYCLE, note)]) == {env.tenant_id: DONE}
     rows = await env.rows(pool)
     assert rows["users"]["id"] != sub_id and rows["users"]["id"] in env.graph_side()
 
@@ -240,7 +241,7 @@ async def test_subscription_removed_recreates_and_resyncs(env: SubEnv, pool: asy
     assert sub_id not in env.graph_side()
 
     handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
-    assert await handler([(topics.LIFECYCLE, note), (topics.LIFECYCLE, note)]) == {}  # duplicates coalesce
+    assert await handler([(topics.LIFECYCLE, note), (topics.LIFECYCLE, note)]) == {env.tenant_id: DONE}  # coalesced
 
     rows = await env.rows(pool)
     assert rows["users"]["id"] != sub_id and rows["users"]["id"] in env.graph_side()
@@ -260,7 +261,7 @@ async def test_processed_notifications_stamp_tenant_and_subscription(env: SubEnv
                                        received_at=datetime.now(UTC).isoformat())
     handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
 
-    assert await handler([(topics.NOTIFICATIONS, note)]) == {}
+    assert await handler([(topics.NOTIFICATIONS, note)]) == {env.tenant_id: DONE}
 
     rows = await env.rows(pool)
     assert rows["users"]["last_notification_at"] is not None

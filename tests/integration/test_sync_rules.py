@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -341,24 +342,51 @@ async def test_full_resync_applies_membership_changes_and_rewrites_nothing_uncha
     assert states == {users[0]: "out_of_scope", users[1]: "synced"}
 
 
-async def test_refused_credentials_are_reported_on_the_tenant_not_retried_forever(
-    fresh: Env, pool: asyncpg.Pool
+@pytest.mark.parametrize(
+    "column,value,code,aadsts",
+    [
+        pytest.param("client_secret", "wrong", "invalid_client", "AADSTS7000215", id="wrong-secret"),
+        pytest.param("client_id", "00000000-0000-4000-8000-000000000099", "unauthorized_client", "AADSTS700016",
+                     id="unknown-application"),
+        pytest.param("consent", None, "unauthorized_client", "AADSTS700016", id="consent-revoked"),
+        pytest.param("tenant_id", None, "invalid_request", "AADSTS90002", id="tenant-not-found"),
+    ],
+)
+async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
+    fresh: Env, pool: asyncpg.Pool, sim: Simulator, column: str, value: str | None, code: str, aadsts: str
 ) -> None:
     from schemas import messages
     from worker.consumers import Handler
+    from worker.core.delivery import Kind
+    from worker.store.admin import AdminStore
 
-    tid = fresh.tenant["tenant_id"]
-    await pool.execute("UPDATE microsoft_tenants SET client_secret = 'wrong' WHERE tenant_id = $1", tid)
-    handler = Handler(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
-    note = messages.ChangeNotification(tenant_id=tid, subscription_id="s", change_type="updated",
-                                       resource="Users/x", received_at="now")
+    tid, org_id = fresh.tenant["tenant_id"], fresh.org_id
+    if column == "consent":
+        await sim_control(sim, "POST", "/_sim/faults", {"tenant_id": tid, "consent_revoked": True})
+    elif column == "tenant_id":  # registered under a tenant id Entra does not know
+        tid = str(uuid.uuid4())
+        async with pool.acquire() as conn:
+            org_id = await make_org(conn, fresh.tenant | {"tenant_id": tid}, ALL)
+    else:
+        await pool.execute(f"UPDATE microsoft_tenants SET {column} = $2 WHERE tenant_id = $1", tid, value)
+    try:
+        queued = await AdminStore(pool).queue_org_sync(org_id)
+        handler = Handler(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
+        command = messages.Command(command="org-sync", tenant_id=tid, organization_id=org_id,
+                                   run_id=queued.run_id, requested_at="now")
 
-    poison = await handler([("entra.notifications", note)])  # neither raises (retry) nor dead-letters
+        outcomes = await handler([("entra.commands", command)])  # neither raises nor asks for a retry
+    finally:
+        await sim_control(sim, "DELETE", f"/_sim/faults?tenant_id={fresh.tenant['tenant_id']}")
 
-    assert poison == {}
+    assert outcomes[tid].kind is Kind.REFUSED
+    status = await AdminStore(pool).get_user_sync(org_id)
+    assert status["in_progress"] is False
+    assert status["last_run"]["status"] == "failed"
+    assert status["last_run"]["error"].startswith(f"{code}: {aadsts}")
     error = await pool.fetchval("SELECT last_error FROM tenant_sync_status WHERE tenant_id = $1", tid)
-    assert error and error.startswith("401 invalid_client: AADSTS7000215")  # Entra's error, named
-    assert "wrong" not in error and "Trace ID" not in error
+    assert error == status["last_run"]["error"]
+    assert fresh.tenant["client_secret"] not in error and "wrong" not in error
 
 
 async def test_tenant_status_records_the_first_full_sync_and_later_deltas(fresh: Env, pool: asyncpg.Pool) -> None:

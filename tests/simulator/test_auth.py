@@ -79,3 +79,24 @@ async def test_credentials_of_one_tenant_do_not_sign_in_to_another(sim: Simulato
     with pytest.raises(ClientAuthenticationError, match="AADSTS700016"):
         await credential.get_token(SCOPE)
     await credential.close()
+
+
+async def test_revoked_consent_refuses_tokens_like_entra_until_restored(sim: Simulator) -> None:
+    tenant = sim.info.tenants[0]
+
+    async def token() -> None:
+        credential = ClientSecretCredential(tenant["tenant_id"], tenant["client_id"], tenant["client_secret"],
+                                            authority=sim.info.authority_url, disable_instance_discovery=True,
+                                            connection_verify=sim.info.ca_file)  # fmt: skip
+        try:
+            await credential.get_token(SCOPE)
+        finally:
+            await credential.close()
+
+    sim.state.tenants[tenant["tenant_id"]].faults.consent_revoked = True
+    try:
+        with pytest.raises(ClientAuthenticationError, match=r"unauthorized_client\) AADSTS700016.*consented"):
+            await token()
+    finally:
+        sim.state.tenants[tenant["tenant_id"]].faults.consent_revoked = False
+    await token()

@@ -633,6 +633,15 @@ async def finish_run(
     )
 
 
+async def fail_runs(conn: Conn, run_ids: Sequence[str], error: str) -> None:
+    """End queued or running runs `failed` with `error` (finished ones keep their outcome)."""
+    await conn.execute(
+        """UPDATE sync_runs SET status = 'failed', error = $2, finished_at = now()
+           WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'running')""",
+        list(run_ids), error,
+    )
+
+
 # ---- Subscriptions and status ---------------------------------------------------------------------------
 
 async def save_subscription(
