@@ -33,6 +33,7 @@ from kiota_http.middleware import RedirectHandler
 from msgraph_core import GraphClientFactory
 
 from worker.config import GraphSettings
+from worker.logs import redact_value
 
 log = structlog.get_logger(__name__)
 
@@ -305,6 +306,9 @@ class TenantCredentials:
     tenant_id: str
     client_id: str
     client_secret: str
+
+    def __post_init__(self) -> None:
+        redact_value(self.client_secret)  # whatever fails with it from here on, its logs never show it
 
 
 class TenantGraph:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,8 +21,9 @@ from webhook.sink import NotificationSink
 from worker.bus import make_consumer
 from worker.config import KafkaSettings, Settings, WebhookSettings
 
-SECRET = "current-webhook-secret"
-PREVIOUS = "previous-webhook-secret"
+# The webhook and the worker refuse weak secrets: tests use random ones, as `entra-sync up` does.
+SECRET = secrets.token_urlsafe(32)
+PREVIOUS = secrets.token_urlsafe(32)
 MAX_BODY = 64 * 1024
 
 Client = TestClient[web.Request, web.Application]
