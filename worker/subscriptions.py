@@ -148,8 +148,17 @@ class SubscriptionManager:
         )
 
     async def reauthorize(self, tenant_id: str, subscription_id: str) -> bool:
-        """Answer `reauthorizationRequired`; False when Graph no longer knows the subscription."""
+        """Answer `reauthorizationRequired`; False when Graph no longer knows the subscription.
+
+        A subscription recorded for another tenant is left alone (True: nothing to recreate). Reauthorizing it
+        as this tenant would fail with 404 and make us forget the other tenant's subscription.
+        """
         async with self._pool.acquire() as conn:
+            owner = await store.subscription_tenant(conn, subscription_id)
+            if owner is not None and owner.lower() != tenant_id.lower():
+                log.warning("subscription.foreign_lifecycle", tenant_id=tenant_id, subscription_id=subscription_id,
+                            owner_tenant_id=owner, lifecycle_event="reauthorizationRequired")
+                return True
             graph = await self._client(conn, tenant_id)
             if graph is None:
                 return True
