@@ -26,7 +26,7 @@ from worker.config import Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
-from worker.serve import serve
+from worker.serve import BodyGuard, serve
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
 from worker.store.pool import create_pool
 
@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "/api/v1"
 PUBLIC = frozenset({f"{PREFIX}/openapi.json"})
+MAX_BODY_BYTES = 1024 * 1024  # aiohttp's default, made explicit for the body guard
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -102,6 +103,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(ApiError(exc.status, exc.reason))
+    except (asyncpg.DataError, UnicodeEncodeError) as exc:
+        # A value PostgreSQL refuses (too long, out of range, not storable) that no input check caught: the
+        # client's input, so a 400, never a 500. The error names no value (it may be a secret).
+        log.warning("admin.unstorable_input", route=_route_name(request), error=type(exc).__name__)
+        return error_response(ApiError(400, f"a value in the request cannot be stored ({type(exc).__name__})"))
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
         log.warning("admin.unavailable", error=repr(exc))
         return error_response(ApiError(503, "the database is unavailable"))
@@ -116,7 +122,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(PREFIX) and request.path not in PUBLIC:
         expected = request.app[TOKEN].encode()
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+        # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes; encode them back the same way.
+        token = given.strip().encode("utf-8", "surrogateescape")
+        ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token, expected)
         if not ok:
             return error_response(
                 ApiError(401, "a valid bearer token is required"), headers={"WWW-Authenticate": "Bearer"}
@@ -398,7 +406,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publisher) -> web.Application:
     """The admin application over an open pool and a started publisher (the caller owns both)."""
-    app = web.Application(middlewares=[_observe, _errors, _auth])
+    # The body guard comes first: a slow or vanished client is answered (408/503) before anything else runs.
+    guard = BodyGuard("admin", timeout_s=settings.admin.body_timeout_s,
+                      max_in_flight=settings.admin.max_bodies_in_flight, max_body_bytes=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[guard, _observe, _errors, _auth], client_max_size=MAX_BODY_BYTES)
     store = AdminStore(pool)
     app[STORE] = store
     app[SERVICE] = AdminService(store, publisher)
