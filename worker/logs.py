@@ -18,6 +18,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_KEYS = ("secret", "password", "passwd", "token", "authorization", "cookie", "api_key", "credential")
 MASK = "***"
@@ -92,6 +93,18 @@ def redact_value(value: str | None) -> None:
     REDACTOR.add(value)
 
 
+def _client_error_without_traceback(record: logging.LogRecord) -> bool:
+    """aiohttp logs a malformed request (the client's fault: bytes not allowed in a header, broken framing) at
+    ERROR with a stack trace, so any client could fill the logs with them: make it one warning line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+        record.msg = f"{record.getMessage()}: {exc.code} {' '.join(str(exc.message).split())}"
+        record.args = ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def configure_logging(
     fmt: str = "auto", level: str = "info", *, secrets: Iterable[str] = (), stream: TextIO | None = None,
 ) -> None:
@@ -132,3 +145,6 @@ def configure_logging(
     root.setLevel(logging.WARNING)
     # The Azure SDK logs request headers at INFO; keep it quiet so no token ever reaches a log.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if _client_error_without_traceback not in server.filters:
+        server.addFilter(_client_error_without_traceback)

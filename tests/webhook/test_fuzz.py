@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.client_state import client_state_for
-from tests.fuzz import (
+from tests.hostile import (
     SURROGATES,
     clean_json_values,
     clean_texts,

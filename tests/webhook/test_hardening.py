@@ -8,60 +8,17 @@ broker. Every slow client is bounded in time (it stops trickling after a few sec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
-from dataclasses import dataclass
 
 import aiohttp
+
+from tests.hostile import slow_client, slow_head
 
 from .conftest import BODIES_IN_FLIGHT, BODY_TIMEOUT_S, HookProcess, change_item, new_id
 
 SLOW_CLIENTS = 200
-HEAD = (b"POST /notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 60000\r\n\r\n")
-
-
-@dataclass
-class Answer:
-    status: int | None  # None: the connection was reset before a status line could be read
-    after_s: float  # from the moment headers and the first piece of body were sent
-    closed: bool  # the server closed the connection after answering
-
-
-async def slow_client(port: int, *, trickle_for_s: float, ready: asyncio.Event | None = None) -> Answer:
-    """Sends headers and a first piece of a 60 kB body, then one byte every 200 ms for at most trickle_for_s."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    started = time.monotonic()
-
-    async def trickle() -> None:
-        writer.write(HEAD + b'{"value": [' + b" " * 4096)
-        await writer.drain()
-        if ready is not None:
-            ready.set()
-        deadline = time.monotonic() + trickle_for_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            writer.write(b" ")
-            await writer.drain()
-
-    sending = asyncio.create_task(trickle())
-    try:
-        async with asyncio.timeout(trickle_for_s + 10):
-            status_line = await reader.readline()
-            status = int(status_line.split()[1]) if status_line else None
-            with contextlib.suppress(ConnectionError):
-                while await reader.read(65536):
-                    pass
-        return Answer(status, time.monotonic() - started, closed=True)
-    except ConnectionError:
-        return Answer(None, time.monotonic() - started, closed=True)
-    finally:
-        sending.cancel()
-        await asyncio.gather(sending, return_exceptions=True)
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+HEAD = slow_head("/notifications")
 
 
 async def legitimate(session: aiohttp.ClientSession, url: str) -> int:
@@ -79,7 +36,7 @@ async def test_slow_clients_get_408_or_503_memory_stays_bounded_and_notification
         baseline_kb = hook.rss_kb()
         peak_kb = baseline_kb
         sending = [asyncio.Event() for _ in range(SLOW_CLIENTS)]
-        clients = [asyncio.create_task(slow_client(hook.port, trickle_for_s=BODY_TIMEOUT_S + 3, ready=e))
+        clients = [asyncio.create_task(slow_client(hook.port, HEAD, trickle_for_s=BODY_TIMEOUT_S + 3, ready=e))
                    for e in sending]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in sending)), 20)
         attack_started = time.monotonic()

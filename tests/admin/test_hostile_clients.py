@@ -1,4 +1,5 @@
-"""Property: no JSON body (or non-JSON body, content type, Authorization header) gets a 5xx from the admin API.
+"""The admin API against hostile clients: no JSON body (or non-JSON body, content type, Authorization header)
+gets a 5xx; slow bodies get 408 or 503 while complete requests pass; a client gone mid-body is one log line.
 
 Hypothesis drives `entra-sync admin-api` (a real process over HTTP on 127.0.0.1, the session's PostgreSQL and
 broker) with bodies for every POST/PUT/PATCH operation its OpenAPI document lists, so an endpoint added later
@@ -9,6 +10,7 @@ those of a PSA tenant, an Organization and an End User made for this module, els
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -25,13 +27,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz import content_types, encode, header_bytes, json_values, raw_bodies, send, texts
+from tests.hostile import (
+    content_types,
+    encode,
+    header_bytes,
+    json_values,
+    raw_bodies,
+    send,
+    slow_client,
+    slow_head,
+    texts,
+)
 from worker.admin.openapi import openapi_document
 from worker.config import KafkaSettings
 from worker.embedded import free_port
 
 TOKEN = secrets.token_urlsafe(32)
 PREFIX = "/api/v1"
+BODY_TIMEOUT_S = 1.5
+IN_FLIGHT = 3
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -83,6 +97,7 @@ def admin_process(database_url: str, kafka_settings: KafkaSettings,
     env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
            "KAFKA_ENABLE_IDEMPOTENCE": str(kafka_settings.enable_idempotence).lower(),
            "ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": str(port), "ADMIN_TOKEN": TOKEN, "LOG_FORMAT": "json",
+           "ADMIN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "ADMIN_MAX_BODIES_IN_FLIGHT": str(IN_FLIGHT),
            # Nothing listens there: an endpoint that calls Graph fails at once instead of waiting on the network.
            "GRAPH_URL": "https://127.0.0.1:9/v1.0", "GRAPH_AUTHORITY_URL": "https://127.0.0.1:9"}
     with open(log, "wb") as out:
@@ -161,3 +176,37 @@ def test_no_body_gets_a_5xx(admin_process: Admin, method: str, template: str, fi
 
     check()
     assert admin.proc.poll() is None
+
+
+async def test_slow_bodies_get_408_or_503_while_complete_requests_pass(admin_process: Admin) -> None:
+    admin = admin_process
+    head = slow_head(f"{PREFIX}/psa-tenants")
+    sending = [asyncio.Event() for _ in range(3 * IN_FLIGHT)]
+    clients = [asyncio.create_task(slow_client(admin.port, head, trickle_for_s=BODY_TIMEOUT_S + 2, ready=e))
+               for e in sending]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in sending)), 20)
+    await asyncio.sleep(0.3)  # past the grace: every slot is held by a slow body
+    created = await asyncio.to_thread(admin.call, "POST", "/psa-tenants", {"name": f"meanwhile-{uuid.uuid4().hex[:6]}"})
+    statuses = sorted(a.status or 0 for a in await asyncio.gather(*clients))
+
+    assert created["id"]
+    assert statuses == [408] * IN_FLIGHT + [503] * (2 * IN_FLIGHT), statuses
+
+
+async def test_client_gone_mid_body_is_one_log_line(admin_process: Admin) -> None:
+    admin = admin_process
+    seen = len(admin.log.read_text().splitlines())
+    _, writer = await asyncio.open_connection("127.0.0.1", admin.port)
+    writer.write(slow_head(f"{PREFIX}/psa-tenants") + b'{"name": "')
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.transport.abort()
+
+    deadline = time.monotonic() + 10
+    while "client_disconnected" not in "".join(admin.log.read_text().splitlines()[seen:]):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    lines = [json.loads(line) for line in admin.log.read_text().splitlines()[seen:]]
+    assert [(e["event"], e["level"]) for e in lines] == [("admin.client_disconnected", "warning")], lines
+    assert "Traceback" not in admin.log.read_text()

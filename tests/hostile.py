@@ -1,5 +1,5 @@
-"""Hypothesis strategies for hostile HTTP input, shared by the webhook's and the admin API's fuzz tests, and a
-raw HTTP sender that can put any bytes in a header.
+"""Hostile HTTP clients for the webhook and admin API tests: hypothesis strategies for hostile input, a
+raw HTTP sender that can put any bytes in a header, and a slow-loris client.
 
 Strings mix ordinary characters with the ones that broke servers before: NUL, unpaired surrogates, non-ASCII
 and very long values; numbers include ones too long for Python's int parser; bodies include nesting deeper
@@ -8,8 +8,11 @@ than any parser's stack and bytes that are not UTF-8.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,3 +94,52 @@ def send(port: int, method: str, path: str, body: bytes, *, content_type: bytes 
         return Reply(response.status, response.read())
     finally:
         conn.close()
+
+
+def slow_head(path: str, *, length: int = 60_000) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@dataclass
+class Answer:
+    status: int | None  # None: the connection was reset before a status line could be read
+    after_s: float  # from the moment headers and the first piece of body were sent
+    closed: bool  # the server closed the connection after answering
+
+
+async def slow_client(
+    port: int, head: bytes, *, trickle_for_s: float, ready: asyncio.Event | None = None
+) -> Answer:
+    """Sends headers and a first piece of a 60 kB body, then one byte every 200 ms for at most trickle_for_s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        writer.write(head + b'{"value": [' + b" " * 4096)
+        await writer.drain()
+        if ready is not None:
+            ready.set()
+        deadline = time.monotonic() + trickle_for_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            writer.write(b" ")
+            await writer.drain()
+
+    sending = asyncio.create_task(trickle())
+    try:
+        async with asyncio.timeout(trickle_for_s + 10):
+            status_line = await reader.readline()
+            status = int(status_line.split()[1]) if status_line else None
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+        return Answer(status, time.monotonic() - started, closed=True)
+    except ConnectionError:
+        return Answer(None, time.monotonic() - started, closed=True)
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
