@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from worker.bus import KafkaPublisher, Publisher, ensure_topics
-from worker.config import Settings
+from worker.config import ConfigError, Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
@@ -443,7 +443,7 @@ async def _resources(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Ka
 async def run_admin_api(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Serve the admin API on settings.admin.host/port (0 = any free port) until cancelled."""
     if not settings.admin.token.get_secret_value():
-        raise ValueError("ADMIN_TOKEN must be set: the admin API refuses to run without a token")
+        raise ConfigError("ADMIN_TOKEN must be set: the admin API refuses to run without a token")
     async with _resources(settings) as (pool, publisher):
         await serve(create_admin_app(settings, pool=pool, publisher=publisher), name="admin",
                     host=settings.admin.host, port=settings.admin.port, ready=ready)
