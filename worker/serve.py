@@ -53,10 +53,12 @@ class BodyGuard:
     __middleware_version__ = 1  # what @web.middleware marks: called as (request, handler)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.body_exists or (request.content_length or 0) > self.max_body_bytes:
-            return await handler(request)  # nothing to wait for, or refused (413) before reading it
+        if not request.body_exists:
+            return await handler(request)
         started = time.monotonic()
-        if request.content.is_eof():
+        if (request.content_length or 0) > self.max_body_bytes:
+            failure: tuple[int, str, str] | None = self._too_large()  # refused before a byte of it is read
+        elif request.content.is_eof():
             failure = await self._read(request, self.timeout_s)
         elif self.in_flight < self.max_in_flight:
             self.in_flight += 1
@@ -78,6 +80,9 @@ class BodyGuard:
         response.force_close()
         return response
 
+    def _too_large(self) -> tuple[int, str, str]:
+        return 413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes"
+
     async def _read(self, request: web.Request, timeout_s: float) -> tuple[int, str, str] | None:
         try:
             async with asyncio.timeout(timeout_s):
@@ -85,7 +90,7 @@ class BodyGuard:
         except TimeoutError:
             return 408, "body_timeout", f"request body not received within {self.timeout_s:g} s"
         except web.HTTPRequestEntityTooLarge:
-            return 413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes"
+            return self._too_large()
         except (ConnectionError, asyncio.IncompleteReadError):
             # The client went away mid-body: nobody reads the answer; one line, no stack trace.
             return 499, "client_disconnected", "client closed the connection before sending its body"

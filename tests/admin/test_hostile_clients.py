@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -191,6 +192,20 @@ async def test_slow_bodies_get_408_or_503_while_complete_requests_pass(admin_pro
 
     assert created["id"]
     assert statuses == [408] * IN_FLIGHT + [503] * (2 * IN_FLIGHT), statuses
+
+
+async def test_an_announced_oversize_body_is_refused_before_it_is_read(admin_process: Admin) -> None:
+    # Nothing of the 2 MiB follows the headers: a server that started reading it would wait for ever.
+    head = slow_head(f"{PREFIX}/psa-tenants", length=2 * 1024 * 1024)
+    head = head.replace(b"\r\n\r\n", f"\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+    reply = await asyncio.wait_for(asyncio.to_thread(send_head, admin_process.port, head), 15)
+    assert reply.startswith(b"HTTP/1.1 413"), reply
+
+
+def send_head(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        return sock.recv(65536)
 
 
 async def test_client_gone_mid_body_is_one_log_line(admin_process: Admin) -> None:
