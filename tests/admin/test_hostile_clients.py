@@ -47,7 +47,7 @@ TOKEN = secrets.token_urlsafe(32)
 PREFIX = "/api/v1"
 BODY_TIMEOUT_S = 1.5
 IN_FLIGHT = 3
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _operations() -> list[tuple[str, str, list[str]]]:

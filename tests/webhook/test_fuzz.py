@@ -21,6 +21,7 @@ from tests.hostile import (
     clean_json_values,
     clean_texts,
     content_types,
+    deep_bodies,
     encode,
     header_bytes,
     json_values,
@@ -31,7 +32,7 @@ from tests.hostile import (
 
 from .conftest import SECRET, HookProcess
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TENANT = str(uuid.uuid4())
 
 
@@ -62,7 +63,7 @@ def _item(draw: Any) -> dict[str, Any]:
 
 @st.composite
 def bodies(draw: Any) -> bytes:
-    shape = draw(st.sampled_from(["collection", "collection", "json", "raw"]))
+    shape = draw(st.sampled_from(["collection", "collection", "json", "raw", "deep"]))
     if shape == "collection":
         body: dict[str, Any] = {"value": [_item(draw) for _ in range(draw(st.integers(0, 4)))]}
         if draw(st.integers(0, 9)) == 0:  # now and then an unpaired surrogate in a field
@@ -72,7 +73,7 @@ def bodies(draw: Any) -> bytes:
         return encode(body)
     if shape == "json":
         return encode(draw(json_values))
-    return bytes(draw(raw_bodies))
+    return bytes(draw(deep_bodies if shape == "deep" else raw_bodies))
 
 
 @pytest.mark.parametrize("path", ["/notifications", "/lifecycle"])
