@@ -25,9 +25,14 @@ def verify_client_state(tenant_id: str, client_state: str | None, secrets: Itera
     """True when `client_state` was made for `tenant_id` under any of `secrets` (current, previous)."""
     if not client_state or not tenant_id:
         return False
+    try:
+        given = client_state.encode("ascii")  # ours is hex; compare_digest refuses non-ASCII str
+        tenant_id.encode()  # a lone surrogate cannot have been signed
+    except UnicodeEncodeError:
+        return False
     ok = False
     for secret in secrets:
         if secret:
             # Compare against every secret so timing does not reveal which one matched.
-            ok |= hmac.compare_digest(client_state_for(tenant_id, secret), client_state)
+            ok |= hmac.compare_digest(client_state_for(tenant_id, secret).encode(), given)
     return ok

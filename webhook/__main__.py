@@ -12,7 +12,7 @@ import signal
 import sys
 
 from webhook.app import run_webhook
-from worker.config import load_settings
+from worker.config import ConfigError, load_settings
 from worker.logs import configure_logging
 
 
@@ -23,7 +23,7 @@ def _announce(url: str) -> None:
 
 async def _main() -> None:
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -36,7 +36,11 @@ async def _main() -> None:
 
 
 def main() -> None:
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except ConfigError as exc:
+        sys.stderr.write(f"webhook: configuration error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

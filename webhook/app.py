@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import structlog
 from aiohttp import web
 
 from webhook.handlers import MetricsEndpoint, Readiness, Receiver, error_middleware, healthz
@@ -16,10 +15,8 @@ from webhook.metrics import WebhookMetrics
 from webhook.parsing import Kind
 from webhook.sink import KafkaSink, NotificationSink
 from webhook.verify import ClientStateVerifier
-from worker.config import Settings
-from worker.serve import serve
-
-log = structlog.get_logger(__name__)
+from worker.config import Settings, check_webhook_secrets
+from worker.serve import BodyGuard, serve
 
 SETTINGS = web.AppKey("settings", Settings)
 SINK = web.AppKey("sink", NotificationSink)
@@ -28,7 +25,10 @@ METRICS = web.AppKey("metrics", WebhookMetrics)
 
 def create_app(settings: Settings, *, sink: NotificationSink | None = None) -> web.Application:
     """The webhook app. Without `sink`, it owns a Kafka producer started and stopped with the app."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.webhook.max_body_bytes)
+    hook = settings.webhook
+    guard = BodyGuard("webhook", timeout_s=hook.body_timeout_s, max_in_flight=hook.max_bodies_in_flight,
+                      max_body_bytes=hook.max_body_bytes)
+    app = web.Application(middlewares=[guard, error_middleware], client_max_size=hook.max_body_bytes)
     metrics = WebhookMetrics.create()
     verify = ClientStateVerifier(settings.webhook_secrets())
     app[SETTINGS] = settings
@@ -56,8 +56,10 @@ def _kafka_sink_ctx(sink: KafkaSink) -> Callable[[web.Application], AsyncIterato
 
 
 async def run_webhook(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
-    """Serve the webhook on settings.webhook.host/port (0 = any free port) until cancelled."""
-    if not settings.webhook_secrets():
-        log.warning("webhook.no_secret", detail="WEBHOOK_SECRET is empty: every notification will be dropped")
+    """Serve the webhook on settings.webhook.host/port (0 = any free port) until cancelled.
+
+    Raises ConfigError before listening when the webhook secret is missing, a placeholder or too short.
+    """
+    check_webhook_secrets(settings.webhook)
     await serve(create_app(settings), name="webhook", host=settings.webhook.host, port=settings.webhook.port,
                 ready=ready, shutdown_timeout=settings.webhook.publish_timeout_s + 1, backlog=1024)

@@ -95,6 +95,8 @@ def decode_items(body: bytes) -> Sequence[Item | None]:
         return _decode_items_one_by_one(body)
     except msgspec.DecodeError as exc:
         raise NotACollection("body is not JSON") from exc
+    except RecursionError:  # msgspec's guard against nesting deeper than any notification is
+        raise NotACollection("body is nested too deeply") from None
     return _items_of(collection.value, collection.validation_tokens)
 
 
@@ -103,11 +105,13 @@ def _decode_items_one_by_one(body: bytes) -> list[Item | None]:
         raw = _raw_collection.decode(body)
     except msgspec.MsgspecError as exc:
         raise NotACollection("body is not a notification collection") from exc
+    except RecursionError:
+        raise NotACollection("body is nested too deeply") from None
     items: list[Item | None] = []
     for one in _items_of(raw.value, raw.validation_tokens):
         try:
             items.append(_item.decode(one))
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             items.append(None)
     return items
 

@@ -17,8 +17,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from worker.config import Settings, load_settings
+import structlog
+from pydantic import ValidationError
+
+from worker.config import ConfigError, Settings, load_settings
 from worker.logs import configure_logging
+
+log = structlog.get_logger(__name__)
 
 # Our processes allocate millions of short-lived objects that reference counting frees (Graph pages, rows,
 # plans) and hardly build cycles. CPython's default gen-0 threshold of 700 tracked allocations ran the cycle
@@ -29,15 +34,34 @@ from worker.logs import configure_logging
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
-def _serve(make: Callable[[Settings], Coroutine[Any, Any, None]]) -> Callable[[argparse.Namespace], int]:
-    """Run a long-lived process until SIGINT/SIGTERM, then let it clean up."""
+def _serve(name: str, make: Callable[[Settings], Coroutine[Any, Any, None]]) -> Callable[[argparse.Namespace], int]:
+    """Run a long-lived process until SIGINT/SIGTERM, then let it clean up.
+
+    Bad configuration stops it at once with one plain message and exit status 2; any other failure is logged
+    through structlog (so its text is redacted like every log line) with exit status 1.
+    """
 
     def run(_: argparse.Namespace) -> int:
-        settings = load_settings()
-        configure_logging(settings.log_format, settings.log_level)
-        return run_until_signal(make(settings))
+        try:
+            settings = load_settings()
+        except ValidationError as exc:
+            return config_error(name, str(exc))
+        configure_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
+        try:
+            return run_until_signal(make(settings))
+        except ConfigError as exc:
+            return config_error(name, str(exc))
+        except Exception:
+            log.exception("process.failed", process=name)
+            return 1
 
     return run
+
+
+def config_error(process: str, message: str) -> int:
+    sys.stderr.write(f"entra-sync {process}: configuration error: {message}\n")
+    sys.stderr.flush()
+    return 2
 
 
 def run_until_signal(coro: Awaitable[Any]) -> int:
@@ -81,7 +105,7 @@ def _migrate(_: argparse.Namespace) -> int:
     from worker.store.migrations import migrate
 
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
     applied = asyncio.run(migrate(settings.database.url))
     print(json.dumps({"applied": applied}))
     return 0
@@ -134,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("scheduler", _scheduler, "enqueue the hourly resync and subscription renewal"),
         ("admin-api", _admin_api, "the operators' HTTP API"),
     ):
-        sub.add_parser(name, help=text).set_defaults(func=_serve(make))
+        sub.add_parser(name, help=text).set_defaults(func=_serve(name, make))
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
 
     bench = sub.add_parser("bench", help="benchmarks; one JSON line each")

@@ -6,8 +6,23 @@ global below that. Every field has a default that works for the embedded stack, 
 
 from __future__ import annotations
 
+import itertools
+import re
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+# Words a hand-typed placeholder carries. Six letters or more, so a random token contains one by chance about
+# once in 10^8 (a 4-letter word would hit one generated secret in 25,000); hex tokens never do.
+_PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "secret", "password", "example", "default",
+                      "insecure")
+_GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+class ConfigError(Exception):
+    """The configuration cannot work: the process must not start (exit non-zero with this message)."""
 
 
 class DatabaseSettings(BaseSettings):
@@ -62,6 +77,10 @@ class WebhookSettings(BaseSettings):
     previous_secret: SecretStr | None = Field(None, description="Previous secret, accepted during rotation.")
     publish_timeout_s: float = Field(2.0, description="Broker ack deadline before answering 503.")
     max_body_bytes: int = Field(1_048_576, description="Largest accepted notification body.")
+    body_timeout_s: float = Field(10.0, description="A request body not received within this is answered 408.")
+    max_bodies_in_flight: int = Field(
+        64, description="Request bodies still being received at once; beyond it, 503 (complete ones pass)."
+    )
 
 
 class AdminSettings(BaseSettings):
@@ -70,6 +89,10 @@ class AdminSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8081, description="Listen port.")
     token: SecretStr = Field(SecretStr(""), description="Bearer token operators use.")
+    body_timeout_s: float = Field(10.0, description="A request body not received within this is answered 408.")
+    max_bodies_in_flight: int = Field(
+        32, description="Request bodies still being received at once; beyond it, 503 (complete ones pass)."
+    )
 
 
 class SyncSettings(BaseSettings):
@@ -111,6 +134,63 @@ class Settings(BaseSettings):
         if self.webhook.previous_secret:
             secrets.append(self.webhook.previous_secret.get_secret_value())
         return [s for s in secrets if s]
+
+    def secret_values(self) -> list[str]:
+        """Every secret value these settings hold, for the log redactor (worker.logs)."""
+        values = [*self.webhook_secrets(), self.admin.token.get_secret_value()]
+        if self.kafka.sasl_password:
+            values.append(self.kafka.sasl_password.get_secret_value())
+        values.append(urlsplit(self.database.url).password or "")
+        return [v for v in values if v]
+
+
+def weak_secret_reason(value: str) -> str | None:
+    """Why `value` is unfit as an HMAC secret (pure); None when it will do."""
+    if not value:
+        return "is not set"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is too short ({len(value)} characters; at least {MIN_SECRET_LENGTH})"
+    if len(set(value)) < 8:
+        return "has too few distinct characters (repeated characters)"
+    if _period(value) <= len(value) // 2:
+        return "is a repeated pattern"
+    steps = sum(abs(ord(b) - ord(a)) == 1 for a, b in itertools.pairwise(value))
+    if steps >= 0.75 * (len(value) - 1):
+        return "is a run of consecutive characters"
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    word = next((w for w in _PLACEHOLDER_WORDS if w in letters), None)
+    if word is not None:
+        return f"looks like a placeholder (contains {word!r})"
+    return None
+
+
+def _period(value: str) -> int:
+    """The smallest p with value[i] == value[i + p] for every i (KMP's failure function), linear time."""
+    fail = [0] * (len(value) + 1)
+    k = 0
+    for i in range(1, len(value)):
+        while k and value[i] != value[k]:
+            k = fail[k]
+        if value[i] == value[k]:
+            k += 1
+        fail[i + 1] = k
+    return len(value) - fail[len(value)]
+
+
+def check_webhook_secrets(webhook: WebhookSettings) -> None:
+    """Raise ConfigError unless WEBHOOK_SECRET (and WEBHOOK_PREVIOUS_SECRET, when set) is strong.
+
+    A weak or missing secret makes every clientState forgeable or every notification dropped; the webhook and
+    the worker refuse to start rather than run like that. The message never contains the value.
+    """
+    checks = [("WEBHOOK_SECRET", webhook.secret.get_secret_value())]
+    if webhook.previous_secret is not None and webhook.previous_secret.get_secret_value():
+        checks.append(("WEBHOOK_PREVIOUS_SECRET", webhook.previous_secret.get_secret_value()))
+    for name, value in checks:
+        reason = weak_secret_reason(value)
+        if reason is not None:
+            raise ConfigError(f"{name} {reason}; set a random value of at least {MIN_SECRET_LENGTH} characters, "
+                              f"e.g. from: {_GENERATE}")
 
 
 def load_settings() -> Settings:

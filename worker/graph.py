@@ -37,6 +37,7 @@ from msgraph_core import GraphClientFactory
 
 from worker.config import GraphSettings
 from worker.core.text import json_without_lone_surrogates, may_hold_unstorable, scrub
+from worker.logs import redact_value
 
 log = structlog.get_logger(__name__)
 
@@ -378,6 +379,9 @@ class TenantCredentials:
     tenant_id: str
     client_id: str
     client_secret: str
+
+    def __post_init__(self) -> None:
+        redact_value(self.client_secret)  # whatever fails with it from here on, its logs never show it
 
 
 class TenantGraph:

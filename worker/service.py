@@ -7,7 +7,7 @@ import asyncio
 import structlog
 
 from schemas import topics
-from worker.config import Settings
+from worker.config import Settings, check_webhook_secrets
 from worker.consumers import ConsumerLoop, Handler
 from worker.graph import GraphClients
 from worker.store.pool import create_pool
@@ -26,6 +26,7 @@ GROUPS = (
 
 
 async def run_worker(settings: Settings) -> None:
+    check_webhook_secrets(settings.webhook)  # subscriptions it creates carry clientStates made with it
     # Topics are ensured by each consumer loop as it (re)starts, so a broker that is away at start-up or comes
     # back empty only delays the worker.
     pool = await create_pool(settings.database.url, min_size=settings.database.pool_min,

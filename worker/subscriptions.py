@@ -153,16 +153,26 @@ class SubscriptionManager:
         )
 
     async def reauthorize(self, tenant_id: str, subscription_id: str) -> bool:
-        """Answer `reauthorizationRequired`; False when Graph no longer knows the subscription."""
-        async with self._pool.acquire() as conn, self._client(conn, tenant_id) as graph:
-            if graph is None:
+        """Answer `reauthorizationRequired`; False when Graph no longer knows the subscription.
+
+        A subscription recorded for another tenant is left alone (True: nothing to recreate). Reauthorizing it
+        as this tenant would fail with 404 and make us forget the other tenant's subscription.
+        """
+        async with self._pool.acquire() as conn:
+            owner = await store.subscription_tenant(conn, subscription_id)
+            if owner is not None and owner.lower() != tenant_id.lower():
+                log.warning("subscription.foreign_lifecycle", tenant_id=tenant_id, subscription_id=subscription_id,
+                            owner_tenant_id=owner, lifecycle_event="reauthorizationRequired")
                 return True
-            try:
-                await graph.reauthorize_subscription(subscription_id)
-                return True
-            except GraphNotFound:
-                await store.forget_subscription(conn, subscription_id)
-                return False
+            async with self._client(conn, tenant_id) as graph:
+                if graph is None:
+                    return True
+                try:
+                    await graph.reauthorize_subscription(subscription_id)
+                    return True
+                except GraphNotFound:
+                    await store.forget_subscription(conn, subscription_id)
+                    return False
 
     async def record_notifications(self, tenant_id: str, subscription_ids: Iterable[str]) -> None:
         """Change notifications of these subscriptions were processed: stamp the tenant and each subscription."""

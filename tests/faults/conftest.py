@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -38,7 +39,7 @@ from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
 
-SECRET = "fault-test-secret"
+SECRET = secrets.token_urlsafe(32)  # the worker refuses a weak one
 
 
 @pytest.fixture(scope="session")

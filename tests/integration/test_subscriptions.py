@@ -10,6 +10,7 @@ clock through SubscriptionManager's `now`, and the validation handshake is answe
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from schemas import messages, topics
 from schemas.client_state import client_state_for
@@ -34,7 +36,7 @@ from worker.graph import GraphClients
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
 
-SECRET = "subscription-test-secret"
+SECRET = secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -268,3 +270,27 @@ async def test_processed_notifications_stamp_tenant_and_subscription(env: SubEnv
     assert rows["groups"]["last_notification_at"] is None
     status = await pool.fetchrow("SELECT * FROM tenant_sync_status WHERE tenant_id = $1", env.tenant_id)
     assert status["last_notification_at"] is not None and status["last_delta_at"] is not None
+
+
+async def test_reauthorization_for_another_tenants_subscription_is_ignored(env: SubEnv, pool: asyncpg.Pool) -> None:
+    other = await sim_control(env.sim, "POST", "/_sim/tenants", {"users": 3})
+    async with pool.acquire() as conn:
+        await make_org(conn, other, ALL)
+    await env.subs.reconcile_tenant(env.tenant_id)
+    await env.subs.reconcile_tenant(other["tenant_id"])
+    own_before = {r: row["id"] for r, row in (await env.rows(pool)).items()}
+    foreign = await pool.fetchval(
+        "SELECT id FROM graph_subscriptions WHERE tenant_id = $1 AND resource = 'users'", other["tenant_id"])
+    note = messages.LifecycleNotification(tenant_id=env.tenant_id, subscription_id=foreign,
+                                          lifecycle_event="reauthorizationRequired",
+                                          received_at=datetime.now(UTC).isoformat())
+
+    with capture_logs() as logs:
+        assert await env.subs.reauthorize(note.tenant_id, note.subscription_id) is True
+
+    # The other tenant keeps its subscription, on our side and on Graph's; the claimant is untouched too.
+    assert await pool.fetchval("SELECT tenant_id FROM graph_subscriptions WHERE id = $1", foreign) == other["tenant_id"]
+    assert foreign in env.sim.state.tenants[other["tenant_id"]].subscriptions
+    assert {r: row["id"] for r, row in (await env.rows(pool)).items()} == own_before
+    [line] = [e for e in logs if e["event"] == "subscription.foreign_lifecycle"]
+    assert line["tenant_id"] == env.tenant_id and line["owner_tenant_id"] == other["tenant_id"]

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +27,9 @@ from webhook.sink import NotificationSink
 from worker.bus import make_consumer
 from worker.config import KafkaSettings, Settings, WebhookSettings
 
-SECRET = "current-webhook-secret"
-PREVIOUS = "previous-webhook-secret"
+# The webhook and the worker refuse weak secrets: tests use random ones, as `entra-sync up` does.
+SECRET = secrets.token_urlsafe(32)
+PREVIOUS = secrets.token_urlsafe(32)
 MAX_BODY = 64 * 1024
 
 Client = TestClient[web.Request, web.Application]
@@ -129,3 +137,56 @@ async def tail(kafka_settings: KafkaSettings, client: Client) -> AsyncIterator[C
     yield start
     for t in tails:
         await t.stop()
+
+
+@dataclass
+class HookProcess:
+    """`python -m webhook` as production runs it (serve(), the body guard), logging JSON to `log`."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [json.loads(line) if line.startswith("{") else {"event": "(not json)", "text": line} for line in lines]
+
+    def rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+BODY_TIMEOUT_S = 1.5
+BODIES_IN_FLIGHT = 20
+
+
+@pytest.fixture(scope="module")
+def hook_process(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookProcess]:
+    """One webhook process for a module, with a short body deadline and a small cap on bodies in flight."""
+    log = tmp_path_factory.mktemp("hook") / "webhook.log"
+    env = {
+        **os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_ENABLE_IDEMPOTENCE": str(kafka_settings.enable_idempotence).lower(),
+        "WEBHOOK_HOST": "127.0.0.1", "WEBHOOK_PORT": "0", "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_PREVIOUS_SECRET": PREVIOUS, "WEBHOOK_MAX_BODY_BYTES": str(MAX_BODY),
+        "WEBHOOK_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "WEBHOOK_MAX_BODIES_IN_FLIGHT": str(BODIES_IN_FLIGHT),
+        "LOG_FORMAT": "json", "LOG_LEVEL": "info",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "webhook"], env=env, stdout=subprocess.PIPE, stderr=out)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, log.read_text()
+        yield HookProcess(json.loads(line)["webhook_url"], proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

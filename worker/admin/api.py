@@ -22,12 +22,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from worker.bus import KafkaPublisher, Publisher, ensure_topics
-from worker.config import Settings
+from worker.config import ConfigError, Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
 from worker.explain import explain_user
-from worker.serve import serve
+from worker.serve import BodyGuard, serve
 from worker.store import holds
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
 from worker.store.pool import create_pool
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "/api/v1"
 PUBLIC = frozenset({f"{PREFIX}/openapi.json"})
+MAX_BODY_BYTES = 1024 * 1024  # aiohttp's default, made explicit for the body guard
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -105,6 +106,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(ApiError(exc.status, exc.reason))
+    except (asyncpg.DataError, UnicodeEncodeError) as exc:
+        # A value PostgreSQL refuses (too long, out of range, not storable) that no input check caught: the
+        # client's input, so a 400, never a 500. The error names no value (it may be a secret).
+        log.warning("admin.unstorable_input", route=_route_name(request), error=type(exc).__name__)
+        return error_response(ApiError(400, f"a value in the request cannot be stored ({type(exc).__name__})"))
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
         log.warning("admin.unavailable", error=repr(exc))
         return error_response(ApiError(503, "the database is unavailable"))
@@ -119,7 +125,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(PREFIX) and request.path not in PUBLIC:
         expected = request.app[TOKEN].encode()
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+        # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes; encode them back the same way.
+        token = given.strip().encode("utf-8", "surrogateescape")
+        ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token, expected)
         if not ok:
             return error_response(
                 ApiError(401, "a valid bearer token is required"), headers={"WWW-Authenticate": "Bearer"}
@@ -450,7 +458,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publisher) -> web.Application:
     """The admin application over an open pool and a started publisher (the caller owns both)."""
-    app = web.Application(middlewares=[_observe, _errors, _auth])
+    # The body guard comes first: a slow or vanished client is answered (408/503) before anything else runs.
+    guard = BodyGuard("admin", timeout_s=settings.admin.body_timeout_s,
+                      max_in_flight=settings.admin.max_bodies_in_flight, max_body_bytes=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[guard, _observe, _errors, _auth], client_max_size=MAX_BODY_BYTES)
     store = AdminStore(pool)
     app[STORE] = store
     app[POOL] = pool
@@ -490,7 +501,7 @@ async def _resources(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Ka
 async def run_admin_api(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Serve the admin API on settings.admin.host/port (0 = any free port) until cancelled."""
     if not settings.admin.token.get_secret_value():
-        raise ValueError("ADMIN_TOKEN must be set: the admin API refuses to run without a token")
+        raise ConfigError("ADMIN_TOKEN must be set: the admin API refuses to run without a token")
     async with _resources(settings) as (pool, publisher):
         await serve(create_admin_app(settings, pool=pool, publisher=publisher), name="admin",
                     host=settings.admin.host, port=settings.admin.port, ready=ready)

@@ -1,6 +1,8 @@
 """Validation of request bodies, query strings and path ids: every failure is a `BadRequest` naming the field.
 
-Only shapes are checked here; whether a referenced row exists is the store's business.
+Only shapes are checked here; whether a referenced row exists is the store's business. Whatever a client
+sends, the answer is a 4xx: bytes that are not UTF-8 JSON, numbers too long to convert, nesting deeper than
+any of our bodies, and strings PostgreSQL cannot store (NUL, unpaired surrogates) are refused at this door.
 """
 
 from __future__ import annotations
@@ -13,22 +15,55 @@ from typing import Any
 from aiohttp import web
 
 from worker.admin.errors import ApiError, BadRequest
+from worker.logs import is_secret_key, redact_value
 
 MAX_TEXT = 256
+MAX_DEPTH = 16  # our deepest body (filters) has three levels
 
 
 async def json_body(request: web.Request, *, allowed: Collection[str]) -> dict[str, Any]:
     """The request's JSON object; unknown keys are rejected so typos never pass silently."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # UTF-8 whatever the Content-Type's charset says (RFC 8259); ValueError covers bad UTF-8, bad JSON and
+        # integers too long to convert; RecursionError, nesting deeper than the parser's stack.
+        body = json.loads((await request.read()).decode("utf-8"))
+    except (ValueError, RecursionError):
         raise BadRequest("body", "must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("body", "must be a JSON object")
     unknown = sorted(k for k in body if k not in allowed)
     if unknown:
         raise BadRequest(unknown[0], "unknown field; expected one of " + ", ".join(sorted(allowed)))
+    _check_storable(body)
+    for key, value in body.items():
+        if is_secret_key(key) and isinstance(value, str):
+            redact_value(value)  # a client secret never reaches a log line, whatever fails with it later
     return body
+
+
+def _check_storable(body: dict[str, Any]) -> None:
+    """Refuse strings PostgreSQL cannot store and absurd nesting, naming the field (iterative: no recursion)."""
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in body.items()]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(path, "is nested too deeply")
+        if isinstance(value, dict):
+            stack += [(f"{path}.{k}", v, depth + 1) for k, v in value.items()]
+            stack += [(f"{path}.{k}", k, depth + 1) for k in value]  # keys are stored too (filters)
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, str):
+            _check_text(path, value)
+
+
+def _check_text(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise BadRequest(name, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest(name, "must be valid Unicode (no unpaired surrogates)") from None
 
 
 def text(body: Mapping[str, Any], name: str, *, max_len: int = MAX_TEXT) -> str:
@@ -121,6 +156,7 @@ def query_text(request: web.Request, name: str, *, choices: Collection[str] | No
         raise BadRequest(name, "must be one of " + ", ".join(choices))
     if len(raw) > MAX_TEXT:
         raise BadRequest(name, f"must be at most {MAX_TEXT} characters")
+    _check_text(name, raw)
     return raw.strip()
 
 

@@ -663,6 +663,12 @@ async def subscriptions_of(conn: Conn, tenant_id: str) -> list[asyncpg.Record]:
     )
 
 
+async def subscription_tenant(conn: Conn, subscription_id: str) -> str | None:
+    """The tenant a recorded subscription belongs to; None when we never recorded it."""
+    value = await conn.fetchval("SELECT tenant_id FROM graph_subscriptions WHERE id = $1", subscription_id)
+    return str(value) if value is not None else None
+
+
 async def forget_subscription(conn: Conn, subscription_id: str) -> None:
     await conn.execute("DELETE FROM graph_subscriptions WHERE id = $1", subscription_id)
 
