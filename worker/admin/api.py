@@ -28,9 +28,10 @@ from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Filters
 from worker.serve import serve
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
+from worker.store.end_users import EndUserStore
 from worker.store.pool import create_pool
 
-from . import inputs
+from . import end_users_api, inputs
 from .errors import ApiError, BadRequest, error_response, from_store
 from .openapi import openapi_document
 from .service import AdminService
@@ -291,11 +292,6 @@ async def get_end_user(request: web.Request) -> web.Response:
     return web.json_response(await _store(request).get_end_user(inputs.path_id(request)))
 
 
-async def delete_end_user(request: web.Request) -> web.Response:
-    await _store(request).delete_end_user(inputs.path_id(request))
-    return web.Response(status=204)
-
-
 async def list_assets(request: web.Request) -> web.Response:
     return _items(await _store(request).list_assets(inputs.path_id(request)))
 
@@ -384,7 +380,6 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/organizations/{id}/end-users", list_end_users),
     ("POST", "/organizations/{id}/end-users", create_end_user),
     ("GET", "/end-users/{id}", get_end_user),
-    ("DELETE", "/end-users/{id}", delete_end_user),
     ("GET", "/organizations/{id}/assets", list_assets),
     ("POST", "/organizations/{id}/assets", create_asset),
     ("GET", "/sync-runs", list_runs),
@@ -401,10 +396,12 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     app = web.Application(middlewares=[_observe, _errors, _auth])
     store = AdminStore(pool)
     app[STORE] = store
+    app[end_users_api.END_USERS] = EndUserStore(pool)
+    app[end_users_api.ADMIN_STORE] = store
     app[SERVICE] = AdminService(store, publisher)
     app[TOKEN] = settings.admin.token.get_secret_value()
     app[METRICS] = _metrics()
-    for method, path, handler in ROUTES:
+    for method, path, handler in ROUTES + end_users_api.ROUTES:
         app.router.add_route(method, PREFIX + path, handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
