@@ -20,14 +20,14 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from worker.core.model import END_USER_FIELDS, MirrorUser, StoredEndUser, SyncState
+from worker.core.model import MirrorUser, StoredEndUser, SyncState
 from worker.core.projection import Fields, microsoft_data
 
 # ---- field ownership -----------------------------------------------------------------------------------------
 
-def supplied(projected: Mapping[str, str | None]) -> tuple[str, ...]:
-    """The fields Entra supplies a value for, in END_USER_FIELDS order."""
-    return tuple(name for name in END_USER_FIELDS if projected.get(name) is not None)
+def supplied(projected: Fields) -> tuple[str, ...]:
+    """The fields Entra supplies a value for, in the projection's order (END_USER_FIELDS)."""
+    return tuple([name for name, value in projected.items() if value is not None])
 
 
 def merge_fields(
@@ -36,9 +36,12 @@ def merge_fields(
     """The End User fields after a sync: Entra's values, except where a field is locked (the operator's
     value stays) or Entra has no value for a field it never supplied (the stored value stays). Returns
     `projected` itself when nothing of the stored record survives, so callers can reuse its hash."""
-    kept = [name for name in END_USER_FIELDS
-            if name in locked or (projected[name] is None and name not in entra_fields
-                                  and stored.get(name) is not None)]
+    # The hot path of a sync that updates many users: one pass over the projection, locks looked up only
+    # when there are any.
+    kept = [name for name, value in projected.items()
+            if value is None and name not in entra_fields and stored.get(name) is not None]
+    if locked:
+        kept += [name for name in locked if name not in kept]
     if not kept:
         return projected
     return projected | {name: stored.get(name) for name in kept}
