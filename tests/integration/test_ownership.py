@@ -393,3 +393,30 @@ async def test_undo_of_a_sync_from_the_wrong_tenant(pool: asyncpg.Pool, api: Api
         "SELECT entra_tenant_id FROM end_users WHERE organization_id = $1::uuid AND id <> $2::uuid", org, edited)}
     assert tenants <= {right["tenant_id"], None}
     assert (await api.call("POST", "/sync-runs/00000000-0000-0000-0000-000000000000/undo")).status == 404
+
+
+async def test_undo_restores_the_fields_and_states_a_run_changed_unless_changed_since(
+    fresh: Env, pool: asyncpg.Pool, api: Api
+) -> None:
+    tid = fresh.tenant["tenant_id"]
+    users = await synced(fresh, pool)
+    moved, leaver, overtaken = enabled_with(users, "city")[:3]
+    await fresh.admin.call("PATCH", f"/users/{moved}", {"city": "Lima"})
+    await fresh.admin.call("PATCH", f"/users/{overtaken}", {"city": "Quito"})
+    await fresh.admin.call("PATCH", f"/users/{leaver}", {"accountEnabled": False})
+    await fresh.engine.sync_changes(tid)
+    run_id = (await pool.fetchrow("SELECT id::text FROM sync_runs WHERE organization_id = $1::uuid AND kind = 'delta'",
+                                  fresh.org_id))[0]
+    await api.ok("PATCH", f"/end-users/{users[overtaken]['id']}", {"city": "Typed later"})
+    await api.ok("DELETE", f"/organizations/{fresh.org_id}/user-sync")  # the cause is no longer in force
+
+    undone = await api.ok("POST", f"/sync-runs/{run_id}/undo")
+
+    rows = await end_users(pool, fresh.org_id)
+    assert rows[moved]["city"] == users[moved]["city"]
+    assert (rows[leaver]["sync_state"], rows[leaver]["leaver"]) == ("synced", None)
+    assert rows[overtaken]["city"] == "Typed later"
+    assert {s["end_user_id"] for s in undone["restored"]} == {str(users[moved]["id"]), str(users[leaver]["id"])}
+    assert [s["end_user_id"] for s in undone["skipped"]] == [str(users[overtaken]["id"])]
+    entry = (await changes_of(api, str(users[moved]["id"])))[0]
+    assert (entry["action"], entry["fields"]) == ("undo", {"city": ["Lima", users[moved]["city"]]})
