@@ -294,9 +294,6 @@ async def create_linked(
 
 # ---- operator actions with their own transaction ------------------------------------------------------------
 
-_VIEW_COLUMNS = "e.locked_fields, e.leaver::text AS leaver"
-
-
 class EndUserStore:
     """The admin API's End User operations that change state or read the journal."""
 
