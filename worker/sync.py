@@ -56,7 +56,8 @@ class OrgRun:
     run_id: str | None = None
     record_always: bool = True
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("created", "updated", "unchanged", "out_of_scope", "stopped", "deactivated", "review", "errors"), 0))
+        ("created", "updated", "unchanged", "out_of_scope", "stopped", "deactivated", "review", "excluded",
+         "errors"), 0))
     pending_deactivations: list[StateChange] = field(default_factory=list)
     held: bool = False
     confirmed: bool = False  # the operator confirmed: deactivations bypass the guard
@@ -74,6 +75,7 @@ class OrgRun:
         self.counts["stopped"] += stopped
         self.counts["out_of_scope"] += plan.out_of_scope + stopped
         self.counts["review"] += len(plan.reviews)
+        self.counts["excluded"] += plan.excluded
         self.pending_deactivations.extend(plan.deactivations)
 
     @property

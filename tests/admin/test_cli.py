@@ -182,3 +182,30 @@ async def test_tenants_update_and_remove(cli: Cli, api: Api) -> None:
     removed = await _ok(cli, "tenants", "remove", tenant_id)
     assert removed["removed"] is True and removed["subscriptions_deleted"] == []
     assert tenant_id not in (await cli("tenants", "list")).out
+
+
+async def test_ownership_commands_through_the_cli(cli: Cli, api: Api) -> None:
+    """Edit and lock, unlock, exclude and include, the journal, leavers and undo (refused while in force)."""
+    from .conftest import insert_end_user
+
+    world = await api.world()
+    run_id = await api.enable(world.org_id)
+    await api.pool.execute("UPDATE sync_runs SET status = 'succeeded' WHERE id = $1", run_id)
+    end_user = await insert_end_user(api.pool, world.org_id, tenant_id=world.tenant_id, object_id="o-1",
+                                     email="o1@contoso.com")
+    edited = await _ok(cli, "end-users", "edit", end_user, "--job-title", "Boss", "--city", "")
+    assert (edited["job_title"], edited["city"], edited["locked_fields"]) == ("Boss", None, ["city", "job_title"])
+    assert (await _ok(cli, "end-users", "unlock", end_user, "city"))["locked_fields"] == ["job_title"]
+    assert (await _ok(cli, "end-users", "exclude", end_user))["sync_state"] == "excluded"
+    [excluded] = (await _ok(cli, "end-users", "exclusions", world.org_id))["items"]
+    assert (excluded["entra_object_id"], excluded["how"]) == ("o-1", "excluded")
+    assert await _ok(cli, "end-users", "include", world.org_id, "o-1") == {"included": "o-1"}
+    journal = (await _ok(cli, "end-users", "changes", end_user, "--limit", "2"))["items"]
+    assert [c["action"] for c in journal] == ["include", "exclude"]
+    assert (await _ok(cli, "end-users", "leavers", world.org_id, "--since", "2026-01-01T00:00:00Z"))["items"] == []
+    result = await cli("runs", "undo", run_id, "--dry-run")
+    assert result.code == 1 and "in force" in result.err
+    await _ok(cli, "sync", "disable", world.org_id)
+    assert (await _ok(cli, "runs", "undo", run_id, "--dry-run"))["dry_run"] is True
+    result = await cli("end-users", "edit", end_user, "--email", "nope")
+    assert result.code == 1 and "email" in result.err

@@ -118,3 +118,26 @@ async def test_held_runs_keep_the_newest_per_organization(fresh_database_url: st
             raise AssertionError("a second held run of one Organization was accepted")
     finally:
         await conn.close()
+
+
+async def test_existing_synced_end_users_count_what_they_hold_as_entra_supplied(fresh_database_url: str) -> None:
+    """0006: a linked End User's non-empty fields were written by the sync, so they are Entra's (a later empty
+    value clears them); a manual End User's fields are the operator's."""
+    files = dict(migration_files())
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for version in ("0001_initial", "0002_enrichment_table_and_journal", "0003_sign_ins_table"):
+            await conn.execute(files[version])
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+        psa = await conn.fetchval("INSERT INTO psa_tenants (name) VALUES ('p') RETURNING id")
+        org = await conn.fetchval("INSERT INTO organizations (name, psa_tenant_id) VALUES ('o', $1) RETURNING id", psa)
+        await conn.execute(
+            "INSERT INTO end_users (organization_id, first_name, city, sync_state, entra_tenant_id, entra_object_id)"
+            " VALUES ($1, 'Ann', 'Oslo', 'synced', 't', 'u1'), ($1, 'Bo', 'Rome', 'manual', NULL, NULL)", org)
+        assert "0006_operator_ownership" in await migrate(fresh_database_url)
+        rows = await conn.fetch("SELECT first_name, entra_fields, locked_fields FROM end_users ORDER BY first_name")
+        assert [tuple(r) for r in rows] == [("Ann", ["first_name", "city"], []), ("Bo", [], [])]
+    finally:
+        await conn.close()

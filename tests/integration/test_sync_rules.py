@@ -530,6 +530,7 @@ async def test_two_writers_creating_crossing_emails_end_with_one_end_user_per_em
         assert users[earlier]["email"].lower() == email.lower() and later not in users
         assert later in reviewed
     assert counts["created"] == len(users) and counts["review"] == len(reviewed)
+    assert (await last_run(pool, fresh.org_id))["status"] == "succeeded"  # nothing failed
 
 
 async def test_projection_without_a_spare_connection_reads_and_writes_on_one(

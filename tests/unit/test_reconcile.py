@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import pytest
 
 from worker.core.model import (
@@ -19,6 +20,7 @@ from worker.core.model import (
     StoredEndUser,
     SyncState,
 )
+from worker.core.ownership import supplied
 from worker.core.projection import AssetIndex, project
 from worker.core.reconcile import (
     REASON_ABSENT,
@@ -56,13 +58,15 @@ def entra(**kw: Any) -> MirrorUser:
     return MirrorUser(**(BASE | kw))
 
 
-def linked_copy(u: MirrorUser, state: SyncState, *, eu_id: str = "eu1") -> StoredEndUser:
-    """The End User a previous run left for `u` (same content), now in `state`."""
+def linked_copy(u: MirrorUser, state: SyncState, *, eu_id: str = "eu1", locked: frozenset[str] = frozenset(),
+                **fields: str | None) -> StoredEndUser:
+    """The End User a previous run left for `u` (same content, Entra's fields marked as supplied), now in
+    `state`; `fields` are values an operator typed since (then `locked` says which of them are locked)."""
     p = project(u, sku_names=ORG.sku_names, assets=AssetIndex(ORG.assets))
     return StoredEndUser(
-        id=eu_id, organization_id="org1", fields=p.fields, sync_state=state, entra_tenant_id="t1",
+        id=eu_id, organization_id="org1", fields=p.fields | fields, sync_state=state, entra_tenant_id="t1",
         entra_object_id=u.id, microsoft=p.microsoft, content_hash=p.content_hash("synced"),
-        asset_ids=p.asset_ids,
+        asset_ids=p.asset_ids, entra_fields=frozenset(supplied(p.fields)), locked_fields=locked,
     )
 
 
@@ -78,13 +82,14 @@ def synced_elsewhere(eu_id: str, email: str, *, object_id: str = "u9", tenant: s
 
 
 def run(observed: Iterable[MirrorUser], *, linked: Iterable[StoredEndUser] = (),
-        others: Iterable[StoredEndUser] = ()) -> Plan:
+        others: Iterable[StoredEndUser] = (), excluded: frozenset[str] = frozenset()) -> Plan:
     linked = list(linked)
     by_email: dict[str, list[StoredEndUser]] = {}
     for e in [*linked, *others]:
         if e.fields.get("email"):
             by_email.setdefault(str(e.fields["email"]).lower(), []).append(e)
-    return reconcile(observed, org=ORG, linked={str(e.entra_object_id): e for e in linked}, by_email=by_email)
+    org = msgspec.structs.replace(ORG, excluded=excluded)
+    return reconcile(observed, org=org, linked={str(e.entra_object_id): e for e in linked}, by_email=by_email)
 
 
 def summary(plan: Plan) -> list[str]:
@@ -97,6 +102,7 @@ def summary(plan: Plan) -> list[str]:
         *(f"review {r.entra_object_id}: {r.reason} {list(r.candidate_ids)}" for r in plan.reviews),
         *([f"unchanged={plan.unchanged}"] if plan.unchanged else []),
         *([f"out_of_scope={plan.out_of_scope}"] if plan.out_of_scope else []),
+        *([f"excluded={plan.excluded}"] if plan.excluded else []),
     ]
 
 
@@ -136,6 +142,9 @@ LINKED_CASES = [
     ("manual-never-touched-changed", "manual", MOVED, ["unchanged=1"]),
     ("manual-never-touched-deleted", "manual", DELETED, ["unchanged=1"]),
     ("manual-never-touched-out", "manual", OUT, ["unchanged=1"]),
+    ("excluded-never-updated", "excluded", MOVED, ["excluded=1"]),
+    ("excluded-never-deactivated", "excluded", DISABLED, ["excluded=1"]),
+    ("excluded-never-out-of-scope", "excluded", OUT, ["excluded=1"]),
 ]
 
 
@@ -293,6 +302,7 @@ STOP_CASES = [
     ("out-of-scope-stops", "out_of_scope", True, ["out_of_scope->sync_disabled eu1: tenant unmapped"]),
     ("already-stopped", "sync_disabled", True, ["unchanged=1"]),
     ("deactivated-keeps-its-reason", "deactivated", True, ["unchanged=1"]),
+    ("excluded-stays-excluded", "excluded", True, ["unchanged=1"]),
     ("manual-never-touched", "manual", True, []),
     ("unlinked-never-touched", "synced", False, []),
 ]
@@ -334,3 +344,75 @@ def test_guard_minimum_is_a_setting() -> None:
 def test_guard_rejects_bad_ratio(ratio: float) -> None:
     with pytest.raises(ValueError, match="ratio"):
         hold_deactivations(1, 10, ratio=ratio)
+
+
+# ---- exclusions and field ownership -----------------------------------------------------------------------
+
+EXCLUDED_CASES = [
+    # id, linked End User's state (None: no End User), Entra change, expected plan
+    ("newcomer-never-created", None, SAME, ["excluded=1"]),
+    ("newcomer-never-adopted", "adopt", SAME, ["excluded=1"]),
+    ("linked-synced-never-updated", "synced", MOVED, ["excluded=1"]),
+    ("linked-synced-never-deactivated", "synced", DELETED, ["excluded=1"]),
+]
+
+
+@pytest.mark.parametrize(("state", "change", "expected"), table(EXCLUDED_CASES))
+def test_an_excluded_entra_user_is_never_created_nor_updated(
+    state: SyncState | str | None, change: dict[str, Any], expected: list[str]
+) -> None:
+    linked = [linked_copy(entra(), state)] if state not in (None, "adopt") else []  # type: ignore[arg-type]
+    others = [manual("m1", "jane@contoso.com")] if state == "adopt" else []
+    assert summary(run([entra(**change)], linked=linked, others=others, excluded=frozenset({"u1"}))) == expected
+    assert summary(run([entra(**change)], linked=linked, others=others)) != expected  # the exclusion decides
+
+
+OWNERSHIP_CASES = [
+    # id, operator's values on the stored record, locked, Entra change, expected fields (subset)
+    ("entra-change-updates-entra-field", {}, frozenset(), {"city": "Lyon"}, {"city": "Lyon"}),
+    ("entra-cleared-a-value-it-supplied", {}, frozenset(), {"city": None}, {"city": None}),
+    ("operator-value-entra-never-supplied-kept", {"phone": "+33 1"}, frozenset(), {"job_title": "CFO"},
+     {"phone": "+33 1", "job_title": "CFO"}),
+    ("locked-field-kept-against-entra-change", {"city": "Nice"}, frozenset({"city"}), {"city": "Lyon"},
+     {"city": "Nice"}),
+    ("locked-field-kept-against-unrelated-change", {"city": "Nice"}, frozenset({"city"}), {"job_title": "CFO"},
+     {"city": "Nice", "job_title": "CFO"}),
+    ("locked-field-kept-when-entra-clears-it", {"city": "Nice"}, frozenset({"city"}), {"city": None},
+     {"city": "Nice"}),
+    ("unlocked-operator-value-replaced-by-entra", {"city": "Nice"}, frozenset(), {"job_title": "CFO"},
+     {"city": "Paris", "job_title": "CFO"}),
+]
+
+
+@pytest.mark.parametrize(("typed", "locked", "change", "expected"), table(OWNERSHIP_CASES))
+def test_field_ownership_on_refresh(typed: dict[str, str], locked: frozenset[str], change: dict[str, Any],
+                                    expected: dict[str, str | None]) -> None:
+    stored = linked_copy(entra(), "synced", locked=locked, **typed)
+    (update,) = run([entra(**change)], linked=[stored]).updates
+    assert {k: update.fields[k] for k in expected} == expected
+    assert not {c.field for c in update.changes} & locked  # a locked field is never journalled as changed
+
+
+def test_a_locked_edit_with_no_entra_change_stays_unchanged_once_its_hash_is_written() -> None:
+    stored = linked_copy(entra(), "synced", locked=frozenset({"city"}), city="Nice")
+    (update,) = run([entra()], linked=[stored]).updates  # the first sync after the edit rewrites the hash
+    assert update.fields["city"] == "Nice" and update.changes == ()
+    rewritten = msgspec.structs.replace(stored, content_hash=update.content_hash)
+    assert summary(run([entra()], linked=[rewritten])) == ["unchanged=1"]
+
+
+def test_adoption_keeps_what_the_operator_typed_where_entra_has_no_value() -> None:
+    typed = manual("m1", "jane@contoso.com")
+    typed = msgspec.structs.replace(typed, fields=typed.fields | {"phone": "+33 1", "city": "Nice"})
+    (update,) = run([entra(business_phones=())], others=[typed]).updates
+    assert update.link and update.fields["phone"] == "+33 1"  # Entra has no phone: the operator's stays
+    assert update.fields["city"] == "Paris"  # Entra has a city: Entra's wins
+    assert update.entra_fields == supplied(update.fields | {"phone": None})
+
+
+def test_a_deactivation_carries_the_leaver_card_of_the_entra_user() -> None:
+    u = entra(account_enabled=False, last_sign_in_at="2026-11-30T08:00:00Z")
+    (change,) = run([u], linked=[linked_copy(entra(), "synced")]).deactivations
+    assert change.leaver == {"evidence": "disabled", "reason": REASON_DISABLED,
+                             "last_sign_in_at": "2026-11-30T08:00:00Z", "user_principal_name": "jdoe@contoso.com",
+                             "licenses": [{"sku_id": "sku-e3", "sku_part_number": "ENTERPRISEPACK"}]}

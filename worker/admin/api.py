@@ -30,9 +30,10 @@ from worker.explain import explain_user
 from worker.serve import BodyGuard, serve
 from worker.store import holds
 from worker.store.admin import SYNC_STATES, AdminStore, StoreError
+from worker.store.end_users import EndUserStore
 from worker.store.pool import create_pool
 
-from . import inputs
+from . import end_users_api, inputs
 from .errors import ApiError, BadRequest, error_response, from_store
 from .openapi import openapi_document
 from .service import AdminService
@@ -335,11 +336,6 @@ async def get_end_user(request: web.Request) -> web.Response:
     return web.json_response(await _store(request).get_end_user(inputs.path_id(request)))
 
 
-async def delete_end_user(request: web.Request) -> web.Response:
-    await _store(request).delete_end_user(inputs.path_id(request))
-    return web.Response(status=204)
-
-
 async def list_assets(request: web.Request) -> web.Response:
     return _items(await _store(request).list_assets(inputs.path_id(request)))
 
@@ -443,7 +439,6 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/organizations/{id}/end-users", list_end_users),
     ("POST", "/organizations/{id}/end-users", create_end_user),
     ("GET", "/end-users/{id}", get_end_user),
-    ("DELETE", "/end-users/{id}", delete_end_user),
     ("GET", "/organizations/{id}/assets", list_assets),
     ("POST", "/organizations/{id}/assets", create_asset),
     ("GET", "/sync-runs", list_runs),
@@ -465,11 +460,13 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
     store = AdminStore(pool)
     app[STORE] = store
     app[POOL] = pool
+    app[end_users_api.END_USERS] = EndUserStore(pool)
+    app[end_users_api.ADMIN_STORE] = store
     app[SERVICE] = AdminService(store, publisher, graph=settings.graph,
                                 notification_url=settings.webhook.public_url.rstrip("/") + "/notifications")
     app[TOKEN] = settings.admin.token.get_secret_value()
     app[METRICS] = _metrics()
-    for method, path, handler in ROUTES:
+    for method, path, handler in ROUTES + end_users_api.ROUTES:
         app.router.add_route(method, PREFIX + path, handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

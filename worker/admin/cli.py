@@ -199,10 +199,12 @@ def _secret(value: str) -> str:
     return sys.stdin.readline().strip() if value == "-" else value
 
 
+FIELDS = ("first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
+          "job_title")
+
+
 def _end_user_body(args: argparse.Namespace) -> dict[str, Any]:
-    fields = ("first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
-              "job_title")
-    return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    return {f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None}
 
 
 def _resolve(args: argparse.Namespace, api: Endpoint) -> Call:
@@ -212,6 +214,10 @@ def _resolve(args: argparse.Namespace, api: Endpoint) -> Call:
 
 def _deleted(result: Any, args: argparse.Namespace) -> Any:
     return {"deleted": args.id}
+
+
+def _included(result: Any, args: argparse.Namespace) -> Any:
+    return {"included": args.entra_object_id}
 
 
 # ---- the command tree -------------------------------------------------------------------------------------
@@ -364,7 +370,7 @@ def _end_users(subparsers: argparse._SubParsersAction, common: argparse.Argument
     listing.add_argument("org")
     listing.add_argument("--email")
     listing.add_argument("--sync-state", choices=("manual", "synced", "out_of_scope", "sync_disabled",
-                                                  "deactivated"))
+                                                  "deactivated", "excluded"))
     listing.add_argument("--q", help="substring of name or email")
     listing.add_argument("--limit", type=int)
     listing.add_argument("--offset", type=int)
@@ -373,11 +379,36 @@ def _end_users(subparsers: argparse._SubParsersAction, common: argparse.Argument
     add = tree.leaf("add", "create a manual End User", lambda a, _: Call(
         "POST", f"/organizations/{a.org}/end-users", _end_user_body(a)))
     add.add_argument("org")
-    for field in ("first_name", "last_name", "email", "phone", "mobile", "street", "city", "state",
-                  "postal_code", "job_title"):
+    for field in FIELDS:
         add.add_argument(f"--{field.replace('_', '-')}", dest=field)
-    tree.leaf("delete", "delete an End User", lambda a, _: Call("DELETE", f"/end-users/{a.id}"),
-              after=_deleted).add_argument("id")
+    tree.leaf("delete", "delete an End User (a synced one is also excluded: never re-created)",
+              lambda a, _: Call("DELETE", f"/end-users/{a.id}"), after=_deleted).add_argument("id")
+    edit = tree.leaf("edit", "edit fields (--city '' clears one); on a synced End User they become locked",
+                     lambda a, _: Call("PATCH", f"/end-users/{a.id}", _end_user_body(a)))
+    edit.add_argument("id")
+    for field in FIELDS:
+        edit.add_argument(f"--{field.replace('_', '-')}", dest=field)
+    unlock = tree.leaf("unlock", "hand a locked field back to Entra (the next sync fills it)",
+                       lambda a, _: Call("DELETE", f"/end-users/{a.id}/locks/{a.field}"))
+    unlock.add_argument("id")
+    unlock.add_argument("field", choices=FIELDS)
+    tree.leaf("exclude", "keep the End User but stop syncing it",
+              lambda a, _: Call("POST", f"/end-users/{a.id}/exclude")).add_argument("id")
+    changes = tree.leaf("changes", "the End User's change journal, newest first", lambda a, _: Call(
+        "GET", f"/end-users/{a.id}/changes", query={"limit": a.limit, "offset": a.offset}))
+    changes.add_argument("id")
+    changes.add_argument("--limit", type=int)
+    changes.add_argument("--offset", type=int)
+    tree.leaf("exclusions", "Entra users excluded from an Organization",
+              lambda a, _: Call("GET", f"/organizations/{a.org}/exclusions")).add_argument("org")
+    include = tree.leaf("include", "include an excluded Entra user again", lambda a, _: Call(
+        "DELETE", f"/organizations/{a.org}/exclusions/{a.entra_object_id}"), after=_included)
+    include.add_argument("org")
+    include.add_argument("entra_object_id")
+    leavers = tree.leaf("leavers", "deactivated End Users with their leaver card", lambda a, _: Call(
+        "GET", f"/organizations/{a.org}/leavers", query={"since": a.since}))
+    leavers.add_argument("org")
+    leavers.add_argument("--since", help="ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
 
 
 def _assets(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -403,6 +434,11 @@ def _runs(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParse
               lambda a, _: Call("POST", f"/sync-runs/{a.id}/confirm")).add_argument("id")
     tree.leaf("dismiss", "keep everyone a held run would deactivate, and end its hold",
               lambda a, _: Call("POST", f"/sync-runs/{a.id}/dismiss")).add_argument("id")
+    undo = tree.leaf("undo", "reverse a run's End User changes (refused while its cause is in force)",
+                     lambda a, _: Call("POST", f"/sync-runs/{a.id}/undo",
+                                       query={"dry_run": "true" if a.dry_run else None}))
+    undo.add_argument("id")
+    undo.add_argument("--dry-run", action="store_true", help="only say what it would do")
 
 
 def _review(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -134,8 +134,11 @@ SCHEMAS: dict[str, Any] = {
             "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
             "job_title", "sync_state_reason", "entra_tenant_id", "entra_object_id", "last_synced_at")},
         "id": {"type": "string"}, "organization_id": {"type": "string"},
-        "sync_state": {"enum": ["synced", "out_of_scope", "sync_disabled", "deactivated", "manual"]},
+        "sync_state": {"enum": ["synced", "out_of_scope", "sync_disabled", "deactivated", "excluded", "manual"]},
         "microsoft": {"type": ["object", "null"]},
+        "locked_fields": {"type": "array", "items": {"type": "string"},
+                          "description": "fields an operator edited: the sync never overwrites them"},
+        "leaver": {"oneOf": [_ref("Leaver"), {"type": "null"}]},
         "assets": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}}}}}},
     "EndUserList": {"type": "object", "properties": {
@@ -145,6 +148,49 @@ SCHEMAS: dict[str, Any] = {
         name: {"type": "string"} for name in (
             "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
             "job_title")}},
+    "EndUserEdit": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+        name: {"type": ["string", "null"], "maxLength": 256} for name in (
+            "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
+            "job_title")}},
+    "Leaver": {"type": "object", "description": "what offboarding needs, recorded when the End User was deactivated",
+               "properties": {
+        "at": {"type": "string"}, "evidence": {"enum": ["deleted", "soft_deleted", "absent_from_complete_listing",
+                                                        "disabled"]},
+        "reason": {"type": "string"}, "last_sign_in_at": _nullable("string"),
+        "user_principal_name": _nullable("string"),
+        "licenses": {"type": "array", "items": {"type": "object"}},
+        "assets": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}}}}}},
+    "LeaverItem": {"type": "object", "properties": {
+        "id": {"type": "string"}, "first_name": _nullable("string"), "last_name": _nullable("string"),
+        "email": _nullable("string"), "entra_object_id": _nullable("string"),
+        "sync_state_reason": _nullable("string"), "leaver": _ref("Leaver")}},
+    "Exclusion": {"type": "object", "properties": {
+        "entra_tenant_id": {"type": "string"}, "entra_object_id": {"type": "string"},
+        "end_user_id": _nullable("string"), "how": {"enum": ["deleted", "excluded"]},
+        "excluded_by": {"type": "string"}, "display_name": _nullable("string"), "email": _nullable("string"),
+        "created_at": {"type": "string"}}},
+    "Change": {"type": "object", "properties": {
+        "at": {"type": "string"},
+        "actor": {"type": "object", "properties": {"kind": {"enum": ["sync", "operator"]},
+                                                   "run_id": {"type": "string"}}},
+        "action": {"type": "string", "description": "create, adopt, update, deactivate, out_of_scope, "
+                   "stop_updating, edit, unlock, delete, exclude, include, link, disable_sync, unmap, remap, "
+                   "reassign, undo"},
+        "fields": {"type": "object", "additionalProperties": {"type": "array", "items": _nullable("string"),
+                                                              "minItems": 2, "maxItems": 2}},
+        "sync_state": {"oneOf": [{"type": "array", "items": _nullable("string")}, {"type": "null"}]},
+        "reason": _nullable("string")}},
+    "ChangeList": {"type": "object", "properties": {
+        "items": {"type": "array", "items": _ref("Change")}, "limit": {"type": "integer"},
+        "offset": {"type": "integer"}}},
+    "Undo": {"type": "object", "properties": {
+        "run_id": {"type": "string"}, "dry_run": {"type": "boolean"},
+        "removed": {"type": "array", "items": {"type": "string"}},
+        "unlinked": {"type": "array", "items": {"type": "object"}},
+        "restored": {"type": "array", "items": {"type": "object"}},
+        "skipped": {"type": "array", "items": {"type": "object", "properties": {
+            "end_user_id": {"type": "string"}, "reason": {"type": "string"}}}}}},
     "Asset": {"type": "object", "properties": {
         "id": {"type": "string"}, "organization_id": {"type": "string"}, "name": {"type": "string"},
         "mac_addresses": {"type": "array", "items": {"type": "string"}}, "created_at": {"type": "string"}}},
@@ -299,8 +345,43 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/end-users/{id}": {
         "parameters": _ID,
-        "get": _op("One End User with microsoft and assets", "End User", "EndUser", errors=_NF),
-        "delete": _op("Delete an End User", "deleted", None, status="204", errors=_NF),
+        "get": _op("One End User with microsoft, assets, locked_fields and leaver", "End User", "EndUser",
+                   errors=_NF),
+        "patch": _op("Edit fields; on a linked End User each edited field becomes locked (the sync never"
+                     " overwrites it)", "edited", "EndUser", body="EndUserEdit", errors=("400", "401", "404", "409")),
+        "delete": _op("Delete an End User; a synced, out-of-scope or otherwise linked one is also excluded (the"
+                      " sync never re-creates it)", "deleted", None, status="204", errors=_NF),
+    },
+    "/end-users/{id}/locks/{field}": {
+        "parameters": [*_ID, {"name": "field", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "delete": _op("Hand a locked field back to Entra: the next sync fills it", "unlocked", "EndUser",
+                      errors=_BAD),
+    },
+    "/end-users/{id}/exclude": {
+        "parameters": _ID,
+        "post": _op("Keep the record, stop syncing it (sync_state excluded)", "excluded", "EndUser",
+                    errors=("401", "404", "409")),
+    },
+    "/end-users/{id}/changes": {
+        "parameters": _ID,
+        "get": _op("The End User's change journal, newest first", "changes", "ChangeList", errors=_BAD,
+                   query=("limit", "offset")),
+    },
+    "/organizations/{id}/exclusions": {
+        "parameters": _ID,
+        "get": _op("Entra users excluded from the Organization, with how and when", "exclusions", "[Exclusion]",
+                   errors=_NF),
+    },
+    "/organizations/{id}/exclusions/{entra_object_id}": {
+        "parameters": [*_ID, {"name": "entra_object_id", "in": "path", "required": True,
+                              "schema": {"type": "string"}}],
+        "delete": _op("Include an excluded Entra user again (the next sync of that user decides)", "included",
+                      None, status="204", errors=_BAD),
+    },
+    "/organizations/{id}/leavers": {
+        "parameters": _ID,
+        "get": _op("Deactivated End Users with their leaver card (since = ISO 8601 time)", "leavers",
+                   "[LeaverItem]", errors=_BAD, query=("since",)),
     },
     "/organizations/{id}/assets": {
         "parameters": _ID,
@@ -325,6 +406,12 @@ PATHS: dict[str, dict[str, Any]] = {
         "parameters": _ID,
         "post": _op("Dismiss a held run: nobody is deactivated, the hold ends, its users are not held again"
                     " by later change batches", "the run, no longer held", "SyncRun", errors=("401", "404", "409")),
+    },
+    "/sync-runs/{id}/undo": {
+        "parameters": _ID,
+        "post": _op("Reverse the End User changes of a run (dry_run=true: only say what it would do); 409 while"
+                    " its cause is in force", "undone", "Undo", errors=("400", "401", "404", "409"),
+                    query=("dry_run",)),
     },
     "/review-items": {
         "get": _op("List review items (status open by default; open, resolved or all)", "review items",

@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated"]
+SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded"]
 RemovedReason = Literal["changed", "deleted", "absent"]  # absent: missing from a complete listing
 
 # The End User fields the sync owns, in a fixed order (journal and hashing rely on it).
@@ -92,6 +92,8 @@ class StoredEndUser(msgspec.Struct, frozen=True, kw_only=True):
     microsoft: dict[str, object] | None = None
     content_hash: bytes | None = None
     asset_ids: frozenset[str] = frozenset()
+    entra_fields: frozenset[str] = frozenset()    # fields Entra supplied a value for at the last sync
+    locked_fields: frozenset[str] = frozenset()   # fields an operator edited: the sync never overwrites them
 
 
 class OrgContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +104,7 @@ class OrgContext(msgspec.Struct, frozen=True, kw_only=True):
     filters: Filters
     sku_names: dict[str, str] = {}                # skuId -> skuPartNumber
     assets: tuple[Asset, ...] = ()
+    excluded: frozenset[str] = frozenset()        # Entra object ids an operator excluded: never created nor updated
 
 
 # ---- The plan --------------------------------------------------------------------------------------------
@@ -120,6 +123,7 @@ class Create(msgspec.Struct, frozen=True, kw_only=True):
     microsoft: dict[str, object]
     content_hash: bytes
     asset_ids: frozenset[str]
+    entra_fields: tuple[str, ...] = ()            # the fields Entra supplied
 
 
 class Update(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +139,8 @@ class Update(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: bytes
     asset_ids: frozenset[str]
     link: bool = False                            # adopting an unlinked End User (same email)
+    old_state: SyncState | None = None            # the state before (journalled when it moves)
+    entra_fields: tuple[str, ...] = ()            # the fields Entra supplied
 
 
 class StateChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,6 +151,7 @@ class StateChange(msgspec.Struct, frozen=True, kw_only=True):
     old_state: SyncState
     sync_state: SyncState
     sync_state_reason: str | None
+    leaver: dict[str, object] | None = None       # to deactivated: the leaver card's Entra side (ownership.py)
 
 
 class Review(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,3 +170,4 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     reviews: tuple[Review, ...] = ()
     unchanged: int = 0
     out_of_scope: int = 0                         # observed users left alone: out of scope, or unlinked leavers
+    excluded: int = 0                             # observed users an operator excluded: left alone

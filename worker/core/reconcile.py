@@ -3,12 +3,14 @@
 `reconcile` turns mirror users into a `Plan` (creates, updates, state changes, deactivations, reviews and
 counts); the store applies it. The rules, in the order they are checked:
 
+- An Entra user an operator excluded (or whose End User is `excluded`) is never created nor updated.
 - A linked End User (same Organization, Microsoft tenant and object id) in the `manual` state is never
   touched. A *leaver* (deleted, soft-deleted, absent from a complete listing, or disabled) deactivates a
   `synced` or `sync_disabled` End User; `deactivated` and `out_of_scope` ones stay as they are.
 - A linked user in scope is refreshed to `synced` (reactivating if needed); nothing is planned when its
-  content hash and state already match. Out of scope, it is marked `out_of_scope` and never updated again
-  while it stays out.
+  content hash and state already match. Its fields are merged as `ownership.merge_fields` says: locked
+  fields and fields Entra never supplied keep the stored value. Out of scope, it is marked `out_of_scope`
+  and never updated again while it stays out.
 - An unlinked user out of scope, or leaving, is only counted. In scope, it adopts the one unlinked End User
   sharing one of its addresses (mail, non-guest UPN); several candidates, or its email already held by
   another End User (emails are unique per Organization), or claimed by another user of the same call, go to
@@ -39,7 +41,8 @@ from worker.core.model import (
     SyncState,
     Update,
 )
-from worker.core.projection import AssetIndex, Fields, Projection, email_keys, project
+from worker.core.ownership import leaver_card, merge_fields, supplied
+from worker.core.projection import AssetIndex, Fields, Projection, content_hash, email_keys, project
 
 REASON_DELETED: Final = "deleted in Entra ID"
 REASON_SOFT_DELETED: Final = "soft-deleted in Entra ID (restorable)"
@@ -87,6 +90,9 @@ def reconcile(
     newcomers: list[MirrorUser] = []
     for u in _latest(observed, tenant_id=org.tenant_id):
         stored = linked.get(u.id)
+        if u.id in org.excluded or (stored is not None and stored.sync_state == "excluded"):
+            run.plan.excluded += 1
+            continue
         if stored is None:
             newcomers.append(u)
         else:
@@ -114,12 +120,13 @@ class _PlanBuilder:
     reviews: list[Review] = field(default_factory=list)
     unchanged: int = 0
     out_of_scope: int = 0
+    excluded: int = 0
 
     def build(self) -> Plan:
         return Plan(
             creates=tuple(self.creates), updates=tuple(self.updates), state_changes=tuple(self.state_changes),
             deactivations=tuple(self.deactivations), reviews=tuple(self.reviews), unchanged=self.unchanged,
-            out_of_scope=self.out_of_scope,
+            out_of_scope=self.out_of_scope, excluded=self.excluded,
         )
 
 
@@ -168,7 +175,8 @@ def _decide_linked(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
 
 def _leave(run: _Run, u: MirrorUser, stored: StoredEndUser, *, reason: str) -> None:
     if stored.sync_state in _RESUMABLE:
-        run.plan.deactivations.append(_state_change(u, stored, to="deactivated", reason=reason))
+        card = leaver_card(u, sku_names=run.sku_names, reason=reason)
+        run.plan.deactivations.append(_state_change(u, stored, to="deactivated", reason=reason, leaver=card))
     elif stored.sync_state == "out_of_scope":
         run.plan.out_of_scope += 1   # never updated while out of scope, not even to deactivate
     else:
@@ -185,11 +193,11 @@ def _leave_scope(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
 
 def _refresh(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
     projection = run.project(u)
-    digest = projection.content_hash("synced")
+    fields, digest = _merged(projection, stored)
     if stored.sync_state == "synced" and stored.content_hash == digest:
         run.plan.unchanged += 1
         return
-    email = _email_key(projection.fields)
+    email = _email_key(fields)
     if email and email != _email_key(stored.fields):
         taken = run.holders(email, besides=stored.id)
         claim = run.claimed_by_other(email, object_id=u.id)
@@ -197,7 +205,7 @@ def _refresh(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
             run.plan.reviews.append(_review(u, REVIEW_NEW_EMAIL_TAKEN, [e.id for e in taken], claim))
             return
         run.claim(email, object_id=u.id, end_user_id=stored.id)
-    run.plan.updates.append(_update(u, stored, projection, digest=digest, link=False))
+    run.plan.updates.append(_update(u, stored, projection, fields, digest=digest, link=False))
 
 
 # ---- newcomers (no linked End User) -----------------------------------------------------------------------
@@ -212,15 +220,16 @@ def _decide_newcomer(run: _Run, u: MirrorUser) -> None:
         return
     target = candidates[0] if candidates else None
     projection = run.project(u)
-    email = _email_key(projection.fields)
+    # Adopting keeps what the operator typed where Entra has no value.
+    fields, digest = _merged(projection, target) if target else (projection.fields, projection.content_hash("synced"))
+    email = _email_key(fields)
     if email and _email_blocked(run, u, email=email, target=target):
         return
-    digest = projection.content_hash("synced")
     if target is None:
         run.plan.creates.append(_create(u, projection, digest=digest))
     else:
         run.adopted.add(target.id)
-        run.plan.updates.append(_update(u, target, projection, digest=digest, link=True))
+        run.plan.updates.append(_update(u, target, projection, fields, digest=digest, link=True))
     run.claim(email, object_id=u.id, end_user_id=target.id if target else None)
 
 
@@ -262,25 +271,39 @@ def _changes(old: Mapping[str, str | None], new: Fields) -> tuple[FieldChange, .
     )
 
 
+def _merged(projection: Projection, stored: StoredEndUser) -> tuple[Fields, bytes]:
+    """The fields `stored` ends up with (ownership rules) and their content hash."""
+    fields = merge_fields(stored.fields, projection.fields, entra_fields=stored.entra_fields,
+                          locked=stored.locked_fields)
+    if fields is projection.fields:
+        return fields, projection.content_hash("synced")
+    return fields, content_hash(fields, projection.microsoft, sync_state="synced", asset_ids=projection.asset_ids)
+
+
 def _create(u: MirrorUser, projection: Projection, *, digest: bytes) -> Create:
     return Create(
         entra_object_id=u.id, fields=projection.fields, microsoft=projection.microsoft, content_hash=digest,
-        asset_ids=projection.asset_ids,
+        asset_ids=projection.asset_ids, entra_fields=supplied(projection.fields),
     )
 
 
-def _update(u: MirrorUser, stored: StoredEndUser, projection: Projection, *, digest: bytes, link: bool) -> Update:
+def _update(
+    u: MirrorUser, stored: StoredEndUser, projection: Projection, fields: Fields, *, digest: bytes, link: bool
+) -> Update:
     return Update(
-        end_user_id=stored.id, entra_object_id=u.id, changes=_changes(stored.fields, projection.fields),
-        fields=projection.fields, microsoft=projection.microsoft, sync_state="synced", sync_state_reason=None,
-        content_hash=digest, asset_ids=projection.asset_ids, link=link,
+        end_user_id=stored.id, entra_object_id=u.id, changes=_changes(stored.fields, fields),
+        fields=fields, microsoft=projection.microsoft, sync_state="synced", sync_state_reason=None,
+        content_hash=digest, asset_ids=projection.asset_ids, link=link, old_state=stored.sync_state,
+        entra_fields=supplied(projection.fields),
     )
 
 
-def _state_change(u: MirrorUser, stored: StoredEndUser, *, to: SyncState, reason: str) -> StateChange:
+def _state_change(
+    u: MirrorUser, stored: StoredEndUser, *, to: SyncState, reason: str, leaver: dict[str, object] | None = None
+) -> StateChange:
     return StateChange(
         end_user_id=stored.id, entra_object_id=u.id, old_state=stored.sync_state, sync_state=to,
-        sync_state_reason=reason,
+        sync_state_reason=reason, leaver=leaver,
     )
 
 
@@ -300,13 +323,14 @@ def stop_updating(end_users: Iterable[StoredEndUser], *, reason: str) -> Plan:
 
     Manual and unlinked End Users are not touched. Deactivated ones stay `deactivated`: their reason is the
     more useful fact, and turning them into `sync_disabled` would make a later re-enable deactivate them all
-    again, at once, which the accidental-deletion guard would then hold.
+    again, at once, which the accidental-deletion guard would then hold. Excluded ones stay `excluded`: an
+    operator's decision outlives the sync.
     """
     builder = _PlanBuilder()
     for e in end_users:
         if e.entra_object_id is None or e.sync_state == "manual":
             continue
-        if e.sync_state in ("sync_disabled", "deactivated"):
+        if e.sync_state in ("sync_disabled", "deactivated", "excluded"):
             builder.unchanged += 1
             continue
         builder.state_changes.append(StateChange(

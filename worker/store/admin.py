@@ -23,7 +23,7 @@ import asyncpg
 
 from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
 from worker.graph import TenantCredentials
-from worker.store import sync_status
+from worker.store import end_users, sync_status
 from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
@@ -31,7 +31,7 @@ _TENANT_TABLES = (
     "entra_user_dirty", "entra_user_sign_ins", "entra_user_enrichment", "entra_group_members", "entra_groups",
     "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
 )
-SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated")
+SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded")
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
 
@@ -135,6 +135,7 @@ _END_USER_SELECT = """
 SELECT e.id, e.organization_id, e.first_name, e.last_name, e.email, e.phone, e.mobile, e.street, e.city,
        e.state, e.postal_code, e.job_title, e.sync_state, e.sync_state_reason, e.entra_tenant_id,
        e.entra_object_id, e.last_synced_at, e.created_at, e.updated_at, e.microsoft::text AS microsoft,
+       e.locked_fields, e.leaver::text AS leaver,
        coalesce((SELECT json_agg(json_build_object('id', a.id, 'name', a.name) ORDER BY a.name, a.id)
                  FROM end_user_assets ea JOIN assets a ON a.id = ea.asset_id
                  WHERE ea.end_user_id = e.id), '[]')::text AS assets
@@ -416,7 +417,7 @@ class AdminStore:
             if old_tenant is not None and old_tenant != new_tenant:
                 reason = f"Organization re-assigned; Microsoft tenant {old_tenant} no longer applies"
                 marked = await _stop_old_tenant(
-                    conn, org_ids=[org["id"]], tenant_id=old_tenant, reason=reason
+                    conn, org_ids=[org["id"]], tenant_id=old_tenant, reason=reason, action="reassign"
                 )
             if new_tenant is not None and new_tenant != old_tenant:
                 runs = await _queue_enabled(conn, org_ids=[org["id"]], tenant_id=new_tenant)
@@ -510,15 +511,11 @@ class AdminStore:
                 " disabled_at = CASE WHEN status = 'enabled' THEN now() ELSE disabled_at END"
                 " WHERE organization_id = $1", org["id"],
             )
-            marked = await conn.fetchval(
-                "WITH changed AS (UPDATE end_users SET sync_state = 'sync_disabled', sync_state_reason = $2,"
-                " updated_at = now() WHERE organization_id = $1 AND entra_object_id IS NOT NULL"
-                # A deactivated leaver stays deactivated: "disabled" must not hide that they left, and a
-                # re-enable must not see them as fresh deactivations (the guard would hold them).
-                " AND sync_state NOT IN ('manual', 'sync_disabled', 'deactivated') RETURNING 1)"
-                " SELECT count(*) FROM changed",
-                org["id"], REASON_SYNC_DISABLED,
-            )
+            # The core decides (deactivated leavers and excluded End Users keep their state); the End User
+            # write path journals it.
+            marked = await end_users.stop_updating(
+                conn, organization_ids=[org["id"]], tenant_id=None, reason=REASON_SYNC_DISABLED,
+                action="disable_sync")
         tenant = org["microsoft_tenant_id"]
         return Outcome(
             body=await self.get_user_sync(organization_id), stale_tenants=(tenant,) if tenant else (),
@@ -596,24 +593,14 @@ class AdminStore:
         self, organization_id: str, fields: Mapping[str, str | None]
     ) -> dict[str, Any]:
         await self.get_organization(organization_id)
-        columns = [f for f in END_USER_FIELDS if f in fields]
-        placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
-        sql = (
-            f"INSERT INTO end_users (organization_id, {', '.join(columns)}, sync_state)"
-            f" VALUES ($1, {placeholders}, 'manual') RETURNING id"
-        )
         try:
-            new_id = await self._pool.fetchval(sql, organization_id, *(fields[c] for c in columns))
+            async with self._pool.acquire() as conn, conn.transaction():
+                new_id = await end_users.create_manual(conn, organization_id, fields)
         except asyncpg.UniqueViolationError:
             raise Conflict(
                 f"an End User with email {fields.get('email')} already exists in this Organization"
             ) from None
         return await self.get_end_user(str(new_id))
-
-    async def delete_end_user(self, end_user_id: str) -> None:
-        deleted = await self._pool.fetchval("DELETE FROM end_users WHERE id = $1 RETURNING id", end_user_id)
-        if deleted is None:
-            raise NotFound(f"no End User {end_user_id}")
 
     # ---- Assets --------------------------------------------------------------------------------------------
 
@@ -699,7 +686,7 @@ class AdminStore:
         async with self._pool.acquire() as conn, conn.transaction():
             review, org = await _lock_open_review(conn, review_id)
             end_user = await conn.fetchrow(
-                "SELECT id, entra_tenant_id, entra_object_id FROM end_users"
+                "SELECT id, entra_tenant_id, entra_object_id, sync_state FROM end_users"
                 " WHERE id = $1 AND organization_id = $2 FOR UPDATE", end_user_id, review["organization_id"],
             )
             if end_user is None:
@@ -712,11 +699,8 @@ class AdminStore:
             await _refuse_held_email(conn, review["organization_id"], email, besides=end_user["id"])
             state, reason = _linked_state(org)
             try:
-                await conn.execute(
-                    "UPDATE end_users SET entra_tenant_id = $2, entra_object_id = $3, sync_state = $4,"
-                    " sync_state_reason = $5, content_hash = NULL, updated_at = now() WHERE id = $1",
-                    end_user["id"], *target, state, reason,
-                )
+                await end_users.link(conn, end_user["id"], tenant_id=target[0], object_id=target[1], state=state,
+                                     reason=reason, old_state=end_user["sync_state"])
             except asyncpg.UniqueViolationError:
                 raise Conflict(_ALREADY_LINKED) from None
             return await _finish_review(
@@ -732,15 +716,10 @@ class AdminStore:
             values = {f: fields.get(f) for f in END_USER_FIELDS}
             await _refuse_held_email(conn, review["organization_id"], values["email"], besides=None)
             state, reason = _linked_state(org)
-            cols = ", ".join(END_USER_FIELDS)
-            params = ", ".join(f"${i}" for i in range(6, len(END_USER_FIELDS) + 6))
             try:
-                new_id = await conn.fetchval(
-                    f"INSERT INTO end_users (organization_id, entra_tenant_id, entra_object_id, sync_state,"
-                    f" sync_state_reason, {cols}) VALUES ($1, $2, $3, $4, $5, {params}) RETURNING id",
-                    review["organization_id"], review["entra_tenant_id"], review["entra_object_id"], state,
-                    reason, *values.values(),
-                )
+                new_id = await end_users.create_linked(
+                    conn, review["organization_id"], tenant_id=review["entra_tenant_id"],
+                    object_id=review["entra_object_id"], state=state, reason=reason, fields=values)
             except asyncpg.UniqueViolationError:
                 raise Conflict(_ALREADY_LINKED) from None
             return await _finish_review(
@@ -821,7 +800,8 @@ async def _remap(conn: Conn, *, psa: asyncpg.Record, new_tenant: str | None) -> 
     marked = 0
     if old is not None:
         reason = f"Microsoft tenant {old} unmapped from PSA tenant {psa['name']}"
-        marked = await _stop_old_tenant(conn, org_ids=org_ids, tenant_id=old, reason=reason)
+        action = "remap" if new_tenant else "unmap"
+        marked = await _stop_old_tenant(conn, org_ids=org_ids, tenant_id=old, reason=reason, action=action)
     runs = await _queue_enabled(conn, org_ids=org_ids, tenant_id=new_tenant) if new_tenant else []
     return Outcome(
         body={}, runs=tuple(runs), stale_tenants=(old,) if old else (), extra={"end_users_stopped": marked}
@@ -851,15 +831,12 @@ async def _queue_enabled(conn: Conn, *, org_ids: Sequence[Any], tenant_id: str) 
 
 
 async def _stop_old_tenant(
-    conn: Conn, *, org_ids: Sequence[Any], tenant_id: str, reason: str
+    conn: Conn, *, org_ids: Sequence[Any], tenant_id: str, reason: str, action: str
 ) -> int:
-    """End Users of these Organizations linked to `tenant_id` stop being updated; open reviews close."""
-    count = await conn.fetchval(
-        "WITH changed AS (UPDATE end_users SET sync_state = 'sync_disabled', sync_state_reason = $3,"
-        " updated_at = now() WHERE organization_id = ANY ($1::uuid[]) AND entra_tenant_id = $2"
-        " AND sync_state <> 'manual' RETURNING 1) SELECT count(*) FROM changed",
-        list(org_ids), tenant_id, reason,
-    )
+    """End Users of these Organizations linked to `tenant_id` stop being updated (deactivated and excluded
+    ones keep their state, as the core decides); open reviews close."""
+    count = await end_users.stop_updating(
+        conn, organization_ids=org_ids, tenant_id=tenant_id, reason=reason, action=action)
     await conn.execute(
         "UPDATE review_items SET status = 'resolved', resolved_at = now(), resolution = $3::text::jsonb"
         " WHERE organization_id = ANY ($1::uuid[]) AND entra_tenant_id = $2 AND status = 'open'",
@@ -928,7 +905,7 @@ async def _finish_review(
 
 
 def _end_user(row: Row) -> dict[str, Any]:
-    return _record(row, json_fields=("microsoft", "assets"))
+    return _record(row, json_fields=("microsoft", "assets", "leaver"))
 
 
 def _run(row: Row) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 from worker.core.model import Filters, StoredEndUser
 from worker.store import Conn
-from worker.store.sync import _END_USER_SELECT, _stored, filters_from_json
+from worker.store.end_users import END_USER_SELECT, stored_end_user
+from worker.store.sync import filters_from_json
 
 
 async def sync_settings(conn: Conn, organization_id: str) -> tuple[str, Filters | None]:
@@ -34,18 +35,18 @@ async def users_with_email(conn: Conn, tenant_id: str, email: str) -> list[str]:
 
 async def end_user_by_email(conn: Conn, organization_id: str, email: str) -> StoredEndUser | None:
     row = await conn.fetchrow(
-        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND lower(e.email) = $2 AND e.email IS NOT NULL",
+        END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND lower(e.email) = $2 AND e.email IS NOT NULL",
         organization_id, email.strip().lower(),
     )
-    return _stored(row) if row is not None else None
+    return stored_end_user(row) if row is not None else None
 
 
 async def linked_end_user(conn: Conn, organization_id: str, tenant_id: str, object_id: str) -> StoredEndUser | None:
     row = await conn.fetchrow(
-        _END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2"
+        END_USER_SELECT + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2"
         " AND e.entra_object_id = $3", organization_id, tenant_id, object_id,
     )
-    return _stored(row) if row is not None else None
+    return stored_end_user(row) if row is not None else None
 
 
 async def open_review(conn: Conn, organization_id: str, tenant_id: str, object_id: str) -> tuple[str, str] | None:

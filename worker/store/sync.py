@@ -7,18 +7,14 @@ Every function takes the connection it runs on, so the caller decides the transa
 from __future__ import annotations
 
 import hashlib
-import os
-import time
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from worker.core.model import (
-    END_USER_FIELDS,
     Asset,
     Filters,
     MirrorUser,
@@ -29,7 +25,10 @@ from worker.core.model import (
 )
 from worker.core.projection import email_keys
 from worker.graph import GraphUser, TenantCredentials
-from worker.store import Conn
+from worker.store import Conn, end_users
+from worker.store.end_users import END_USER_SELECT, stored_end_user, time_ordered_uuids
+
+__all__ = ["time_ordered_uuids"]  # moved to end_users with the End User writes; importable here as before
 
 _hash_encoder = msgspec.json.Encoder()
 
@@ -104,6 +103,7 @@ async def _org_context(
     return OrgContext(
         organization_id=organization_id, tenant_id=tenant_id, filters=filters,
         sku_names=skus, assets=tuple(Asset(id=a[0], macs=tuple(a[1])) for a in assets),
+        excluded=await end_users.excluded_object_ids(conn, organization_id, tenant_id),
     )
 
 
@@ -415,24 +415,6 @@ async def mirror_users_after(
 
 # ---- End Users: projection inputs -----------------------------------------------------------------------
 
-# What `reconcile` reads of an End User. Not its `microsoft` object nor its Asset links: the content hash stands
-# for both, and decoding the jsonb alone took more time than deciding (2.3 s of a 100,000-user preview).
-_END_USER_SELECT = f"""
-    SELECT e.id::text AS id, e.organization_id::text AS organization_id, {", ".join("e." + f for f in END_USER_FIELDS)},
-           e.sync_state, e.sync_state_reason, e.entra_tenant_id, e.entra_object_id, e.content_hash
-    FROM end_users e
-"""
-
-
-def _stored(row: asyncpg.Record) -> StoredEndUser:
-    return StoredEndUser(
-        id=row["id"], organization_id=row["organization_id"],
-        fields={f: row[f] for f in END_USER_FIELDS}, sync_state=row["sync_state"],
-        sync_state_reason=row["sync_state_reason"], entra_tenant_id=row["entra_tenant_id"],
-        entra_object_id=row["entra_object_id"], content_hash=row["content_hash"],
-    )
-
-
 async def load_end_users(
     conn: Conn, *, organization_id: str, tenant_id: str, users: Sequence[MirrorUser]
 ) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
@@ -441,19 +423,19 @@ async def load_end_users(
     # One index probe per key (LATERAL … OFFSET 0 is not flattened): with `= ANY(array)` the planner, working
     # from statistics taken before an initial sync filled the table, scans the whole Organization per batch.
     linked_rows = await conn.fetch(
-        "SELECT e.* FROM unnest($3::text[]) AS k(oid), LATERAL (" + _END_USER_SELECT
+        "SELECT e.* FROM unnest($3::text[]) AS k(oid), LATERAL (" + END_USER_SELECT
         + " WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2 AND e.entra_object_id = k.oid"
         " OFFSET 0) AS e", organization_id, tenant_id, ids,
     )
     email_rows = await conn.fetch(
-        "SELECT e.* FROM unnest($2::text[]) AS k(email), LATERAL (" + _END_USER_SELECT
+        "SELECT e.* FROM unnest($2::text[]) AS k(email), LATERAL (" + END_USER_SELECT
         + " WHERE e.organization_id = $1::uuid AND lower(e.email) = k.email AND e.email IS NOT NULL"
         " OFFSET 0) AS e", organization_id, sorted({k for u in users for k in email_keys(u)}),
     )
-    linked = {r["entra_object_id"]: _stored(r) for r in linked_rows}
+    linked = {r["entra_object_id"]: stored_end_user(r) for r in linked_rows}
     by_email: dict[str, list[StoredEndUser]] = {}
     for r in email_rows:
-        by_email.setdefault(r["email"].lower(), []).append(_stored(r))
+        by_email.setdefault(r["email"].lower(), []).append(stored_end_user(r))
     return linked, by_email
 
 
@@ -475,110 +457,17 @@ async def apply_plan(
     conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan,
     include_deactivations: bool = True,
 ) -> None:
-    """Apply a reconcile plan set-based, journalling every field the sync changes. Call in a transaction."""
-    await _apply_creates(conn, org=org, run_id=run_id, plan=plan)
-    await _apply_updates(conn, org=org, run_id=run_id, plan=plan)
+    """Apply a reconcile plan set-based through the End User write path (`worker.store.end_users`), which
+    journals every change. Call in a transaction."""
+    await end_users.write_creates(conn, org=org, run_id=run_id, creates=plan.creates)
+    await end_users.write_updates(conn, org=org, run_id=run_id, updates=plan.updates)
     changes = list(plan.state_changes) + (list(plan.deactivations) if include_deactivations else [])
     await apply_state_changes(conn, run_id=run_id, changes=changes)
     await _apply_reviews(conn, org=org, plan=plan)
 
 
-_CREATE_COLUMNS = ("id", "organization_id", *END_USER_FIELDS, "sync_state", "entra_tenant_id", "entra_object_id",
-                   "microsoft", "content_hash", "last_synced_at")
-
-
-async def _apply_creates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
-    """New End Users, their journal entries and Asset links, each written with COPY (the bulk path)."""
-    if not plan.creates:
-        return
-    now = datetime.now(UTC)
-    org_id, run = uuid.UUID(org.organization_id), uuid.UUID(run_id) if run_id else None
-    ids = time_ordered_uuids(len(plan.creates))
-    await conn.copy_records_to_table("end_users", columns=_CREATE_COLUMNS, records=[
-        (i, org_id, *(x.fields.get(f) for f in END_USER_FIELDS), "synced", org.tenant_id, x.entra_object_id,
-         x.microsoft, x.content_hash, now)
-        for i, x in zip(ids, plan.creates, strict=True)
-    ])
-    await conn.copy_records_to_table(
-        "end_user_changes", columns=("end_user_id", "run_id", "field", "old_value", "new_value"),
-        records=[(i, run, "created", None, x.entra_object_id) for i, x in zip(ids, plan.creates, strict=True)],
-    )
-    links = [(i, uuid.UUID(a)) for i, x in zip(ids, plan.creates, strict=True) for a in x.asset_ids]
-    if links:
-        await conn.copy_records_to_table("end_user_assets", columns=("end_user_id", "asset_id"), records=links)
-
-
-def time_ordered_uuids(count: int) -> list[uuid.UUID]:
-    """`count` UUIDv7 (RFC 9562: millisecond time, then random bits), ascending: End User ids that append to
-    the primary key's index instead of landing on a random page of it as version 4 ids do."""
-    stamp = (int(time.time() * 1000) & (1 << 48) - 1) << 80 | 0x7 << 76 | 0b10 << 62
-    randoms = sorted(int.from_bytes(os.urandom(10), "big") >> 6 for _ in range(count))  # 74 random bits each
-    return [uuid.UUID(int=stamp | (r >> 62) << 64 | r & (1 << 62) - 1) for r in randoms]
-
-
-async def _apply_updates(conn: Conn, *, org: OrgContext, run_id: str | None, plan: Plan) -> None:
-    if not plan.updates:
-        return
-    u = plan.updates
-    n = len(END_USER_FIELDS)
-    await conn.execute(
-        f"""UPDATE end_users e SET {", ".join(f"{f} = u.f{i}" for i, f in enumerate(END_USER_FIELDS))},
-                   microsoft = u.ms, content_hash = u.h, sync_state = u.st, sync_state_reason = u.rsn,
-                   entra_tenant_id = $1, entra_object_id = u.oid, last_synced_at = now(), updated_at = now()
-            FROM unnest($2::uuid[], {", ".join(f"${i + 3}::text[]" for i in range(n))}, ${n + 3}::text[],
-                        ${n + 4}::jsonb[], ${n + 5}::bytea[], ${n + 6}::text[], ${n + 7}::text[])
-                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn)
-            WHERE e.id = u.id""",
-        org.tenant_id, [x.end_user_id for x in u],
-        *[[x.fields.get(f) for x in u] for f in END_USER_FIELDS],
-        [x.entra_object_id for x in u], [x.microsoft for x in u], [x.content_hash for x in u],
-        [x.sync_state for x in u], [x.sync_state_reason for x in u],
-    )
-    journal = [
-        (x.end_user_id, ch.field, ch.old, ch.new) for x in u for ch in x.changes
-    ] + [(x.end_user_id, "sync_state", None, x.sync_state) for x in u if x.link]
-    if journal:
-        await conn.execute(
-            "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
-            "SELECT j.id, $1::uuid, j.f, j.o, j.n FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])"
-            " AS j(id, f, o, n)",
-            run_id, *[list(col) for col in zip(*journal, strict=True)],
-        )
-    await _relink_assets(conn, [(x.end_user_id, x.asset_ids) for x in u])
-
-
-async def apply_state_changes(
-    conn: Conn, *, run_id: str | None, changes: Sequence[StateChange]
-) -> None:
-    if not changes:
-        return
-    await conn.execute(
-        """UPDATE end_users e SET sync_state = c.st, sync_state_reason = c.rsn, updated_at = now()
-           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, st, rsn) WHERE e.id = c.id""",
-        [c.end_user_id for c in changes], [c.sync_state for c in changes],
-        [c.sync_state_reason for c in changes],
-    )
-    await conn.execute(
-        "INSERT INTO end_user_changes (end_user_id, run_id, field, old_value, new_value) "
-        "SELECT c.id, $1::uuid, 'sync_state', c.o, c.n FROM unnest($2::uuid[], $3::text[], $4::text[])"
-        " AS c(id, o, n)",
-        run_id, [c.end_user_id for c in changes], [c.old_state for c in changes],
-        [c.sync_state for c in changes],
-    )
-
-
-async def _relink_assets(conn: Conn, links: Sequence[tuple[Any, frozenset[str]]]) -> None:
-    if not links:
-        return
-    ids = [i for i, _ in links]
-    await conn.execute("DELETE FROM end_user_assets WHERE end_user_id = ANY($1::uuid[])", ids)
-    pairs = [(i, a) for i, assets in links for a in assets]
-    if pairs:
-        await conn.execute(
-            "INSERT INTO end_user_assets (end_user_id, asset_id) "
-            "SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
-            [p[0] for p in pairs], [p[1] for p in pairs],
-        )
+async def apply_state_changes(conn: Conn, *, run_id: str | None, changes: Sequence[StateChange]) -> None:
+    await end_users.write_state_changes(conn, run_id=run_id, changes=changes)
 
 
 async def _apply_reviews(conn: Conn, *, org: OrgContext, plan: Plan) -> None:
@@ -602,6 +491,10 @@ async def orgs_awaiting_org_sync(conn: Conn, tenant_id: str) -> set[str]:
 
 # ---- Runs ------------------------------------------------------------------------------------------------
 
+# The filters a run applies, kept with it: undoing the run is refused while they still apply.
+_RUN_FILTERS = "SELECT f.filters FROM org_user_syncs f WHERE f.organization_id = {}"
+
+
 async def start_run(
     conn: Conn, *, kind: str, tenant_id: str, organization_id: str | None,
     run_id: str | None = None,
@@ -609,14 +502,16 @@ async def start_run(
     """Mark a queued run (created by the admin API) running, or create a new running one."""
     if run_id:
         updated = await conn.fetchval(
-            "UPDATE sync_runs SET status = 'running', started_at = now() WHERE id = $1::uuid RETURNING id::text",
+            "UPDATE sync_runs SET status = 'running', started_at = now(),"
+            f" filters = ({_RUN_FILTERS.format('sync_runs.organization_id')}) WHERE id = $1::uuid RETURNING id::text",
             run_id,
         )
         if updated:
             return str(updated)
     return str(await conn.fetchval(
-        """INSERT INTO sync_runs (id, kind, tenant_id, organization_id, status, started_at)
-           VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4::uuid, 'running', now())
+        f"""INSERT INTO sync_runs (id, kind, tenant_id, organization_id, status, started_at, filters)
+           VALUES (COALESCE($1::uuid, gen_random_uuid()), $2, $3, $4::uuid, 'running', now(),
+                   ({_RUN_FILTERS.format('$4::uuid')}))
            RETURNING id::text""",
         run_id, kind, tenant_id, organization_id,
     ))
