@@ -30,6 +30,7 @@ from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
 from worker.store import Conn, enrichment, holds
 from worker.store import sync as store
+from worker.store.end_users import StaleRead
 
 log = structlog.get_logger(__name__)
 
@@ -555,7 +556,8 @@ class SyncEngine:
         written: Callable[[Conn, _Chunk], Awaitable[None]] | None, *, last_try: bool = False,
     ) -> bool:
         """Write one decided chunk for every run in one transaction, counting it once committed; False when
-        the email index refused a create decided from stale reads, or PostgreSQL broke a deadlock between two
+        the email index refused a create decided from stale reads, an adoption found its End User linked since
+        it was read (`StaleRead`), or PostgreSQL broke a deadlock between two
         writers creating End Users with crossing emails (nothing of the chunk is kept, nor counted) — on the
         `last_try`, whose reads are fresh and which nothing writes beside, that refusal is raised."""
         recorded = [run.recorded for run in runs]
@@ -571,7 +573,7 @@ class SyncEngine:
                                            include_deactivations=False)
                 if written is not None:
                     await written(conn, chunk)
-        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, StaleRead):
             if last_try:
                 raise
             for run, was in zip(runs, recorded, strict=True):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker import sync as engine_module
@@ -80,7 +80,14 @@ async def _end_users(api: Api, org_id: str, tenant_id: str, n_users: int, links:
                                   object_id=f"elsewhere-{k}", email=free(email))
 
 
+_SAME = {"mail": None, "upn": "ann@contoso.com", "guest": False, "department": "Sales", "account_enabled": True,
+         "removed": None}
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Found by this test: the projection reads a chunk ahead, so every chunk adopted the one manual End User that the
+# chunk before had already adopted (re-linking it each time) instead of sending its users to review.
+@example(users=[_SAME] * 6, links=[], others=[("manual", "ann@contoso.com")], filters=ALL_FILTERS, chunk=2)
 @given(users=entra_users, links=links, others=others, filters=st.sampled_from(FILTERS),
        chunk=st.sampled_from((2, 2000)))
 async def test_the_preview_is_what_applying_its_filters_then_does(

@@ -153,6 +153,10 @@ def time_ordered_uuids(count: int) -> list[uuid.UUID]:
     return [uuid.UUID(int=stamp | (r >> 62) << 64 | r & (1 << 62) - 1) for r in randoms]
 
 
+class StaleRead(Exception):
+    """A write decided from End Users read before another write changed them (see `write_updates`)."""
+
+
 async def write_updates(conn: Conn, *, org: OrgContext, run_id: str | None, updates: Sequence[Update]) -> None:
     """Refresh (or adopt) End Users set-based; the fields were merged by the core (locks and operator-owned
     fields kept), and a reactivated leaver loses its leaver card."""
@@ -160,20 +164,26 @@ async def write_updates(conn: Conn, *, org: OrgContext, run_id: str | None, upda
         return
     u = updates
     n = len(END_USER_FIELDS)
-    await conn.execute(
+    status = await conn.execute(
         f"""UPDATE end_users e SET {", ".join(f"{f} = u.f{i}" for i, f in enumerate(END_USER_FIELDS))},
                    microsoft = u.ms, content_hash = u.h, sync_state = u.st, sync_state_reason = u.rsn,
                    entra_tenant_id = $1, entra_object_id = u.oid, last_synced_at = now(), updated_at = now(),
                    entra_fields = string_to_array(u.ef, ','), leaver = NULL
             FROM unnest($2::uuid[], {", ".join(f"${i + 3}::text[]" for i in range(n))}, ${n + 3}::text[],
-                        ${n + 4}::jsonb[], ${n + 5}::bytea[], ${n + 6}::text[], ${n + 7}::text[], ${n + 8}::text[])
-                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn, ef)
-            WHERE e.id = u.id""",
+                        ${n + 4}::jsonb[], ${n + 5}::bytea[], ${n + 6}::text[], ${n + 7}::text[], ${n + 8}::text[],
+                        ${n + 9}::bool[])
+                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn, ef, adopt)
+            WHERE e.id = u.id AND (NOT u.adopt OR e.entra_object_id IS NULL)""",
         org.tenant_id, [x.end_user_id for x in u],
         *[[x.fields.get(f) for x in u] for f in END_USER_FIELDS],
         [x.entra_object_id for x in u], [x.microsoft for x in u], [x.content_hash for x in u],
         [x.sync_state for x in u], [x.sync_state_reason for x in u], [",".join(x.entra_fields) for x in u],
+        [x.link for x in u],
     )
+    if int(status.split()[-1]) != len(u):
+        # An adoption decided from a read taken before another chunk's write linked that End User (the
+        # projection reads ahead): nothing of this transaction may stand; the caller decides it again.
+        raise StaleRead(f"{len(u) - int(status.split()[-1])} End Users were linked since they were read")
     rows: list[tuple[Any, str, str | None, str | None]] = []
     actions: list[str] = []
     for x in u:
