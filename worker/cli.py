@@ -160,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
 
     bench = sub.add_parser("bench", help="benchmarks; one JSON line each")
-    bench.add_argument("name", choices=["resync", "webhook", "freshness"])
-    bench.add_argument("--users", type=int, default=100_000)
+    bench.add_argument("name", choices=["resync", "webhook", "freshness", "fleet"])
+    bench.add_argument("--users", type=_positive, default=None,
+                       help="users (resync: 100,000; fleet: per tenant, 200)")
+    bench.add_argument("--tenants", type=_positive, default=500, help="fleet: simulated tenants (at least 3)")
+    bench.add_argument("--workers", type=_positive, default=1, help="fleet: worker replicas")
     bench.add_argument("--seconds", type=float, default=20.0)
     bench.add_argument("--rate", type=float, default=None)
     bench.add_argument("--changes", type=int, default=300)

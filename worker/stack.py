@@ -142,6 +142,7 @@ class Stack:
     users: int = 200
     workers: int = 1
     demo: bool = True
+    database_url: str | None = None  # a migrated-or-empty database to use instead of DATABASE_URL / embedded
     children: Children = field(init=False)
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
@@ -203,7 +204,7 @@ class Stack:
         return self.info
 
     async def _database(self) -> str:
-        url = os.environ.get("DATABASE_URL")
+        url = self.database_url or os.environ.get("DATABASE_URL")
         if url:
             return url
         self.postgres = EmbeddedPostgres(self.state_dir / "pgdata")
