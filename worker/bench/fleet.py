@@ -16,11 +16,11 @@ replicas in one consumer group, scheduler and admin API as child processes) on a
    them). `resync_seconds` runs until every healthy tenant's full resync has finished
    (`tenant_sync_status.last_full_resync_at`), `resync_cpu_seconds` is the CPU the worker replicas used
    meanwhile (`/proc`, user + system; per-process figures in `resync_cpu_seconds_by_process`).
-3. **Freshness during the wave.** From the moment the wave is enqueued until it has finished (and at least
-   `MIN_CHANGE_S`), users of the
-   healthy tenants are changed through Graph at `rate`/s (`bench freshness`'s change load: the real path,
-   simulator → notification → webhook → Kafka → worker → PostgreSQL); `freshness_*` are those changes'
-   latencies to their End User, `lost` the ones never shown within 60 s of the last change.
+3. **Freshness during the wave.** From the moment the wave is enqueued until it has finished (and for at
+   least `MIN_CHANGE_S`), users of the healthy tenants are changed through Graph at `rate`/s (`bench
+   freshness`'s change load: the real path, simulator → notification → webhook → Kafka → worker →
+   PostgreSQL); `freshness_*` are those changes' latencies to their End User, `lost` the ones never shown
+   within 60 s of the last change.
 
 Healthy tenants are measured whatever the faulty ones do: if the wave does not finish within
 `RESYNC_TIMEOUT_S`, `resync_seconds` is that timeout and `resync_unfinished_tenants` says how many healthy
