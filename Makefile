@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(VENV)/bin/entra-sync bench resync --users 100000
 	$(VENV)/bin/entra-sync bench webhook --seconds 20 --rate 2000
 	$(VENV)/bin/entra-sync bench freshness --changes 300 --rate 20
+	$(VENV)/bin/entra-sync bench fleet --tenants 500 --users 200
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache
