@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(VENV)/bin/entra-sync bench freshness --changes 300 --rate 20
 	$(VENV)/bin/entra-sync bench preview --users 100000 --runs 5
 	$(VENV)/bin/entra-sync bench console --end-users 100000
+	$(VENV)/bin/entra-sync bench fleet --tenants 500 --users 200
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

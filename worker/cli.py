@@ -115,7 +115,8 @@ def _up(args: argparse.Namespace) -> int:
     from worker.stack import run_stack
 
     configure_logging("auto", "info")
-    return run_until_signal(run_stack(Path(args.state_dir)))
+    return run_until_signal(run_stack(Path(args.state_dir), tenants=args.tenants, users=args.users,
+                                      workers=args.workers))
 
 
 def _simulator(args: argparse.Namespace) -> int:
@@ -136,12 +137,33 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entra-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="the whole product on embedded defaults")
     up.add_argument("--state-dir", default=".state")
+    up.add_argument("--tenants", type=_positive, default=1,
+                    help="simulated tenants, each mapped to its own PSA tenant with an enabled Organization")
+    up.add_argument("--users", type=_non_negative, default=200, help="users per simulated tenant")
+    up.add_argument("--workers", type=_positive, default=1, help="worker replicas in one consumer group")
     up.set_defaults(func=_up)
 
     sim = sub.add_parser("simulator", help="the Graph simulator alone")
@@ -162,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
 
     bench = sub.add_parser("bench", help="benchmarks; one JSON line each")
-    bench.add_argument("name", choices=["resync", "webhook", "freshness", "preview", "console"])
-    bench.add_argument("--users", type=int, default=100_000)
+    bench.add_argument("name", choices=["resync", "webhook", "freshness", "preview", "console", "fleet"])
+    bench.add_argument("--users", type=_positive, default=None,
+                       help="users (resync, preview: 100,000; fleet: per tenant, 200)")
+    bench.add_argument("--tenants", type=_positive, default=500, help="fleet: simulated tenants (at least 3)")
+    bench.add_argument("--workers", type=_positive, default=1, help="fleet: worker replicas")
     bench.add_argument("--seconds", type=float, default=20.0)
     bench.add_argument("--rate", type=float, default=None)
     bench.add_argument("--changes", type=int, default=300)

@@ -10,7 +10,7 @@ import itertools
 import re
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -45,9 +45,19 @@ class KafkaSettings(BaseSettings):
     enable_idempotence: bool = Field(True, description="Idempotent producer; some brokers (Tansu) reject it.")
     client_id: str = Field("entra-sync", description="Client id sent to the broker.")
     consumer_group: str = Field("entra-sync-worker", description="Consumer group of the worker replicas.")
+    session_timeout_ms: int = Field(
+        6000, description="A worker replica silent this long (killed) loses its partitions to the others."
+    )
+    heartbeat_interval_ms: int = Field(2000, description="Consumer heartbeat period (below a third of the above).")
     topic_partitions: int = Field(12, description="Partitions for topics this product creates.")
     topic_replication: int = Field(1, description="Replication factor for topics this product creates.")
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_session(self) -> KafkaSettings:
+        if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
+            raise ValueError("KAFKA_HEARTBEAT_INTERVAL_MS must be positive and below KAFKA_SESSION_TIMEOUT_MS")
+        return self
 
 
 class GraphSettings(BaseSettings):

@@ -269,7 +269,8 @@ class ConsumerLoop:
             retry_backoff_ms=500,
             # A SIGKILLed member is noticed after this long and its partitions go to the others (or to the
             # restarted worker); heartbeats run beside the work, so a long unit of work does not count.
-            session_timeout_ms=6000, heartbeat_interval_ms=2000,
+            session_timeout_ms=self._settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self._settings.kafka.heartbeat_interval_ms,
             # A full resync of a large tenant may take longer than aiokafka's 5-minute default between polls.
             max_poll_interval_ms=30 * 60 * 1000,
         )

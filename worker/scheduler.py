@@ -1,14 +1,20 @@
-"""The scheduler: every interval, a `resync` and a `renew-subscriptions` command per syncing tenant.
+"""The scheduler: a `resync` and a `renew-subscriptions` command per syncing tenant, once per interval each.
 
 It runs on every replica and acts only where it holds the leader lock (a PostgreSQL advisory lock held on a
-dedicated connection: if that replica dies, its connection closes and another takes over). It never
-overlaps itself: the next tick is planned only after the current one has been enqueued.
+dedicated connection: if that replica dies, its connection closes and another takes over). Tenants are not
+enqueued all at once: each has a stable slot inside the interval (`worker/core/schedule.py`), so a fleet's
+full resyncs are spread over the hour instead of arriving as one wave. It never overlaps itself: one loop
+looks at the window since its last look, enqueues the tenants due in it, then sleeps until the next slot.
+Subscription renewal rides on the same slot (renewal starts days before expiry, so an hour's spread is
+harmless).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,22 +24,30 @@ from aiokafka.errors import KafkaError
 from schemas import messages, topics
 from worker.bus import KafkaPublisher, Publisher, ensure_topics
 from worker.config import Settings
+from worker.core.schedule import due_tenants, next_wakeup
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
 
 LEADER_LOCK = 0x656E7472_6C656164  # "entrlead"
+MAX_SLEEP_S = 30.0  # look at least this often, so a newly enabled tenant's slot is not slept through
 
 
-async def enqueue_tick(conn: asyncpg.Connection, publisher: Publisher, *, reason: str = "scheduled") -> int:
-    """Enqueue one round of resync + renewal for every tenant with an enabled sync; returns the count."""
+async def enqueue_tenants(publisher: Publisher, tenant_ids: Iterable[str], *, reason: str = "scheduled") -> int:
+    """Enqueue renewal + resync for each tenant now; returns the count."""
     now = datetime.now(UTC).isoformat()
-    tenants = await store.tenants_with_enabled_sync(conn)
-    for tenant_id in tenants:
+    count = 0
+    for tenant_id in tenant_ids:
         for command in ("renew-subscriptions", "resync"):
             await publisher.publish(topics.COMMANDS, tenant_id, messages.Command(
                 command=command, tenant_id=tenant_id, reason=reason, requested_at=now))  # type: ignore[arg-type]
-    return len(tenants)
+        count += 1
+    return count
+
+
+async def enqueue_tick(conn: asyncpg.Connection, publisher: Publisher, *, reason: str = "scheduled") -> int:
+    """Enqueue one round for every tenant with an enabled sync at once (not the hourly path: see `_lead`)."""
+    return await enqueue_tenants(publisher, await store.tenants_with_enabled_sync(conn), reason=reason)
 
 
 async def run_scheduler(settings: Settings) -> None:
@@ -57,13 +71,23 @@ async def _lead(settings: Settings) -> None:
     try:
         conn = await asyncpg.connect(settings.database.url)
         try:
+            interval = settings.sync.resync_interval_s
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-                await asyncio.sleep(min(30.0, settings.sync.resync_interval_s))
+                await asyncio.sleep(min(MAX_SLEEP_S, interval))
             log.info("scheduler.leader")
+            # A new leader starts its window now: tenants wait for their own slot (at most one interval),
+            # so a leader change or restart never sends the whole fleet at once.
+            since = time.time()
             while True:
-                count = await enqueue_tick(conn, publisher)
-                log.info("scheduler.tick", tenants=count, next_in_s=settings.sync.resync_interval_s)
-                await asyncio.sleep(settings.sync.resync_interval_s)
+                tenants = await store.tenants_with_enabled_sync(conn)
+                now = time.time()
+                due = due_tenants(tenants, since=since, until=now, interval_s=interval)
+                if due:
+                    await enqueue_tenants(publisher, due)
+                    log.info("scheduler.tick", tenants=len(due), syncing=len(tenants))
+                since = now
+                wake = next_wakeup(tenants, now=now, interval_s=interval, max_sleep_s=min(MAX_SLEEP_S, interval))
+                await asyncio.sleep(max(0.0, wake - time.time()))
         finally:
             await conn.close()
     finally:

@@ -1,9 +1,11 @@
 """`entra-sync up`: the whole product on one machine with nothing installed but Python.
 
 Embedded PostgreSQL unless DATABASE_URL is set, the embedded Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is
-set, and a simulated tenant unless AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET are set. Then the
-migrations, and webhook, worker, scheduler and admin API as child processes (the same commands production
-runs). Writes DIR/stack.json when ready; on SIGINT/SIGTERM stops everything it started.
+set, and simulated tenants (`--tenants N` of `--users M` users each) unless AZURE_TENANT_ID/AZURE_CLIENT_ID/
+AZURE_CLIENT_SECRET are set. Then the migrations, and webhook, worker (one or more replicas in one consumer
+group), scheduler and admin API as child processes (the same commands production runs), and the demo
+(`worker/demo.py`). Writes DIR/stack.json when ready (atomically, mode 0600, every path absolute); on
+SIGINT/SIGTERM stops everything it started.
 """
 
 from __future__ import annotations
@@ -37,10 +39,21 @@ log = structlog.get_logger(__name__)
 PROCESSES = ("webhook", "worker", "scheduler", "admin-api")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int = 0o600) -> None:
+    """Write `path` so that a reader sees the old file or the whole new one, never a part, and never with
+    wider permissions than `mode` (it holds secrets): a temporary file created with `mode`, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), mode)  # O_CREAT's mode is cut by the umask, and an old tmp keeps its own
+            out.write(json.dumps(data, indent=2))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _secrets(state_dir: Path) -> dict[str, str]:
@@ -114,15 +127,33 @@ class Children:
         return [name for name, p in self.procs.items() if p.poll() is not None]
 
 
+def worker_names(workers: int) -> list[str]:
+    """Child names of the worker replicas: `worker`, then `worker-2`, `worker-3`, …"""
+    return ["worker"] + [f"worker-{i}" for i in range(2, workers + 1)]
+
+
 @dataclass
 class Stack:
+    """The embedded stack. `tenants`/`users` size the simulator; `workers` replicas share one consumer
+    group; `demo=False` leaves onboarding to the caller (`bench fleet` times its own)."""
+
     state_dir: Path
+    tenants: int = 1
+    users: int = 200
+    workers: int = 1
+    demo: bool = True
+    database_url: str | None = None  # a migrated-or-empty database to use instead of DATABASE_URL / embedded
     children: Children = field(init=False)
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    onboarded: list[Any] = field(default_factory=list)  # worker.demo.Onboarded, one per demo tenant
+    env: dict[str, str] = field(default_factory=dict)  # the children's environment, to start more alike
 
     def __post_init__(self) -> None:
+        if self.tenants < 1 or self.users < 0 or self.workers < 1:
+            raise ValueError("a stack needs at least one tenant and one worker, and no negative user count")
+        self.state_dir = Path(self.state_dir).resolve()  # stack.json's paths are absolute
         self.children = Children(self.state_dir / "logs")
 
     async def start(self) -> dict[str, Any]:
@@ -147,29 +178,33 @@ class Stack:
         }
         if not env["GRAPH_CA_FILE"]:
             del env["GRAPH_CA_FILE"]
+        self.env = env
         for name in PROCESSES:
-            self.children.start(name, [name], env)
+            if name == "worker":
+                for replica in worker_names(self.workers):
+                    self.children.start(replica, ["worker"], env)
+            else:
+                self.children.start(name, [name], env)
         admin_url = f"http://127.0.0.1:{admin_port}"
         await wait_healthy(f"http://127.0.0.1:{webhook_port}/healthz", self.children.procs["webhook"])
         await wait_healthy(f"{admin_url}/healthz", self.children.procs["admin-api"])
         self.info = {
             "webhook_url": f"http://127.0.0.1:{webhook_port}", "admin_url": admin_url,
-            "console_url": f"{admin_url}/",
-            "admin_token": keys["admin_token"], "graph_url": graph["graph_url"],
-            "authority_url": graph["authority_url"], "ca_file": graph.get("ca_file") or "",
+            "admin_token": keys["admin_token"], "console_url": admin_url + "/", "graph_url": graph["graph_url"],
+            "authority_url": graph["authority_url"], "ca_file": _absolute(graph.get("ca_file") or ""),
             "database_url": database_url, "kafka_bootstrap_servers": bootstrap, "tenants": graph["tenants"],
         }
-        if graph.get("simulated"):
+        if graph.get("simulated") and self.demo:
             from worker.demo import create_demo
 
-            await create_demo(admin_url, keys["admin_token"], graph["tenants"][0])
+            self.onboarded = await create_demo(admin_url, keys["admin_token"], graph["tenants"])
         write_json_atomic(self.state_dir / "stack.json", self.info)
         log.info("stack.ready", stack_json=str(self.state_dir / "stack.json"), admin_url=admin_url,
                  webhook_url=self.info["webhook_url"])
         return self.info
 
     async def _database(self) -> str:
-        url = os.environ.get("DATABASE_URL")
+        url = self.database_url or os.environ.get("DATABASE_URL")
         if url:
             return url
         self.postgres = EmbeddedPostgres(self.state_dir / "pgdata")
@@ -196,8 +231,11 @@ class Stack:
         sim_dir = self.state_dir / "simulator"
         sim_dir.mkdir(parents=True, exist_ok=True)
         (sim_dir / "simulator.json").unlink(missing_ok=True)
-        proc = self.children.start("simulator", ["simulator", "--state-dir", str(sim_dir)], dict(os.environ))
-        info = await _wait_for_file(sim_dir / "simulator.json", proc)
+        proc = self.children.start("simulator", [
+            "simulator", "--state-dir", str(sim_dir), "--tenants", str(self.tenants), "--users", str(self.users),
+        ], dict(os.environ))
+        # Seeding takes about 12 s for 500 tenants of 200 users on this machine.
+        info = await _wait_for_file(sim_dir / "simulator.json", proc, timeout_s=60 + self.tenants * self.users / 1000)
         return {**info, "simulated": True}
 
     async def run_until_stopped(self) -> None:
@@ -216,8 +254,12 @@ class Stack:
         log.info("stack.stopped")
 
 
-async def run_stack(state_dir: Path) -> None:
-    stack = Stack(state_dir)
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve()) if path else ""
+
+
+async def run_stack(state_dir: Path, *, tenants: int = 1, users: int = 200, workers: int = 1) -> None:
+    stack = Stack(state_dir, tenants=tenants, users=users, workers=workers)
     try:
         await stack.start()
         await stack.run_until_stopped()

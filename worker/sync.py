@@ -480,7 +480,9 @@ class SyncEngine:
         async with self._spare_connection() as reader, self._spare_connection(parallel) as second:
             # Without a spare connection (the pool is busy) the chunks are read on `conn`, one after the other.
             source = prefetch(chunks(reader), depth=1) if reader is not None else chunks(conn)
-            if second is None:
+            # Reading on `conn` excludes writing on it at the same time: one writer then (asyncpg refuses a
+            # second operation on a busy connection, "another operation is in progress").
+            if second is None or reader is None:
                 async for chunk in source:
                     if not await self._write_chunk(conn, chunk, runs, written):
                         await write_again(conn, chunk)

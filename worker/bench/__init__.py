@@ -24,13 +24,18 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.name == "resync":
         from worker.bench.resync import bench_resync
 
-        return [await bench_resync(users=args.users) for _ in range(max(1, args.runs))]
+        return [await bench_resync(users=args.users or 100_000) for _ in range(max(1, args.runs))]
     if args.name == "preview":
         from worker.bench.preview import bench_preview
 
-        return [await bench_preview(users=args.users, runs=max(1, args.runs))]
+        return [await bench_preview(users=args.users or 100_000, runs=max(1, args.runs))]
     if args.name == "console":
         from worker.bench.console import bench_console
 
         return [await bench_console(end_users=args.end_users)]
+    if args.name == "fleet":
+        from worker.bench.fleet import bench_fleet
+
+        return [await bench_fleet(tenants=args.tenants, users=args.users or 200, workers=args.workers,
+                                  rate=args.rate or 10.0) for _ in range(max(1, args.runs))]
     raise NotImplementedError(f"bench {args.name!r} is not wired yet")

@@ -11,6 +11,9 @@ carries its title. `lost` counts changes not shown within `LOST_AFTER_S` of the 
 
 A user is changed again only once its previous change was shown, so a later title never hides an earlier
 one (the demo has fewer End Users than a typical N); with latencies well below N / rate this never waits.
+
+The change load (`ChangeRun`, `patch_open_loop`, `watch_end_users`, `latency_figures`) is shared with
+`bench fleet`, which changes users of many tenants while their full resyncs run.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 @dataclass
 class _Change:
     index: int
+    tenant_id: str
     object_id: str
     title: str
     patched_at: float | None = None
@@ -47,13 +51,33 @@ class _Change:
 
 
 @dataclass
-class _Run:
+class ChangeRun:
+    """The changes of one measurement: made, pending (patched, not yet shown) and busy users."""
+
     changes: list[_Change] = field(default_factory=list)
     pending: dict[str, _Change] = field(default_factory=dict)  # object id → its unshown patched change
     busy: set[str] = field(default_factory=set)  # object ids with a change in flight or not yet shown
     patch_errors: int = 0
     last_patch_at: float = 0.0
     patching_done: bool = False
+
+    @property
+    def shown(self) -> int:
+        return sum(1 for c in self.changes if c.shown_at is not None)
+
+    async def settle(self, watcher: asyncio.Task[None]) -> None:
+        """Wait until every patched change is shown, or `LOST_AFTER_S` after the last patch."""
+        deadline = self.last_patch_at + LOST_AFTER_S
+        while self.pending and time.monotonic() < deadline and not watcher.done():
+            await asyncio.sleep(POLL_S)
+
+
+def latency_figures(run: ChangeRun) -> dict[str, float]:
+    """p50, p99 and max of patch → shown, in seconds (0 when nothing was shown)."""
+    latencies = sorted(c.shown_at - c.patched_at for c in run.changes
+                       if c.shown_at is not None and c.patched_at is not None) or [0.0]
+    return {"p50_s": round(_percentile(latencies, 0.50), 3), "p99_s": round(_percentile(latencies, 0.99), 3),
+            "max_s": round(latencies[-1], 3)}
 
 
 async def bench_freshness(*, changes: int, rate: float, state_dir: Path | None = None) -> dict[str, Any]:
@@ -70,18 +94,8 @@ async def bench_freshness(*, changes: int, rate: float, state_dir: Path | None =
     return _result(run, changes)
 
 
-def _result(run: _Run, changes: int) -> dict[str, Any]:
-    latencies = sorted(c.shown_at - c.patched_at for c in run.changes
-                       if c.shown_at is not None and c.patched_at is not None) or [0.0]
-    shown = sum(1 for c in run.changes if c.shown_at is not None)
-    return {
-        "bench": "freshness",
-        "changes": changes,
-        "p50_s": round(_percentile(latencies, 0.50), 3),
-        "p99_s": round(_percentile(latencies, 0.99), 3),
-        "max_s": round(latencies[-1], 3),
-        "lost": changes - shown,
-    }
+def _result(run: ChangeRun, changes: int) -> dict[str, Any]:
+    return {"bench": "freshness", "changes": changes, **latency_figures(run), "lost": changes - run.shown}
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -138,18 +152,18 @@ def _items(data: Any) -> list[dict[str, Any]]:
 # --- measurement ----------------------------------------------------------------------------------------------
 
 
-async def _measure(info: dict[str, Any], *, changes: int, rate: float) -> _Run:
+async def _measure(info: dict[str, Any], *, changes: int, rate: float) -> ChangeRun:
     db = await asyncpg.connect(info["database_url"])
     try:
         org_ids, object_ids = await _wait_ready(info, db)
-        token = await _graph_token(info)
-        run = _Run()
-        watcher = asyncio.create_task(_watch(db, run, org_ids))
+        tenant = info["tenants"][0]
+        tokens = {tenant["tenant_id"]: await graph_token(info, tenant)}
+        run = ChangeRun()
+        watcher = asyncio.create_task(watch_end_users(db, run, org_ids))
         try:
-            await _patch_all(info, token, run, object_ids, changes=changes, rate=rate)
-            deadline = run.last_patch_at + LOST_AFTER_S
-            while run.pending and time.monotonic() < deadline and not watcher.done():
-                await asyncio.sleep(POLL_S)
+            await patch_open_loop(info, tokens, run, [(tenant["tenant_id"], o) for o in object_ids],
+                                  changes=changes, rate=rate)
+            await run.settle(watcher)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,8 +173,8 @@ async def _measure(info: dict[str, Any], *, changes: int, rate: float) -> _Run:
         await db.close()
 
 
-async def _graph_token(info: dict[str, Any]) -> str:
-    tenant = info["tenants"][0]
+async def graph_token(info: dict[str, Any], tenant: dict[str, str]) -> str:
+    """A Graph token for `tenant`, from the (simulated) Entra token endpoint, as a Graph client gets one."""
     credential = ClientSecretCredential(
         tenant["tenant_id"], tenant["client_id"], tenant["client_secret"], authority=info["authority_url"],
         disable_instance_discovery=True, connection_verify=info["ca_file"] or True,
@@ -171,41 +185,53 @@ async def _graph_token(info: dict[str, Any]) -> str:
         await credential.close()
 
 
-async def _patch_all(
-    info: dict[str, Any], token: str, run: _Run, object_ids: list[str], *, changes: int, rate: float
+async def patch_open_loop(
+    info: dict[str, Any], tokens: dict[str, str], run: ChangeRun, targets: list[tuple[str, str]], *,
+    rate: float, changes: int | None = None, stop: asyncio.Event | None = None,
 ) -> None:
-    """Open loop at `rate`: change i is due at i / rate; each goes to the least recently changed free user."""
+    """Open loop at `rate`: change i is due at i / rate; each goes to the least recently changed free user of
+    `targets` ((tenant id, object id) pairs, signed in with that tenant's token). Ends after `changes` changes
+    or once `stop` is set."""
     nonce = secrets.token_hex(4)
     ctx = ssl.create_default_context(cafile=info["ca_file"]) if info["ca_file"] else None
-    order = list(object_ids)  # rotation: least recently changed first
+    order = list(targets)  # rotation: least recently changed first
     tasks: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+    async with aiohttp.ClientSession() as http:
         started = time.monotonic()
-        for i in range(changes):
+        i = 0
+        while (changes is None or i < changes) and not (stop is not None and stop.is_set()):
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            while (object_id := next((o for o in order if o not in run.busy), None)) is None:
+            while (target := next((t for t in order if t[1] not in run.busy), None)) is None:
+                if stop is not None and stop.is_set():  # every target's change is still unshown
+                    break
                 await asyncio.sleep(0.01)
-            order.remove(object_id)
-            order.append(object_id)
-            change = _Change(i, object_id, f"bench-{i}-{nonce}")
+            if target is None:
+                break
+            order.remove(target)
+            order.append(target)
+            change = _Change(i, target[0], target[1], f"bench-{i}-{nonce}")
             run.changes.append(change)
-            run.busy.add(object_id)
-            task = asyncio.create_task(_patch(http, info["graph_url"], ctx, change, run))
+            run.busy.add(change.object_id)
+            task = asyncio.create_task(_patch(http, info["graph_url"], ctx, tokens[change.tenant_id], change, run))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            i += 1
         await asyncio.gather(*tasks)
     run.patching_done = True
 
 
 async def _patch(
-    http: aiohttp.ClientSession, graph_url: str, ctx: ssl.SSLContext | None, change: _Change, run: _Run
+    http: aiohttp.ClientSession, graph_url: str, ctx: ssl.SSLContext | None, token: str, change: _Change,
+    run: ChangeRun,
 ) -> None:
     url = f"{graph_url}/users/{change.object_id}"
+    headers = {"Authorization": f"Bearer {token}"}
     for attempt in range(5):
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with http.patch(url, json={"jobTitle": change.title}, ssl=ctx if ctx else True) as resp:
+            async with http.patch(url, json={"jobTitle": change.title}, headers=headers,
+                                  ssl=ctx if ctx else True) as resp:
                 await resp.read()
                 if resp.status == 204:
                     change.patched_at = time.monotonic()
@@ -217,11 +243,13 @@ async def _patch(
     run.last_patch_at = max(run.last_patch_at, time.monotonic())
 
 
-async def _watch(db: asyncpg.Connection, run: _Run, org_ids: list[str]) -> None:
-    """Every POLL_S, the titles of the End Users with a pending change; marks the changes they show."""
+async def watch_end_users(db: asyncpg.Connection, run: ChangeRun, org_ids: list[str] | None) -> None:
+    """Every POLL_S, the titles of the End Users with a pending change (in `org_ids`, or in every
+    Organization); marks the changes they show."""
     query = ("SELECT t.object_id, t.title, bool_and(e.job_title IS NOT DISTINCT FROM t.title)"
              " FROM unnest($1::text[], $2::text[]) AS t (object_id, title)"
-             " JOIN end_users e ON e.entra_object_id = t.object_id AND e.organization_id = ANY ($3::uuid[])"
+             " JOIN end_users e ON e.entra_object_id = t.object_id"
+             " AND ($3::uuid[] IS NULL OR e.organization_id = ANY ($3::uuid[]))"
              " GROUP BY t.object_id, t.title")
     while True:
         began = time.monotonic()
