@@ -30,17 +30,18 @@ fresh = test_sync_rules.fresh  # the same fixture: a brand-new simulated tenant 
 
 
 @pytest.fixture
-async def api(database_url: str, pool: asyncpg.Pool, kafka_settings: KafkaSettings) -> AsyncIterator[Api]:
+async def api(database_url: str, pool: asyncpg.Pool, kafka_settings: KafkaSettings, sim: Simulator
+              ) -> AsyncIterator[Api]:
     """The admin API on the session database, publishing to the session broker."""
     await ensure_topics(kafka_settings)
     publisher = KafkaPublisher(kafka_settings)
     await publisher.start()
     client: Any = TestClient(TestServer(
-        create_admin_app(make_settings(database_url, kafka_settings), pool=pool, publisher=publisher),
+        create_admin_app(make_settings(database_url, kafka_settings, sim), pool=pool, publisher=publisher),
         host="127.0.0.1"))
     await client.start_server()
     try:
-        yield Api(client, pool)
+        yield Api(client, pool, sim)
     finally:
         await client.close()
         await publisher.stop()
@@ -275,8 +276,9 @@ async def test_unmap_remap_and_disable_leave_deactivated_end_users_deactivated(
 
     await api.ok("PUT", f"/psa-tenants/{psa}/microsoft-tenant", {"microsoft_tenant_id": tid})
     other = await sim_control(sim, "POST", "/_sim/tenants", {"users": 2})
-    await api.ok("POST", "/microsoft-tenants", {"tenant_id": other["tenant_id"], "display_name": "Other",
-                                                "client_id": other["client_id"], "client_secret": "x"}, status=201)
+    await api.ok("POST", "/microsoft-tenants", {
+        "tenant_id": other["tenant_id"], "display_name": "Other", "client_id": other["client_id"],
+        "client_secret": other["client_secret"]}, status=201)
     await fresh.engine.org_sync(tid, fresh.org_id, None)  # relinked and synced again: the leaver stays a leaver
     remapped = await api.ok("PUT", f"/psa-tenants/{psa}/microsoft-tenant", {"microsoft_tenant_id": other["tenant_id"]})
     rows = await end_users(pool, fresh.org_id)
