@@ -57,7 +57,10 @@ async def run_scheduler(settings: Settings) -> None:
     while True:
         try:
             await _lead(settings)
-        except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # InternalClientError: a connection the server terminated while idle can refuse its next query with
+        # "another operation is in progress" instead of a connection error; it is as lost.
+        except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError) as exc:
             failures += 1
             delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
             log.warning("scheduler.retry", error=repr(exc), delay_s=round(delay, 2))
