@@ -161,7 +161,8 @@ async def _register_again(v: View, form: Any, errors: dict[str, str]) -> web.Res
 
 def _credential_error(exc: ApiError, default_field: str) -> dict[str, str]:
     """A refused or untestable credential as a form error: Entra's error code on the field it concerns."""
-    return {exc.field if exc.field in ("tenant_id", "client_id", "client_secret") else default_field: exc.message}
+    field = exc.field if exc.field in ("tenant_id", "client_id", "client_secret") else default_field
+    return {field: exc.message.removeprefix(f"{field}: ")}
 
 
 @action
