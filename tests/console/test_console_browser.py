@@ -133,6 +133,15 @@ async def test_bad_form_input_is_reshown_with_the_fields_error_and_nothing_writt
             assert resp.status == 400
             assert "Tenant ID is already registered" in await resp.text()
         assert await admin.items("/microsoft-tenants") == before
+        # The API's registration: the credential is tested against Entra first; refused → nothing stored.
+        unknown = {"csrf_token": csrf, "tenant_id": str(uuid.uuid4()), "display_name": "Nope",
+                   "client_id": before[0]["client_id"], "client_secret": "wrong-secret"}
+        async with http.post("/tenants", data=unknown) as resp:
+            html = await resp.text()
+            assert resp.status == 400
+        assert "the credential was refused (" in html and "nothing was stored" in html
+        assert "wrong-secret" not in html
+        assert await admin.items("/microsoft-tenants") == before
 
 
 # ---- the technician's day in the browser -------------------------------------------------------------------
