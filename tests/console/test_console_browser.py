@@ -2,8 +2,11 @@
 
 One signed-in browser page walks a technician's day in order: set up a sync with filters (the preview's
 figures are the admin API's), see it Enabled and its End Users, open one's Microsoft data, edit the filters,
-be refused bad input, disable with confirmation, confirm a held run, resolve a review item, sign out. Every
-page visited is screenshotted. Refusals (no session, no CSRF token) are checked over plain HTTP.
+be refused bad input, disable with confirmation, confirm a held run, read a leaver card, see why a user is
+synced, edit a field (locked) and unlock it, exclude, resolve a review item, dismiss a held run, undo a run
+after its dry run (and be refused while its cause is in force), be refused a wrong secret and the removal of a
+mapped tenant, sign out. Every page visited is screenshotted. Refusals (no session, no CSRF token) are
+checked over plain HTTP.
 """
 
 from __future__ import annotations
@@ -82,6 +85,18 @@ async def test_pages_need_a_session_and_posts_a_csrf_token(stack: dict[str, Any]
             assert resp.status == 403
     http, csrf = await _signed_in_session(stack)
     async with http:
+        tenant = (await admin.items("/microsoft-tenants"))[0]
+        end_user = (await eventually(lambda: admin.items(f"/organizations/{org['id']}/end-users?limit=1"),
+                                     what="an End User synced"))[0]
+        run = (await admin.items(f"/sync-runs?organization_id={org['id']}"))[0]
+        for path in (f"/tenants/{tenant['tenant_id']}/secret", f"/tenants/{tenant['tenant_id']}/remove",
+                     f"/end-users/{end_user['id']}/edit", f"/end-users/{end_user['id']}/exclude",
+                     f"/end-users/{end_user['id']}/unlock/job_title", f"/sync-runs/{run['id']}/dismiss",
+                     f"/sync-runs/{run['id']}/undo"):
+            async with http.post(path, data={"csrf_token": "forged", "client_secret": "x", "job_title": "x"}) as resp:
+                assert resp.status == 403, path
+        assert (await admin.call("GET", f"/end-users/{end_user['id']}"))["sync_state"] == end_user["sync_state"]
+        assert [t["tenant_id"] for t in await admin.items("/microsoft-tenants")].count(tenant["tenant_id"]) == 1
         async with http.get("/tenants") as resp:
             policy = resp.headers["Content-Security-Policy"]
             assert "script-src 'self'" in policy and "unsafe-inline" not in policy
@@ -117,6 +132,15 @@ async def test_bad_form_input_is_reshown_with_the_fields_error_and_nothing_writt
         async with http.post("/tenants", data=taken) as resp:
             assert resp.status == 400
             assert "Tenant ID is already registered" in await resp.text()
+        assert await admin.items("/microsoft-tenants") == before
+        # The API's registration: the credential is tested against Entra first; refused → nothing stored.
+        unknown = {"csrf_token": csrf, "tenant_id": str(uuid.uuid4()), "display_name": "Nope",
+                   "client_id": before[0]["client_id"], "client_secret": "wrong-secret"}
+        async with http.post("/tenants", data=unknown) as resp:
+            html = await resp.text()
+            assert resp.status == 400
+        assert "the credential was refused (" in html and "nothing was stored" in html
+        assert "wrong-secret" not in html
         assert await admin.items("/microsoft-tenants") == before
 
 
@@ -286,11 +310,9 @@ async def test_disable_with_confirmation(page: Any, admin: Admin) -> None:
     assert kept["total"] > 0 and all(u["sync_state"] != "synced" for u in kept["items"])
 
 
-async def test_held_run_confirmed(page: Any, admin: Admin, graph: Graph) -> None:
-    from playwright.async_api import expect
-
-    org = await _org(admin, "Contoso Engineering")
-    users = (await admin.call("GET", f"/organizations/{org['id']}/end-users"))["items"]
+async def _hold_a_run(admin: Admin, graph: Graph, org: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Disable a third of an Organization's synced users in Entra so that one run sees them all: held."""
+    users = (await admin.call("GET", f"/organizations/{org['id']}/end-users?sync_state=synced"))["items"]
     leavers = users[: max(3, len(users) // 3)]
     # The leavers' notifications are dropped so that one run sees them all (as a resync would) and the
     # accidental-deletion guard holds it; "run now" is that run.
@@ -306,7 +328,16 @@ async def test_held_run_confirmed(page: Any, admin: Admin, graph: Graph) -> None
         runs = await admin.items(f"/sync-runs?organization_id={org['id']}")
         return next((r for r in runs if r["status"] == "held"), None)
 
-    run = await eventually(held, timeout_s=30, what="a held run")
+    return await eventually(held, timeout_s=30, what="a held run"), leavers
+
+
+async def test_held_run_confirmed(page: Any, admin: Admin, graph: Graph) -> None:
+    from playwright.async_api import expect
+
+    org = await _org(admin, "Contoso Engineering")
+    run, leavers = await _hold_a_run(admin, graph, org)
+    await page.goto(f"/organizations/{org['id']}")  # the badge is `GET …/user-sync`'s held_run_id
+    await expect(page.get_by_role("link", name="Held run: confirm or dismiss")).to_be_visible()
     await page.get_by_role("link", name="Sync Runs").click()
     await page.shots("sync-runs-held")
     await page.get_by_role("button", name="Confirm held run of Contoso Engineering").first.click()
@@ -319,6 +350,80 @@ async def test_held_run_confirmed(page: Any, admin: Admin, graph: Graph) -> None
 
     await eventually(deactivated, timeout_s=30, what="the held deactivations applied")
     assert run["id"]
+
+
+async def test_leaver_card_of_a_deactivated_end_user(page: Any, admin: Admin) -> None:
+    from playwright.async_api import expect
+
+    org = await _org(admin, "Contoso Engineering")
+    leaver = (await admin.call("GET", f"/organizations/{org['id']}/end-users?sync_state=deactivated"))["items"][0]
+    card = (await admin.call("GET", f"/end-users/{leaver['id']}"))["leaver"]
+    await page.goto(f"/end-users/{leaver['id']}")
+    region = page.get_by_role("region", name="Leaver")
+    await expect(region).to_contain_text(card["evidence"])
+    await expect(region).to_contain_text(card["reason"])
+    await page.shots("end-user-leaver")
+
+
+async def test_end_user_why_edit_lock_unlock_and_exclude(page: Any, admin: Admin) -> None:
+    from playwright.async_api import expect
+
+    org = await _org(admin, "Contoso Engineering")
+    target = (await admin.call("GET", f"/organizations/{org['id']}/end-users?sync_state=synced"))["items"][0]
+    url = f"/end-users/{target['id']}"
+    await page.goto(url)
+    why = page.get_by_role("region", name="Why is this user synced?")
+    api = await admin.call(
+        "GET", f"/organizations/{org['id']}/user-sync/explain?entra_object_id={target['entra_object_id']}")
+    table = why.get_by_role("table", name="Filter sections")
+    await expect(table.get_by_role("row")).to_have_count(1 + len(api["sections"]))
+    titles = {"user_types": "User Type", "domains": "Domain", "office_locations": "Office Location",
+              "departments": "Department", "groups": "Group"}
+    for section in api["sections"]:
+        row = table.get_by_role("row", name=re.compile("^" + titles[section["section"]]))
+        await expect(row).to_contain_text("not matched" if not section["matched"] else "matched")
+        for value in section["user_values"][:1]:
+            await expect(row).to_contain_text(value)
+    await expect(why).to_contain_text("In scope" if api["in_scope"] else "Out of scope")
+    await page.shots("end-user-why")
+
+    # Bad input: the field's error, the values given, nothing written.
+    await page.get_by_text("Edit fields").click()
+    await page.get_by_label("Email", exact=True).fill("not-an-email")
+    await page.get_by_label("Job title").fill("Principal Plumber")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_text("Email must be an email address")).to_be_visible()
+    await expect(page.get_by_label("Job title")).to_have_value("Principal Plumber")
+    after = await admin.call("GET", url)
+    assert after["email"] == target["email"] and after["job_title"] == target["job_title"]
+    assert after["locked_fields"] == []
+    await page.shots("end-user-edit-error")
+
+    await page.get_by_label("Email", exact=True).fill(target["email"])
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status").first).to_contain_text("End User saved")
+    details = page.get_by_role("region", name="User Details")
+    await expect(details.get_by_role("button", name="Unlock Job title")).to_be_visible()
+    await expect(details.get_by_text("Locked", exact=True)).to_have_count(1)  # only the field edited
+    edited = await admin.call("GET", url)
+    assert edited["job_title"] == "Principal Plumber" and edited["locked_fields"] == ["job_title"]
+    history = page.get_by_role("region", name="Change history")
+    await expect(history.get_by_role("row").nth(1)).to_contain_text("Principal Plumber")  # newest first
+    await page.shots("end-user-locked")
+
+    await details.get_by_role("button", name="Unlock Job title").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Field unlocked")
+    assert (await admin.call("GET", url))["locked_fields"] == []
+
+    await page.get_by_role("link", name="Exclude").click()
+    dialog = page.get_by_role("dialog", name="Exclude this End User?")
+    await expect(dialog).to_be_visible()
+    assert (await admin.call("GET", url))["sync_state"] == "synced"  # not before it is confirmed
+    await page.shots("end-user-exclude")
+    await dialog.get_by_role("button", name="Exclude End User").click()
+    await expect(page.get_by_role("status").first).to_contain_text("End User excluded")
+    assert (await admin.call("GET", url))["sync_state"] == "excluded"
+    await expect(page.get_by_role("link", name="Exclude")).to_have_count(0)
 
 
 async def test_review_item_resolved_in_place(page: Any, admin: Admin, graph: Graph, stack: dict[str, Any]) -> None:
@@ -356,6 +461,89 @@ async def test_review_item_resolved_in_place(page: Any, admin: Admin, graph: Gra
     await expect(page.get_by_role("region", name=f"Ann Lee {tag}")).to_have_count(0)
     resolved = [i for i in await admin.items("/review-items?status=resolved") if i["id"] == review["id"]]
     assert resolved and resolved[0]["resolution"]["action"] == "link"
+
+
+async def test_held_run_dismissed(page: Any, admin: Admin, graph: Graph) -> None:
+    from playwright.async_api import expect
+
+    org = await _org(admin, "Contoso Sales & Support")
+    run, leavers = await _hold_a_run(admin, graph, org)
+    await page.goto(f"/psa-tenants/{org['psa_tenant_id']}")
+    row = page.get_by_role("row").filter(has_text=org["name"])
+    await expect(row.get_by_role("link", name="Held run: confirm or dismiss")).to_be_visible()
+    await page.shots("psa-tenant-held-badge")
+    await page.get_by_role("link", name="Sync Runs").click()
+    await page.get_by_role("button", name=f"Dismiss held run of {org['name']}").first.click()
+    await expect(page.get_by_role("status").first).to_contain_text("Held run dismissed")
+    assert (await admin.call("GET", f"/sync-runs/{run['id']}"))["status"] != "held"
+    states = {u["id"]: u["sync_state"] for u in (await admin.call(
+        "GET", f"/organizations/{org['id']}/end-users?limit=1000"))["items"]}
+    assert all(states[u["id"]] != "deactivated" for u in leavers)
+
+
+async def test_undo_refused_while_its_cause_is_in_force(page: Any, admin: Admin) -> None:
+    from playwright.async_api import expect
+
+    await page.get_by_role("link", name="Sync Runs").click()
+    await page.get_by_role("link", name=re.compile("^Undo run of Contoso Engineering")).first.click()
+    await expect(page.get_by_role("alert")).to_contain_text("cause of this run is still in force")
+    await expect(page.get_by_role("button", name="Confirm undo")).to_have_count(0)
+    await page.shots("undo-refused")
+
+
+async def test_undo_shows_its_dry_run_then_applies(page: Any, admin: Admin) -> None:
+    from playwright.async_api import expect
+
+    org = page.org  # its sync was disabled above: undoing its first run is allowed
+    await page.goto(f"/sync-runs?organization_id={org['id']}")
+    await page.get_by_role("link", name=re.compile("^Undo run of Fabrikam Finance")).last.click()
+    run_id = page.url.rstrip("/").split("/")[-2]
+    dry = await admin.call("POST", f"/sync-runs/{run_id}/undo?dry_run=true", expect=200)
+    table = page.get_by_role("table", name="Undo dry run")
+    kinds = {"removed": len(dry["removed"]), "unlinked": len(dry["unlinked"]), "restored": len(dry["restored"]),
+             "skipped": len(dry["skipped"])}
+    assert sum(kinds.values()) > 0
+    await expect(table.get_by_role("row")).to_have_count(1 + sum(kinds.values()))
+    for kind, n in kinds.items():
+        await expect(table.get_by_role("row").filter(has=page.get_by_role("cell", name=kind, exact=True))) \
+            .to_have_count(n)
+    before = (await admin.call("GET", f"/organizations/{org['id']}/end-users"))["total"]
+    await page.shots("undo-dry-run")
+    await page.get_by_role("button", name="Confirm undo").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Sync run undone")
+    after = (await admin.call("GET", f"/organizations/{org['id']}/end-users"))["total"]
+    assert after == before - len(dry["removed"])
+    await admin.call("POST", f"/sync-runs/{run_id}/undo?dry_run=true", expect=409)  # once only
+
+
+async def test_rotate_secret_refused_and_remove_refused_while_mapped(
+    page: Any, admin: Admin, stack: dict[str, Any]
+) -> None:
+    from playwright.async_api import expect
+
+    tenant = (await admin.items("/microsoft-tenants"))[0]
+    name = tenant["display_name"]
+    await page.get_by_role("link", name="Microsoft Tenants").click()
+    await page.get_by_label(f"Rotate secret of {name}").click()
+    await page.get_by_label(f"New client secret for {name}").fill("not-the-secret")
+    await page.get_by_role("button", name="Test and save secret").first.click()
+    error = page.get_by_text(re.compile("refused \\(invalid_client\\): AADSTS7000215"))
+    await expect(error).to_be_visible()
+    assert "not-the-secret" not in await page.content()
+    await page.shots("rotate-refused")
+    await page.get_by_label(f"New client secret for {name}").fill(stack["tenants"][0]["client_secret"])
+    await page.get_by_role("button", name="Test and save secret").first.click()
+    await expect(page.get_by_role("status").first).to_contain_text("Client secret changed")
+
+    await page.get_by_role("link", name=f"Remove {name}").click()
+    dialog = page.get_by_role("dialog", name=f"Remove {name}?")
+    await expect(dialog).to_contain_text("unmap it first")
+    await page.shots("remove-confirmation")
+    await dialog.get_by_role("button", name="Remove tenant").click()
+    await expect(page.get_by_text(re.compile("is mapped to PSA tenant .*unmap it first"))).to_be_visible()
+    await page.shots("remove-refused")
+    await page.get_by_role("link", name="Back to Microsoft Tenants").click()
+    assert tenant["tenant_id"] in [t["tenant_id"] for t in await admin.items("/microsoft-tenants")]
 
 
 async def test_tenant_page_plots_and_sign_out(page: Any, stack: dict[str, Any]) -> None:

@@ -381,15 +381,20 @@ async def confirm_run(request: web.Request) -> web.Response:
     return web.json_response({"run_id": run_id}, status=202)
 
 
-async def dismiss_run(request: web.Request) -> web.Response:
-    """Keep everyone a held run would deactivate, and end its hold."""
-    run_id = inputs.path_id(request)
+async def dismiss_held_run(pool: asyncpg.Pool, run_id: str) -> None:
+    """Keep everyone a held run would deactivate, and end its hold (404/409 as API errors; the console too)."""
     try:
-        await holds.dismiss_run(request.app[POOL], run_id)
+        await holds.dismiss_run(pool, run_id)
     except LookupError:
         raise ApiError(404, f"no sync run {run_id}") from None
     except holds.NotHeld as exc:
         raise ApiError(409, str(exc)) from None
+
+
+async def dismiss_run(request: web.Request) -> web.Response:
+    """Keep everyone a held run would deactivate, and end its hold."""
+    run_id = inputs.path_id(request)
+    await dismiss_held_run(request.app[POOL], run_id)
     return web.json_response(await _store(request).get_run(run_id))
 
 

@@ -24,18 +24,22 @@ ADMIN_STORE = web.AppKey("end_users_admin_store", AdminStore)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def end_user_error(exc: EndUserError) -> ApiError:
+    """The End User store's errors as API errors (404, 409); the console shows the same."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, str(exc))
+    if isinstance(exc, Conflict):
+        return ApiError(409, str(exc))
+    return ApiError(500, "internal error")
+
+
 def _mapped(handler: Handler) -> Handler:
-    """The End User store's errors as API errors (404, 409)."""
     @functools.wraps(handler)
     async def run(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except NotFound as exc:
-            raise ApiError(404, str(exc)) from None
-        except Conflict as exc:
-            raise ApiError(409, str(exc)) from None
         except EndUserError as exc:
-            raise ApiError(500, "internal error") from exc
+            raise end_user_error(exc) from (None if isinstance(exc, NotFound | Conflict) else exc)
     return run
 
 

@@ -24,10 +24,12 @@ import jinja2
 import structlog
 from aiohttp import web
 
+from worker.admin.end_users_api import end_user_error
 from worker.admin.errors import ApiError, from_store
 from worker.admin.service import AdminService
 from worker.store.admin import AdminStore, StoreError
 from worker.store.console import ConsoleStore
+from worker.store.end_users import EndUserError, EndUserStore
 
 from .forms import SECTION_TITLES, FormErrors
 from .session import COOKIE, Session, SessionKeys
@@ -51,6 +53,8 @@ class Console:
     pages: ConsoleStore
     service: AdminService
     keys: SessionKeys
+    end_users: EndUserStore  # the admin API's End User decisions (edit, lock, exclude, journal, undo)
+    pool: asyncpg.Pool  # for the admin API's functions that take a pool (explain, dismiss)
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -75,6 +79,10 @@ class View:
     @property
     def service(self) -> AdminService:
         return self.console.service
+
+    @property
+    def end_users(self) -> EndUserStore:
+        return self.console.end_users
 
     @property
     def csrf(self) -> str:
@@ -126,6 +134,9 @@ async def _guarded(request: web.Request, handler: Handler, session: Session) -> 
     """Run a handler; failures become a readable page, never a stack trace."""
     try:
         return await handler(View(request, session, request.app[CONSOLE]))
+    except EndUserError as exc:
+        err = end_user_error(exc)
+        return _error_page(request, session, err.status, err.message)
     except StoreError as exc:
         err = from_store(exc)
         return _error_page(request, session, err.status, err.message)
@@ -211,7 +222,8 @@ def setup_console(
     """Add the console's routes, templates and static files to the admin application."""
     from . import views
 
-    app[CONSOLE] = Console(store=store, pages=ConsoleStore(pool), service=service, keys=SessionKeys(token))
+    app[CONSOLE] = Console(store=store, pages=ConsoleStore(pool), service=service, keys=SessionKeys(token),
+                           end_users=EndUserStore(pool), pool=pool)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("worker.console", "templates"), autoescape=True,
     )

@@ -21,10 +21,17 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.admin.api import dismiss_held_run
+from worker.admin.end_users_api import edit_values
 from worker.admin.errors import ApiError
+from worker.admin.inputs import tenant_ref
 from worker.core.filters import SECTIONS, filters_to_json
-from worker.store.admin import SYNC_STATES, Conflict
+from worker.core.model import END_USER_FIELDS
+from worker.explain import explain_user
+from worker.store.admin import SYNC_STATES, Conflict, StoreError
 from worker.store.console import Cursor
+from worker.store.end_users import Conflict as EndUserConflict
+from worker.store.end_users import EndUserError
 
 from . import forms, plot
 from .app import CONSOLE, View, action, back_to, page, redirect, render, set_cookie
@@ -42,6 +49,13 @@ NOTICES = {
     "confirmed": "Held run confirmed: a run applying its deactivations is queued.",
     "resolved": "Review item resolved.",
     "signed-out": "Signed out.",
+    "rotated": "Client secret changed: Entra accepted it. Workers use it from their next unit of work.",
+    "removed": "Microsoft tenant removed, with its subscriptions in Graph.",
+    "edited": "End User saved. Edited fields of a synced End User are locked: the sync no longer overwrites them.",
+    "unlocked": "Field unlocked: the next sync of this user fills it from Entra.",
+    "excluded": "End User excluded: the record is kept and no longer synced.",
+    "dismissed": "Held run dismissed: nobody is deactivated.",
+    "undone": "Sync run undone: its End User changes are reversed.",
 }
 STATE_LABELS = {
     "manual": "Manual", "synced": "Synced", "out_of_scope": "Out of scope", "sync_disabled": "Sync disabled",
@@ -131,28 +145,69 @@ async def _tenants_context(v: View) -> dict[str, Any]:
 
 @page
 async def tenants_page(v: View) -> web.Response:
-    return v.render("tenants.html", nav="tenants", notice=_notice(v), **await _tenants_context(v),
-                    register={}, register_errors={}, psa_errors={}, psa_name="")
+    ctx = await _tenants_context(v)
+    removing = v.request.query.get("remove")
+    confirm_remove = next((t for t in ctx["tenants"] if t["tenant_id"] == removing), None)
+    return v.render("tenants.html", nav="tenants", notice=_notice(v), **ctx, confirm_remove=confirm_remove,
+                    register={}, register_errors={}, psa_errors={}, psa_name="", rotate_errors={})
 
 
 async def _register_again(v: View, form: Any, errors: dict[str, str]) -> web.Response:
     shown = {k: form.get(k, "") for k in ("tenant_id", "display_name", "client_id")}  # never the secret
     return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
-                    register=shown, register_errors=errors, psa_errors={}, psa_name="", open_register=True)
+                    register=shown, register_errors=errors, psa_errors={}, psa_name="", open_register=True,
+                    rotate_errors={})
+
+
+def _credential_error(exc: ApiError, default_field: str) -> dict[str, str]:
+    """A refused or untestable credential as a form error: Entra's error code on the field it concerns."""
+    field = exc.field if exc.field in ("tenant_id", "client_id", "client_secret") else default_field
+    return {field: exc.message.removeprefix(f"{field}: ")}
 
 
 @action
 async def register_tenant(v: View) -> web.Response:
+    """The admin API's registration: the credential is tested against Entra and Graph before it is stored."""
     form = await v.form()
     try:
         values = forms.register_tenant(form)
     except FormErrors as exc:
         return await _register_again(v, form, exc.errors)
     try:
-        await v.store.create_microsoft_tenant(default_domain=None, **values)
+        await v.service.register_tenant(default_domain=None, **values)
     except Conflict:  # the form again, the message on the tenant id
         return await _register_again(v, form, {"tenant_id": "is already registered"})
+    except ApiError as exc:  # refused (400, Entra's code) or not testable now (503): nothing was stored
+        return await _register_again(v, form, _credential_error(exc, "client_secret"))
     return back_to("/tenants", done="registered")
+
+
+@action
+async def rotate_secret(v: View) -> web.Response:
+    """A new client secret, tested by the service first; refused → the stored one is kept."""
+    tenant_id = tenant_ref(v.request.match_info["tenant_id"])
+    form = await v.form()
+    try:
+        secret = forms.text(form, "client_secret", max_len=1024)
+        await v.service.update_tenant(tenant_id, display_name=None, client_id=None, client_secret=secret)
+    except FormErrors as exc:
+        errors = exc.errors
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        errors = _credential_error(exc, "client_secret")
+    else:
+        return back_to("/tenants", done="rotated")
+    return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
+                    register={}, register_errors={}, psa_errors={}, psa_name="",
+                    rotate_errors={tenant_id: errors})
+
+
+@action
+async def remove_tenant(v: View) -> web.Response:
+    """Remove an unmapped tenant (the service deletes its Graph subscriptions); mapped → 409, readable."""
+    await v.service.remove_tenant(tenant_ref(v.request.match_info["tenant_id"]))
+    return back_to("/tenants", done="removed")
 
 
 @action
@@ -162,13 +217,14 @@ async def create_psa_tenant(v: View) -> web.Response:
         name = forms.text(form, "name")
     except FormErrors as exc:
         return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
-                        register={}, register_errors={}, psa_errors=exc.errors, psa_name=form.get("name", ""))
+                        register={}, register_errors={}, psa_errors=exc.errors, psa_name=form.get("name", ""),
+                        rotate_errors={})
     try:
         psa = await v.store.create_psa_tenant(str(name))
     except Conflict:
         return v.render("tenants.html", status=400, nav="tenants", notice=None, **await _tenants_context(v),
                         register={}, register_errors={}, psa_errors={"name": "is taken by another PSA tenant"},
-                        psa_name=name)
+                        psa_name=name, rotate_errors={})
     return back_to(f"/psa-tenants/{psa['id']}", done="psa-created")
 
 
@@ -227,6 +283,9 @@ async def _psa_context(v: View, psa_id: str) -> dict[str, Any]:
     tenants = await v.store.list_microsoft_tenants() if not psa["microsoft_tenant_id"] else []
     mapped = next((t for t in await v.pages.tenant_health(psa["microsoft_tenant_id"])), None) \
         if psa["microsoft_tenant_id"] else None
+    for org in orgs:  # the attention badges: `GET …/user-sync`'s own held run, open reviews and last error
+        sync = await v.store.get_user_sync(org["id"])
+        org.update({k: sync[k] for k in ("held_run_id", "open_review_items", "last_error")})
     return {"psa": psa, "orgs": orgs, "mapped": mapped,
             "free_tenants": [t for t in tenants if not t["psa_tenant_id"]]}
 
@@ -368,11 +427,83 @@ async def organization_assets(v: View) -> web.Response:
     return v.render("organization.html", nav="organizations", tab="assets", assets=assets, **ctx)
 
 
+EDIT_LABELS = {
+    "first_name": "First name", "last_name": "Last name", "email": "Email", "phone": "Phone", "mobile": "Mobile",
+    "street": "Street", "city": "City", "state": "State/Province", "postal_code": "Postal code",
+    "job_title": "Job title",
+}
+
+
+async def _end_user_context(v: View, end_user_id: str) -> dict[str, Any]:
+    """The End User, its Organization, its journal (newest first) and, when linked, the explain answer."""
+    end_user = await v.store.get_end_user(end_user_id)
+    org = await v.store.get_organization(end_user["organization_id"])
+    changes = (await v.end_users.changes(end_user_id, limit=50, offset=0))["items"]
+    why = None
+    if end_user["entra_object_id"] and org["microsoft_tenant_id"]:
+        try:  # the admin API's `GET …/user-sync/explain`, same code
+            tenant_id = await v.store.mapped_tenant(org["id"])
+            why = await explain_user(v.console.pool, organization_id=org["id"], tenant_id=tenant_id,
+                                     entra_object_id=end_user["entra_object_id"], email=None)
+        except (StoreError, EndUserError):
+            why = None  # the tenant was unmapped meanwhile or the user left the mirror: no explanation
+    return {"eu": end_user, "org": org, "changes": changes, "why": why, "state_labels": STATE_LABELS,
+            "edit_labels": EDIT_LABELS, "locked": set(end_user.get("locked_fields") or ())}
+
+
 @page
 async def end_user_page(v: View) -> web.Response:
-    end_user = await v.store.get_end_user(_path_uuid(v))
-    org = await v.store.get_organization(end_user["organization_id"])
-    return v.render("end_user.html", nav="organizations", eu=end_user, org=org, state_labels=STATE_LABELS)
+    end_user_id = _path_uuid(v)
+    ctx = await _end_user_context(v, end_user_id)
+    return v.render("end_user.html", nav="organizations", notice=_notice(v), edit_errors={}, edit_values=None,
+                    confirm_exclude=v.request.query.get("exclude") == "1", **ctx)
+
+
+def _edited(form: Any, current: dict[str, Any]) -> dict[str, str | None]:
+    """The fields the form changed (blank clears), validated as the API's PATCH does; only these get locked."""
+    given = {f: form.get(f) for f in END_USER_FIELDS if isinstance(form.get(f), str)}
+    changed = {f: x for f, x in given.items() if (x.strip() or None) != current.get(f)}
+    if not changed:
+        raise FormErrors({"form": "nothing was changed"})
+    try:
+        return edit_values(changed)
+    except ApiError as exc:
+        field = exc.field or "form"
+        raise FormErrors({field: exc.message.removeprefix(f"{field}: ")}) from None
+
+
+@action
+async def edit_end_user(v: View) -> web.Response:
+    end_user_id = _path_uuid(v)
+    form = await v.form()
+    current = await v.store.get_end_user(end_user_id)
+    try:
+        values = _edited(form, current)
+        await v.end_users.edit(end_user_id, values)
+    except (FormErrors, EndUserConflict) as exc:
+        errors = exc.errors if isinstance(exc, FormErrors) else {"email": str(exc)}
+        ctx = await _end_user_context(v, end_user_id)
+        shown = {f: form.get(f, "") for f in END_USER_FIELDS}
+        return v.render("end_user.html", status=400, nav="organizations", notice=None, edit_errors=errors,
+                        edit_values=shown, confirm_exclude=False, **ctx)
+    return back_to(f"/end-users/{end_user_id}", done="edited")
+
+
+@action
+async def unlock_end_user_field(v: View) -> web.Response:
+    end_user_id = _path_uuid(v)
+    field = v.request.match_info["field"]
+    if field not in END_USER_FIELDS:
+        raise ApiError(400, "field: must be one of " + ", ".join(END_USER_FIELDS))
+    await v.end_users.unlock(end_user_id, field)
+    return back_to(f"/end-users/{end_user_id}", done="unlocked")
+
+
+@action
+async def exclude_end_user(v: View) -> web.Response:
+    end_user_id = _path_uuid(v)
+    await v.end_users.exclude(end_user_id)
+    return back_to(f"/end-users/{end_user_id}", done="excluded")
 
 
 # ---- Sync runs and review --------------------------------------------------------------------------------
@@ -411,6 +542,45 @@ async def confirm_run(v: View) -> web.Response:
     return back_to("/sync-runs", done="confirmed")
 
 
+@action
+async def dismiss_run(v: View) -> web.Response:
+    await dismiss_held_run(v.console.pool, _path_uuid(v))
+    return back_to("/sync-runs", done="dismissed")
+
+
+@page
+async def undo_preview(v: View) -> web.Response:
+    """The undo's dry run (nothing written): what would be removed, unlinked, restored or skipped."""
+    run_id = _path_uuid(v)
+    run = await v.store.get_run(run_id)
+    try:
+        report = await v.end_users.undo_run(run_id, dry_run=True)
+    except EndUserConflict as exc:  # e.g. its cause is in force: the next sync would redo it
+        return v.render("undo.html", status=409, nav="runs", run=run, report=None, refused=str(exc), names={},
+                        org_names=await _org_names(v))
+    ids = {*report["removed"], *(s["end_user_id"] for k in ("unlinked", "restored", "skipped") for s in report[k])}
+    names = {}
+    for end_user_id in ids:
+        try:
+            e = await v.store.get_end_user(end_user_id)
+        except StoreError:
+            continue
+        names[end_user_id] = " ".join(x for x in (e["first_name"], e["last_name"]) if x) or e["email"] or end_user_id
+    return v.render("undo.html", nav="runs", run=run, report=report, names=names, refused=None,
+                    org_names=await _org_names(v))
+
+
+@action
+async def undo_run(v: View) -> web.Response:
+    run_id = _path_uuid(v)
+    try:
+        await v.end_users.undo_run(run_id, dry_run=False)
+    except EndUserConflict as exc:  # its cause came into force since the dry run
+        return v.render("undo.html", status=409, nav="runs", run=await v.store.get_run(run_id), report=None,
+                        refused=str(exc), names={}, org_names=await _org_names(v))
+    return back_to("/sync-runs", done="undone")
+
+
 @page
 async def review_page(v: View) -> web.Response:
     items = await v.store.list_review_items(status="open")
@@ -445,6 +615,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/sign-out", sign_out),
     ("GET", "/tenants", tenants_page),
     ("POST", "/tenants", register_tenant),
+    ("POST", "/tenants/{tenant_id}/secret", rotate_secret),
+    ("POST", "/tenants/{tenant_id}/remove", remove_tenant),
     ("GET", "/tenants/{tenant_id}", tenant_page),
     ("POST", "/psa-tenants", create_psa_tenant),
     ("GET", "/psa-tenants/{id}", psa_page),
@@ -458,8 +630,14 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/organizations/{id}", organization_page),
     ("GET", "/organizations/{id}/assets", organization_assets),
     ("GET", "/end-users/{id}", end_user_page),
+    ("POST", "/end-users/{id}/edit", edit_end_user),
+    ("POST", "/end-users/{id}/unlock/{field}", unlock_end_user_field),
+    ("POST", "/end-users/{id}/exclude", exclude_end_user),
     ("GET", "/sync-runs", runs_page),
     ("POST", "/sync-runs/{id}/confirm", confirm_run),
+    ("POST", "/sync-runs/{id}/dismiss", dismiss_run),
+    ("GET", "/sync-runs/{id}/undo", undo_preview),
+    ("POST", "/sync-runs/{id}/undo", undo_run),
     ("GET", "/review", review_page),
     ("POST", "/review/{id}/resolve", resolve_review),
 )

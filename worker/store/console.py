@@ -48,8 +48,6 @@ SELECT o.id, o.name, coalesce(s.status, 'not_set_up') AS status, s.filters::text
            AS in_progress,
        last.id AS last_run_id, last.status AS last_run_status, last.error AS last_run_error,
        last.finished_at AS last_run_finished_at,
-       (SELECT count(*) FROM review_items ri WHERE ri.organization_id = o.id AND ri.status = 'open')
-           AS open_review_items,
        (SELECT count(*) FROM end_users e WHERE e.organization_id = o.id) AS end_users
 FROM organizations o
 LEFT JOIN org_user_syncs s ON s.organization_id = o.id
@@ -112,7 +110,8 @@ class ConsoleStore:
         return [_record(r) for r in rows]
 
     async def organizations_sync(self, psa_tenant_id: str) -> list[dict[str, Any]]:
-        """A PSA tenant's Organizations with their user sync status, run in progress, last run, reviews."""
+        """A PSA tenant's Organizations with their user sync status, run in progress and last run (the attention
+        badges come from `AdminStore.get_user_sync`, as the admin API's)."""
         rows = await self._pool.fetch(_ORG_SYNC_SQL, psa_tenant_id)
         return [_record(r, json_fields=("filters",)) for r in rows]
 

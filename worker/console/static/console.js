@@ -60,7 +60,9 @@ function setupPreview() {
     region.setAttribute("aria-busy", "true");
     try {
       const response = await fetch(form.dataset.previewUrl, {
-        method: "POST", body: new FormData(form), credentials: "same-origin",
+        // URL-encoded, as the browser posts the form itself: the admin app's body guard reads each body
+        // first, and aiohttp cannot parse a multipart body that was already read.
+        method: "POST", body: new URLSearchParams(new FormData(form)), credentials: "same-origin",
       });
       const html = await response.text();
       if (mine !== sent) return;                        // a newer tick's answer is on its way
