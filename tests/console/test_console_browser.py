@@ -105,6 +105,12 @@ async def test_pages_need_a_session_and_posts_a_csrf_token(stack: dict[str, Any]
             async with http.post(f"/organizations/{org['id']}/user-sync/disable", data=data) as resp:
                 assert resp.status == 403, data
                 assert "Traceback" not in await resp.text()
+        multipart = aiohttp.FormData()  # a file field makes it multipart: refused, never a 500
+        multipart.add_field("csrf_token", csrf)
+        multipart.add_field("upload", b"x", filename="x.txt")
+        async with http.post(f"/organizations/{org['id']}/user-sync/disable", data=multipart) as resp:
+            assert resp.status == 415
+        assert (await admin.call("GET", f"/organizations/{org['id']}/user-sync"))["status"] != "disabled"
         # The same form with the session's token goes through: the refusals above were the token's doing.
         status = await admin.call("GET", f"/organizations/{org['id']}/user-sync")
         assert status["status"] == "enabled"

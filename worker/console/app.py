@@ -93,7 +93,7 @@ class View:
         return render(self.request, template, status=status, csrf=self.csrf, signed_in=True, **context)
 
     async def form(self) -> Any:
-        return await self.request.post()
+        return await read_form(self.request)
 
 
 Handler = Callable[[View], Awaitable[web.StreamResponse]]
@@ -113,6 +113,15 @@ def back_to(path: str, **params: str) -> web.Response:
     """Post/redirect/get: back to a page, with a notice code the page turns into fixed text."""
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
     return redirect(path + ("?" + query if query else ""))
+
+
+async def read_form(request: web.Request) -> Any:
+    """The console's forms are URL-encoded (what a browser sends for them). Any other body is refused with
+    415 rather than parsed: the admin app's body guard has read the body already, and a multipart body could
+    not be parsed again (a 500)."""
+    if request.content_type != "application/x-www-form-urlencoded" and request.body_exists:
+        raise web.HTTPUnsupportedMediaType(text="console forms are sent URL-encoded")
+    return await request.post()
 
 
 def _session(request: web.Request) -> Session | None:
@@ -168,7 +177,7 @@ def action(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResp
     """A form POST: needs a signed-in session and the session's CSRF token, else 403."""
     async def wrapped(request: web.Request) -> web.StreamResponse:
         session = _session(request)
-        form = await request.post()
+        form = await read_form(request)
         token = form.get("csrf_token") or request.headers.get("X-CSRF-Token")
         if session is None or not session.signed_in or not request.app[CONSOLE].keys.csrf_matches(
             session, token if isinstance(token, str) else None

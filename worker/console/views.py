@@ -34,7 +34,7 @@ from worker.store.end_users import Conflict as EndUserConflict
 from worker.store.end_users import EndUserError
 
 from . import forms, plot
-from .app import CONSOLE, View, action, back_to, page, redirect, render, set_cookie
+from .app import CONSOLE, View, action, back_to, page, read_form, redirect, render, set_cookie
 from .forms import SECTION_TITLES, FormErrors
 from .session import SESSION_TTL_S, VISITOR_TTL_S
 
@@ -106,7 +106,7 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 async def sign_in(request: web.Request) -> web.Response:
     keys = request.app[CONSOLE].keys
-    form = await request.post()
+    form = await read_form(request)
     session = keys.read(request.cookies.get("console_session"), now=time.time())
     token = form.get("csrf_token")
     if session is None or not keys.csrf_matches(session, token if isinstance(token, str) else None):
