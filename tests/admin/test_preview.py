@@ -93,3 +93,37 @@ async def test_preview_neither_creates_disabled_accounts_nor_a_taken_email(api: 
     [review] = preview["samples"]["would_review"]
     assert review["entra_object_id"] == "dup" and "already used" in review["reason"]
     assert holder not in {s["end_user_id"] for s in preview["samples"]["would_update"]}
+
+
+EDGE_USERS: list[dict[str, Any]] = [  # odd addresses: the options' domains must be what the filters compare
+    {"id": "e1", "mail": "a@b@Fabrikam.COM ", "user_principal_name": " A@Contoso.com"},
+    {"id": "e2", "mail": "no-at-sign", "user_principal_name": "x_y_tailspin.com#EXT#@contoso.com"},
+    {"id": "e3", "mail": "", "user_principal_name": "guest#EXT#@contoso.com"},
+    {"id": "e4", "mail": "trailing@", "user_principal_name": "p@contoso.com"},
+    {"id": "e5", "mail": None, "user_principal_name": None},
+    {"id": "e6", "mail": "q@CONTOSO.com", "user_principal_name": "q@contoso.COM"},
+    {"id": "e7", "mail": "r@litware.com", "user_principal_name": "R_LITWARE.COM#ext#@contoso.com"},
+]
+# A diamond: g-top reaches e1 through two nested groups, and e1 is a direct member too.
+EDGE_GROUPS = {"g-top": "Top", "g-left": "Left", "g-right": "Right"}
+EDGE_MEMBERS = [("g-top", "g-left", "group"), ("g-top", "g-right", "group"), ("g-left", "e1", "user"),
+                ("g-right", "e1", "user"), ("g-top", "e1", "user"), ("g-right", "e2", "user")]
+
+
+async def test_options_domains_are_the_filters_domains_and_each_user_counts_once(api: Api) -> None:
+    from collections import Counter
+
+    from worker.core.filters import user_domains
+    from worker.core.model import MirrorUser
+
+    world = await api.world()
+    await seed_mirror(api.pool, world.tenant_id, [{**u, "display_name": u["id"]} for u in EDGE_USERS],
+                      groups=EDGE_GROUPS, members=EDGE_MEMBERS)
+    options = await api.ok("GET", f"/organizations/{world.org_id}/user-sync/options")
+    expected = Counter(d for u in EDGE_USERS for d in user_domains(MirrorUser(
+        tenant_id=world.tenant_id, id=u["id"], mail=u["mail"], user_principal_name=u["user_principal_name"])))
+    assert {d["value"]: d["count"] for d in options["domains"]} == dict(expected)
+    assert expected["contoso.com"] == 3 and expected["litware.com"] == 1  # the cases above, as intended
+    assert options["groups"] == [{"id": "g-right", "name": "Right", "count": 2},
+                                 {"id": "g-top", "name": "Top", "count": 2},
+                                 {"id": "g-left", "name": "Left", "count": 1}]

@@ -164,48 +164,57 @@ FROM review_items r
 
 # SQL forms of worker/core/filters.py's domains, so the options run as one statement over 100,000 users;
 # tests/admin/test_preview.py checks their counts. (The preview runs the sync's own code: worker/preview.py.)
+# No regular expressions: the text after the last "@" is the first part of the reversed text (split_part),
+# and a guest's home domain the text after the last "_" of the part before "#ext#".
 _UPN = "lower(btrim(u.user_principal_name))"
 _IS_GUEST = f"position('#ext#' in {_UPN}) > 0"
-_MAIL_DOMAIN = "lower(btrim(substring(u.mail from '@([^@]*)$')))"
+_GUEST_LOCAL = f"split_part({_UPN}, '#ext#', 1)"
+_MAIL_DOMAIN = ("CASE WHEN position('@' in u.mail) > 0"
+                " THEN lower(btrim(reverse(split_part(reverse(u.mail), '@', 1)))) END")
 _UPN_DOMAIN = (
-    f"CASE WHEN {_IS_GUEST} THEN coalesce(substring(split_part({_UPN}, '#ext#', 1) from '_([^_]*)$'), '')"
-    f" ELSE btrim(substring({_UPN} from '@([^@]*)$')) END"
+    f"CASE WHEN {_IS_GUEST} THEN CASE WHEN position('_' in {_GUEST_LOCAL}) > 0"
+    f" THEN reverse(split_part(reverse({_GUEST_LOCAL}), '_', 1)) ELSE '' END"
+    f" WHEN position('@' in {_UPN}) > 0 THEN btrim(reverse(split_part(reverse({_UPN}), '@', 1))) END"
 )
+
+# One scan of the tenant's users, five (section, value) pairs each, counted by a hash aggregate: each user has
+# one value per section (a domain shared by mail and UPN is given once), so count(*) counts users without the
+# sorts count(DISTINCT …) needs.
 _OPTION_VALUES_SQL = f"""
-SELECT section, min(value) AS value, count(DISTINCT id) AS count
-FROM (
-    SELECT 'user_types' AS section, u.id, btrim(u.user_type) AS value, lower(btrim(u.user_type)) AS k
-        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
-    UNION ALL
-    SELECT 'office_locations', u.id, btrim(u.office_location), lower(btrim(u.office_location))
-        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
-    UNION ALL
-    SELECT 'departments', u.id, btrim(u.department), lower(btrim(u.department))
-        FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL
-    UNION ALL
-    SELECT 'domains', u.id, d.value, d.value
-        FROM entra_users u CROSS JOIN LATERAL (VALUES ({_MAIL_DOMAIN}), ({_UPN_DOMAIN})) AS d(value)
-        WHERE u.tenant_id = $1 AND u.removed IS NULL
-) v
-WHERE k IS NOT NULL AND k <> ''
-GROUP BY section, k
-ORDER BY section, count DESC, value
+SELECT v.section, min(v.value) AS value, count(*) AS count
+FROM (SELECT btrim(u.user_type) AS user_type, btrim(u.office_location) AS office_location,
+             btrim(u.department) AS department, {_MAIL_DOMAIN} AS mail_domain, {_UPN_DOMAIN} AS upn_domain
+      FROM entra_users u WHERE u.tenant_id = $1 AND u.removed IS NULL) u
+CROSS JOIN LATERAL (VALUES
+    ('user_types', u.user_type, lower(u.user_type)),
+    ('office_locations', u.office_location, lower(u.office_location)),
+    ('departments', u.department, lower(u.department)),
+    ('domains', u.mail_domain, u.mail_domain),
+    ('domains', u.upn_domain, CASE WHEN u.upn_domain IS DISTINCT FROM u.mail_domain THEN u.upn_domain END)
+) AS v(section, value, k)
+WHERE v.k IS NOT NULL AND v.k <> ''
+GROUP BY v.section, v.k
+ORDER BY v.section, count DESC, value
 """
 
+# Each group's users, transitively: the closure of nested groups, then the distinct (group, user) pairs
+# counted by hash aggregates.
 _OPTION_GROUPS_SQL = """
 WITH RECURSIVE closure(root, id) AS (
     SELECT g.id, g.id FROM entra_groups g WHERE g.tenant_id = $1 AND g.removed IS NULL
     UNION
     SELECT c.root, m.member_id FROM closure c
     JOIN entra_group_members m ON m.tenant_id = $1 AND m.group_id = c.id AND m.member_type = 'group'
-)
-SELECT g.id, g.display_name AS name, count(DISTINCT u.id) AS count
-FROM entra_groups g
-LEFT JOIN closure c ON c.root = g.id
-LEFT JOIN entra_group_members m ON m.tenant_id = $1 AND m.group_id = c.id AND m.member_type = 'user'
-LEFT JOIN entra_users u ON u.tenant_id = $1 AND u.id = m.member_id AND u.removed IS NULL
+),
+members AS (
+    SELECT DISTINCT c.root, m.member_id FROM closure c
+    JOIN entra_group_members m ON m.tenant_id = $1 AND m.group_id = c.id AND m.member_type = 'user'
+    JOIN entra_users u ON u.tenant_id = $1 AND u.id = m.member_id AND u.removed IS NULL
+),
+counts AS (SELECT root, count(*) AS count FROM members GROUP BY root)
+SELECT g.id, g.display_name AS name, coalesce(n.count, 0) AS count
+FROM entra_groups g LEFT JOIN counts n ON n.root = g.id
 WHERE g.tenant_id = $1 AND g.removed IS NULL
-GROUP BY g.id, g.display_name
 ORDER BY count DESC, g.display_name, g.id
 """
 
