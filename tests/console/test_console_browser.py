@@ -244,6 +244,7 @@ async def test_end_users_listed_and_details_show_microsoft_data(page: Any, admin
     await expect(page.get_by_text("1 End User matching")).to_be_visible()
     await page.get_by_role("link", name=full).click()
     await expect(page.get_by_role("heading", level=1, name=full)).to_be_visible()
+    assert await page.title() == f"{full} · Entra ID User Sync"  # the tab's title is the name, nothing else
     section = page.get_by_role("region", name="Microsoft User Details")
     details = await admin.call("GET", f"/end-users/{target['id']}")
     ms = details["microsoft"]
