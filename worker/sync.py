@@ -20,10 +20,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 import structlog
 
 from worker.config import Settings
 from worker.core.model import MirrorUser, OrgContext, Plan, StateChange, StoredEndUser
+from worker.core.projection import email_keys, email_of
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.core.text import unstorable_warnings
 from worker.enrich import Enricher
@@ -42,6 +44,15 @@ SPARE_CONNECTION_WAIT_S = 0.5
 # waiting for a listing to end. One tenant's resync on a pool of 4 still gets all three connections it uses.
 SPARE_RESERVE = 2
 MEMBER_BATCH = 5000  # memberships of a complete groups listing written per COPY
+# PostgreSQL refusing the values of a write: a data exception (SQLSTATE class 22, e.g. a value out of range),
+# an integrity constraint (23: a check, a unique index), a program limit (54: an index row too large). Retrying
+# the same values fails the same way, unlike a lost connection or a serialization failure; when a chunk's write
+# is refused so, the chunk is written by halves and only the users PostgreSQL refuses are left out.
+USER_REFUSALS: tuple[type[Exception], ...] = (
+    asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError, StaleRead)
+# A chunk's write refused so is decided again from fresh reads and written once more (`_write_last_try`).
+_DECIDE_AGAIN: tuple[type[Exception], ...] = (asyncpg.DeadlockDetectedError, *USER_REFUSALS)
+REFUSALS_SHOWN = 20  # per run, refused users named in its warnings one by one; the rest are counted
 
 
 class UnknownTenant(Exception):
@@ -84,13 +95,27 @@ class OrgRun:
         """Whether the run did something worth a record. Deactivations are not counted here: `_finish` records
         a run that applies or holds them itself, and not one whose only news is a hold another run keeps."""
         c = self.counts
-        return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"])
+        return bool(c["created"] or c["updated"] or c["out_of_scope"] or c["review"] or c["errors"])
 
     def would_write(self, plan: Plan) -> bool:
         """`wrote`, once `plan` is added."""
         return self.wrote or bool(
             plan.creates or plan.updates or plan.out_of_scope or plan.reviews
             or any(c.sync_state == "out_of_scope" for c in plan.state_changes))
+
+    def refused(self, refusals: Sequence[tuple[str, Exception]]) -> None:
+        """Count users whose write PostgreSQL refused (left out of the run, kept flagged for the next sync) and
+        name the first `REFUSALS_SHOWN` in the run's warnings (the log names every one)."""
+        for object_id, exc in refusals:
+            self.counts["errors"] += 1
+            log.warning("sync.user_refused", tenant_id=self.org.tenant_id, organization_id=self.org.organization_id,
+                        run_id=self.run_id, entra_object_id=object_id, error=_refusal(exc))
+            if self.counts["errors"] <= REFUSALS_SHOWN:
+                self.warnings.append(f"Entra user {object_id} was not written: PostgreSQL refused it ({_refusal(exc)});"
+                                     " it stays flagged and is tried again at the next sync")
+            elif self.counts["errors"] == REFUSALS_SHOWN + 1:
+                self.warnings.append(f"more than {REFUSALS_SHOWN} Entra users were not written (see `errors`); the"
+                                     " worker's log names each (sync.user_refused)")
 
     async def ensure_row(self, conn: Conn) -> str:
         if self.run_id is None or not self.recorded:
@@ -394,7 +419,7 @@ class SyncEngine:
             # Rows whose deactivation is pending (this chunk's included) stay flagged until `_finish`.
             pending = [c for r in runs for c in r.pending_deactivations] + [
                 c for plan in chunk.plans for c in plan.deactivations]
-            deferred = sorted({c.entra_object_id for c in pending})
+            deferred = sorted({c.entra_object_id for c in pending} | chunk.refused)
             await store.clear_dirty_range(writer, tenant_id, first=chunk.ids[0], last=chunk.ids[-1], keep=deferred)
 
         async def flagged(reader: Conn, after: str, with_groups: bool) -> tuple[list[str], list[MirrorUser]]:
@@ -442,15 +467,21 @@ class SyncEngine:
         decided (on a second connection, in a task of its own) while this one is written on `conn` — and,
         for runs that are recorded anyway, while the one before is still being written on a third connection
         (the End User COPY is one PostgreSQL backend's work; chunks sharing an email are not written side by
-        side). Chunks are independent transactions. A chunk decided before the previous one was written can
-        miss an End User that one just created with a shared email; its write is then refused by the email
-        index, and the chunk is decided again from fresh reads: the result is the same as one chunk after the
-        other."""
+        side). Chunks are independent transactions.
+
+        The outcome is that of one chunk after the other. A chunk read while an earlier one was not yet in may
+        have missed what that one writes; when the emails the two touch overlap (`_Chunk.reach`: addresses
+        looked up, given, or held by End Users read), the later chunk waits for the earlier one and is decided
+        again from fresh reads before it is written — e.g. an earlier chunk freed an address this one's user
+        now gets. A write the email index refuses, or an adoption whose End User was linked since it was read
+        (`StaleRead`), is decided again the same way. A write PostgreSQL refuses for a user's values is written
+        by halves, leaving out only the users it refuses (`_write_last_try`)."""
         with_groups = any(run.org.filters.groups != "all" for run in runs)
         # An Organization without End Users (a first sync) has nothing to look up: only what this projection
         # creates, and a shared email among those is caught by the email index like any stale read.
         empty = {run.org.organization_id for run in runs
                  if not await store.has_end_users(conn, run.org.organization_id)}
+        in_flight: list[_Chunk] = []  # read and not yet written: what a chunk read now may not see
 
         async def end_users_of(reader: Conn, run: OrgRun, users: list[MirrorUser]) -> _EndUsers:
             if run.org.organization_id in empty:
@@ -460,19 +491,25 @@ class SyncEngine:
         async def chunks(reader: Conn) -> AsyncIterator[_Chunk]:
             after = ""
             while not all(run.stopped for run in runs):  # nothing left to write for runs stopped mid-way
+                in_flight[:] = [c for c in in_flight if not c.committed]
+                unseen = list(in_flight)  # before the reads: a chunk committed during them may be missed
                 ids, users = await next_chunk(reader, after, with_groups)
                 if not ids:
                     return
-                chunk = _Chunk(ids, users, [await end_users_of(reader, run, users) for run in runs])
+                chunk = _Chunk(ids, users, [await end_users_of(reader, run, users) for run in runs], unseen=unseen)
                 chunk.decide(runs)  # read ahead, decided ahead: while the chunk before is being written
+                in_flight.append(chunk)
                 yield chunk
                 after = ids[-1]
 
+        async def decide_again(on: Conn, chunk: _Chunk) -> None:
+            chunk.end_users = [await _end_users_of(on, run, tenant_id, chunk.users) for run in runs]
+            chunk.decide(runs)
+
         async def write_again(writer: Conn, chunk: _Chunk) -> None:
             # Decided again from fresh reads, with no other write in flight: as if chunks were written in turn.
-            chunk.end_users = [await _end_users_of(writer, run, tenant_id, chunk.users) for run in runs]
-            chunk.decide(runs)
-            await self._write_chunk(writer, chunk, runs, written, last_try=True)
+            await decide_again(writer, chunk)
+            await self._write_last_try(writer, chunk, runs, written)
 
         # Two writers only for runs recorded whatever they write, their records created before the first write
         # (a run recorded lazily could otherwise be created by both).
@@ -484,6 +521,8 @@ class SyncEngine:
             # second operation on a busy connection, "another operation is in progress").
             if second is None or reader is None:
                 async for chunk in source:
+                    if chunk.depends():  # on a chunk written since it was read (one writer: all are in now)
+                        await decide_again(conn, chunk)
                     if not await self._write_chunk(conn, chunk, runs, written):
                         await write_again(conn, chunk)
                 return
@@ -521,6 +560,16 @@ class SyncEngine:
                     async for chunk in source:
                         for run in runs:  # before the first write, while `conn` is free; a no-op after it
                             await run.ensure_row(conn)
+                        if before := chunk.depends():
+                            # Decided from reads that may have missed what these write: wait until they are in,
+                            # then decide again.
+                            async with settled:
+                                await settled.wait_for(functools.partial(_all_committed, before))
+                            on = await idle.get()
+                            try:
+                                await decide_again(on, chunk)
+                            finally:
+                                idle.put_nowait(on)
                         emails = chunk.emails()
                         async with settled:
                             await settled.wait_for(functools.partial(shares_none, emails))
@@ -553,38 +602,104 @@ class SyncEngine:
             await self._pool.release(spare)
 
     @staticmethod
-    async def _write_chunk(
-        conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
-        written: Callable[[Conn, _Chunk], Awaitable[None]] | None, *, last_try: bool = False,
-    ) -> bool:
-        """Write one decided chunk for every run in one transaction, counting it once committed; False when
-        the email index refused a create decided from stale reads, an adoption found its End User linked since
-        it was read (`StaleRead`), or PostgreSQL broke a deadlock between two
-        writers creating End Users with crossing emails (nothing of the chunk is kept, nor counted) — on the
-        `last_try`, whose reads are fresh and which nothing writes beside, that refusal is raised."""
+    async def _write_plans(
+        conn: Conn, runs: Sequence[OrgRun], plans: Sequence[Plan],
+        then: Callable[[Conn], Awaitable[None]] | None = None,
+    ) -> None:
+        """Write each live run's plan, then `then`, in one transaction; on failure nothing of it is kept (a run
+        row created in it is forgotten) and the error is raised."""
         recorded = [run.recorded for run in runs]
         try:
             async with conn.transaction():
                 await _recheck_mapping(conn, runs)
-                for run, plan in zip(runs, chunk.plans, strict=True):
+                for run, plan in zip(runs, plans, strict=True):
                     if run.stopped:
                         continue
                     if run.record_always or run.would_write(plan):
                         await run.ensure_row(conn)
                     await store.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
                                            include_deactivations=False)
-                if written is not None:
-                    await written(conn, chunk)
-        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, StaleRead):
-            if last_try:
-                raise
+                if then is not None:
+                    await then(conn)
+        except BaseException:
             for run, was in zip(runs, recorded, strict=True):
                 run.recorded = was  # a run row created in the rolled-back transaction is gone with it
+            raise
+
+    async def _write_chunk(
+        self, conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
+        written: Callable[[Conn, _Chunk], Awaitable[None]] | None,
+    ) -> bool:
+        """Write one decided chunk for every run in one transaction, counting it once committed; False when
+        the email index refused a create decided from stale reads, an adoption found its End User linked since
+        it was read (`StaleRead`), PostgreSQL broke a deadlock between two writers creating End Users with
+        crossing emails, or refused a user's values (nothing of the chunk is kept, nor counted): the caller
+        decides it again and writes it with `_write_last_try`."""
+        async def then(on: Conn) -> None:
+            if written is not None:
+                await written(on, chunk)
+
+        try:
+            await self._write_plans(conn, runs, chunk.plans, then)
+        except _DECIDE_AGAIN:
             return False
+        chunk.committed = True
         for run, plan in zip(runs, chunk.plans, strict=True):
             if not run.stopped:
                 run.add(plan)
         return True
+
+    async def _write_last_try(
+        self, conn: Conn, chunk: _Chunk, runs: Sequence[OrgRun],
+        written: Callable[[Conn, _Chunk], Awaitable[None]] | None,
+    ) -> None:
+        """Write a chunk decided from fresh reads, with nothing written beside it. What PostgreSQL still refuses
+        is refused for the values of some user (`USER_REFUSALS`): the chunk is then written by halves (bisected
+        down to single users), every user it accepts is written, and each user it refuses in a run is left out
+        of that run — counted in `errors`, named in its warnings, and kept flagged, so the next unit of work
+        tries it again. When it refuses every user of the chunk (more than one), the fault is not any user's:
+        the error is raised and the unit of work fails (and is retried) as before."""
+        if await self._write_chunk(conn, chunk, runs, written):
+            return
+        items = sorted({(r, oid) for r, plan in enumerate(chunk.plans) for oid in _written_ids(plan)})
+        refused: dict[tuple[int, str], Exception] = {}
+
+        async def attempt(part: Sequence[tuple[int, str]]) -> None:
+            plans = [_only(plan, {oid for r2, oid in part if r2 == r}) for r, plan in enumerate(chunk.plans)]
+            try:
+                await self._write_plans(conn, runs, plans)
+            except USER_REFUSALS as exc:
+                if len(part) == 1:
+                    refused[part[0]] = exc
+                    return
+                await attempt(part[:len(part) // 2])
+                await attempt(part[len(part) // 2:])
+
+        await attempt(items)
+        if len(refused) == len(items) > 1:
+            raise next(iter(refused.values()))  # every user refused: not any one user's values
+        chunk.refused = frozenset(oid for _, oid in refused)
+        tenant_id = runs[0].org.tenant_id
+
+        async def finish(on: Conn) -> None:
+            if written is not None:
+                await written(on, chunk)  # clears the chunk's flags but the refused users'
+            if chunk.refused:
+                await store.flag_dirty(on, tenant_id, sorted(chunk.refused))  # an org-sync's too
+
+        for r, run in enumerate(runs):
+            mine = [(oid, exc) for (r2, oid), exc in refused.items() if r2 == r]
+            if mine and not run.stopped:
+                await run.ensure_row(conn)
+        async with conn.transaction():
+            await finish(conn)
+        chunk.committed = True
+        for r, (run, plan) in enumerate(zip(runs, chunk.plans, strict=True)):
+            if run.stopped:
+                continue
+            mine = [(oid, exc) for (r2, oid), exc in refused.items() if r2 == r]
+            run.add(_without(plan, {oid for oid, _ in mine}))
+            run.refused(mine)
 
     async def _finish(self, conn: Conn, tenant_id: str, runs: Sequence[OrgRun]) -> None:
         """Apply or hold each run's deactivations (accidental-deletion guard), then close its record.
@@ -676,7 +791,7 @@ async def _recheck_mapping(conn: Conn, runs: Sequence[OrgRun]) -> None:
                         organization_id=run.org.organization_id, run_id=run.run_id, kind=run.kind)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Chunk:
     """One keyset page of mirror users with, per run, the End Users they are linked to or share an email with,
     and what each run will do about them."""
@@ -685,6 +800,10 @@ class _Chunk:
     users: list[MirrorUser]
     end_users: list[_EndUsers]
     plans: list[Plan] = field(default_factory=list)  # per run, from `decide`
+    unseen: list[_Chunk] = field(default_factory=list)  # earlier chunks not yet written when this one was read
+    reach: frozenset[str] = frozenset()  # from `decide`
+    committed: bool = False
+    refused: frozenset[str] = frozenset()  # users whose write PostgreSQL refused (`_write_last_try`)
 
     def emails(self) -> frozenset[str]:
         """The emails, as the email index compares them, that this chunk's creates and updates give End Users."""
@@ -696,6 +815,57 @@ class _Chunk:
         """Each run's plan for these users (pure: nothing is counted until the chunk is written)."""
         self.plans = [reconcile(self.users, org=run.org, linked=linked, by_email=by_email)
                       for run, (linked, by_email) in zip(runs, self.end_users, strict=True)]
+        self.reach = self._reach()
+
+    def _reach(self) -> frozenset[str]:
+        """Every address (lower-cased) this chunk's decisions read or its writes touch, however it is decided:
+        the addresses it looks End Users up by, those its users would give End Users, those of the End Users it
+        read (an update may move one away). Another chunk's writes can change these decisions, or these writes
+        another chunk's decisions, only through an address both reach."""
+        held = [e.fields.get("email") for linked, by_email in self.end_users
+                for e in (*linked.values(), *(x for es in by_email.values() for x in es))]
+        given = [email_of(u) for u in self.users]
+        return frozenset({k for u in self.users for k in email_keys(u)}
+                         | {e.strip().lower() for e in (*held, *given) if e} | self.emails())
+
+    def depends(self) -> list[_Chunk]:
+        """The earlier chunks this one was read before they were written and shares an address with: it is
+        decided again once they are in (the first call only; it forgets them)."""
+        before, self.unseen = self.unseen, []
+        return [c for c in before if not c.reach.isdisjoint(self.reach)]
+
+
+def _all_committed(chunks: Sequence[_Chunk]) -> bool:
+    return all(c.committed for c in chunks)
+
+
+def _written_ids(plan: Plan) -> set[str]:
+    """The users a chunk's write of `plan` writes something for (deactivations wait for `_finish`)."""
+    return {x.entra_object_id for items in (plan.creates, plan.updates, plan.state_changes, plan.reviews)
+            for x in items}
+
+
+def _only(plan: Plan, ids: Set[str]) -> Plan:
+    """What the chunk's write of `plan` writes for the users `ids`, nothing else (no counts)."""
+    return Plan(creates=tuple(x for x in plan.creates if x.entra_object_id in ids),
+                updates=tuple(x for x in plan.updates if x.entra_object_id in ids),
+                state_changes=tuple(x for x in plan.state_changes if x.entra_object_id in ids),
+                reviews=tuple(x for x in plan.reviews if x.entra_object_id in ids))
+
+
+def _without(plan: Plan, ids: Set[str]) -> Plan:
+    """`plan` without what it writes for the users `ids`."""
+    return msgspec.structs.replace(
+        plan, creates=tuple(x for x in plan.creates if x.entra_object_id not in ids),
+        updates=tuple(x for x in plan.updates if x.entra_object_id not in ids),
+        state_changes=tuple(x for x in plan.state_changes if x.entra_object_id not in ids),
+        reviews=tuple(x for x in plan.reviews if x.entra_object_id not in ids))
+
+
+def _refusal(exc: Exception) -> str:
+    """PostgreSQL's words for a refused write: SQLSTATE and message."""
+    state = getattr(exc, "sqlstate", None)
+    return f"{state} {exc}" if state else f"{type(exc).__name__}: {exc}"
 
 
 async def _end_users_of(conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]) -> _EndUsers:

@@ -88,6 +88,11 @@ _SAME = {"mail": None, "upn": "ann@contoso.com", "guest": False, "department": "
 # Found by this test: the projection reads a chunk ahead, so every chunk adopted the one manual End User that the
 # chunk before had already adopted (re-linking it each time) instead of sending its users to review.
 @example(users=[_SAME] * 6, links=[], others=[("manual", "ann@contoso.com")], filters=ALL_FILTERS, chunk=2)
+# The projection read the chunk holding user-02 ahead, while user-00's End User still held bob@contoso.com:
+# user-02 went to review, where one chunk after the other (and the preview) creates it once user-00 moved to ann@.
+@example(users=[{**_SAME, "mail": "ann@contoso.com"}, {**_SAME, "upn": "dan@fabrikam.com"},
+                {**_SAME, "mail": "bob@contoso.com", "upn": "cat@contoso.com"}],
+         links=[(0, "synced", "bob@contoso.com")], others=[], filters=ALL_FILTERS, chunk=2)
 @given(users=entra_users, links=links, others=others, filters=st.sampled_from(FILTERS),
        chunk=st.sampled_from((2, 2000)))
 async def test_the_preview_is_what_applying_its_filters_then_does(

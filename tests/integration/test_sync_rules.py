@@ -7,6 +7,7 @@ Each test gets a fresh simulated tenant (`/_sim/tenants`) so tests never see eac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -588,3 +589,70 @@ async def test_first_full_sync_on_a_pool_with_no_spare_connection_runs_its_listi
     assert counts["created"] == len(users) > 0
     assert_enrichment_of_each_user(users, sim, tid)  # the enrichment ran, for each user
     assert await pool.fetchval("SELECT count(*) FROM entra_group_members WHERE tenant_id = $1", tid) > 0
+
+
+@contextlib.asynccontextmanager
+async def end_user_row_locked(pool: asyncpg.Pool, org: str, entra_object_id: str) -> AsyncIterator[None]:
+    """Holds a lock on an End User's row: the projection's write of it waits inside its transaction."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            assert await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM end_users WHERE organization_id = $1::uuid"
+                " AND entra_object_id = $2 FOR UPDATE) AS locked", org, entra_object_id) == 1
+            yield
+        finally:
+            await tx.rollback()
+
+
+@pytest.mark.parametrize("unit", ["resync", "delta"])
+async def test_a_chunk_read_before_an_earlier_chunk_freed_its_email_is_decided_again(
+    fresh: Env, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, unit: str
+) -> None:
+    """User A (an End User) moves to a new address; B, a new Entra user in a later chunk, takes A's old one.
+    One chunk after the other, A's End User gives the address up before B is decided, so B is created. The
+    projection reads B's chunk while A's is written (here: A's End User row is locked until B's chunk has been
+    read): B's chunk must be decided again once A's is in, not sent to review on the stale read. Both the
+    two-writer pipeline (resync) and the one-writer one (a change batch) read ahead."""
+    import worker.sync
+
+    tid = fresh.tenant["tenant_id"]
+    await fresh.engine.org_sync(tid, fresh.org_id, None)
+    users = await end_users(pool, fresh.org_id)
+    domain = next(iter(users.values()))["microsoft"]["user_principal_name"].rsplit("@", 1)[1]
+    b = (await fresh.admin.call("POST", "/users", {
+        "accountEnabled": True, "displayName": "Newcomer B", "mailNickname": "newcomer-b",
+        "userPrincipalName": f"newcomer-b@{domain}", "passwordProfile": {"password": "x-Secret-1"}}))["id"]
+    a = max(oid for oid, u in users.items() if oid < b and u["email"] and u["sync_state"] == "synced")
+    freed = users[a]["email"]
+    await fresh.admin.call("PATCH", f"/users/{a}", {"mail": f"moved-a@{domain}"})
+    await fresh.admin.call("PATCH", f"/users/{b}", {"mail": freed})
+
+    monkeypatch.setattr(worker.sync, "CHUNK", 1)  # A and B in chunks of their own, A's first (ids in order)
+    b_read = asyncio.Event()
+    real_end_users_of = worker.sync._end_users_of
+
+    async def end_users_of(conn: Any, run: Any, tenant_id: str, chunk_users: Any) -> Any:
+        found = await real_end_users_of(conn, run, tenant_id, chunk_users)
+        if any(u.id == b for u in chunk_users):
+            b_read.set()
+        return found
+
+    monkeypatch.setattr(worker.sync, "_end_users_of", end_users_of)  # a spy: the real read, then a signal
+    async with end_user_row_locked(pool, fresh.org_id, a):
+        work = asyncio.create_task(fresh.engine.resync(tid) if unit == "resync" else fresh.engine.sync_changes(tid))
+        try:
+            await asyncio.wait_for(b_read.wait(), 60)  # B's chunk read while A's write waits on the lock
+        except TimeoutError:
+            work.cancel()
+            raise AssertionError("the projection did not read B's chunk ahead of A's write") from None
+        assert not work.done()
+    counts = await work
+
+    after = await end_users(pool, fresh.org_id)
+    assert after[a]["email"] == f"moved-a@{domain}"
+    assert b in after and after[b]["email"] == freed and after[b]["sync_state"] == "synced"
+    assert await pool.fetchval("SELECT count(*) FROM review_items WHERE organization_id = $1::uuid",
+                               fresh.org_id) == 0
+    assert (counts["created"], counts["review"]) == (1, 0)

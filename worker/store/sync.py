@@ -325,6 +325,13 @@ async def clear_dirty(conn: Conn, tenant_id: str, ids: Sequence[str]) -> None:
     )
 
 
+async def flag_dirty(conn: Conn, tenant_id: str, ids: Sequence[str]) -> None:
+    """Flag mirror users for the next unit of work to project (again)."""
+    await conn.execute(
+        "INSERT INTO entra_user_dirty (tenant_id, id) SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k"
+        " ON CONFLICT DO NOTHING", tenant_id, list(ids))
+
+
 async def clear_dirty_range(conn: Conn, tenant_id: str, *, first: str, last: str, keep: Sequence[str]) -> None:
     """Clear the flags of a keyset page [first, last] (see `dirty_user_ids`) but those in `keep`: one
     index range scan instead of a probe per id."""
