@@ -419,7 +419,7 @@ class SyncEngine:
             # Rows whose deactivation is pending (this chunk's included) stay flagged until `_finish`.
             pending = [c for r in runs for c in r.pending_deactivations] + [
                 c for plan in chunk.plans for c in plan.deactivations]
-            deferred = sorted({c.entra_object_id for c in pending} | chunk.refused)
+            deferred = sorted({c.entra_object_id for c in pending})
             await store.clear_dirty_range(writer, tenant_id, first=chunk.ids[0], last=chunk.ids[-1], keep=deferred)
 
         async def flagged(reader: Conn, after: str, with_groups: bool) -> tuple[list[str], list[MirrorUser]]:
@@ -683,9 +683,9 @@ class SyncEngine:
 
         async def finish(on: Conn) -> None:
             if written is not None:
-                await written(on, chunk)  # clears the chunk's flags but the refused users'
-            if chunk.refused:
-                await store.flag_dirty(on, tenant_id, sorted(chunk.refused))  # an org-sync's too
+                await written(on, chunk)  # clears the chunk's flags
+            if chunk.refused:  # flagged again (an org-sync's, which had none, too): the next unit tries them
+                await store.flag_dirty(on, tenant_id, sorted(chunk.refused))
 
         for r, run in enumerate(runs):
             mine = [(oid, exc) for (r2, oid), exc in refused.items() if r2 == r]

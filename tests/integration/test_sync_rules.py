@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
+import string
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -656,3 +658,49 @@ async def test_a_chunk_read_before_an_earlier_chunk_freed_its_email_is_decided_a
     assert await pool.fetchval("SELECT count(*) FROM review_items WHERE organization_id = $1::uuid",
                                fresh.org_id) == 0
     assert (counts["created"], counts["review"]) == (1, 0)
+
+
+def unindexable_address(domain: str) -> str:
+    """An address no B-tree index takes: 4,000 random characters (incompressible) exceed PostgreSQL's index
+    row limit (SQLSTATE 54000), so the End User email index refuses it. The mirror, which does not index mail,
+    stores it; Graph (here the simulator) serves it as any other value."""
+    rng = random.Random(1234)
+    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(4000)) + "@" + domain
+
+
+async def test_a_user_whose_values_postgresql_refuses_is_left_out_counted_and_tried_again(
+    fresh: Env, pool: asyncpg.Pool
+) -> None:
+    """One user of a chunk carries a value PostgreSQL refuses when the End User is written. The chunk is
+    written by halves: every other user is written, the refused one is left out of the run, counted in its
+    `errors`, named with PostgreSQL's message in its warnings, and the run succeeds. It stays flagged, so the
+    next unit of work tries it again; once its value is fixed in Entra it is written."""
+    tid = fresh.tenant["tenant_id"]
+    listed = (await fresh.admin.call("GET", "/users?$select=id,userPrincipalName,accountEnabled&$top=999"))["value"]
+    enabled = sorted(u["id"] for u in listed if u["accountEnabled"])
+    bad = enabled[len(enabled) // 2]  # mid-chunk: users before and after it share its chunk
+    domain = next(u for u in listed if u["id"] == bad)["userPrincipalName"].rsplit("@", 1)[1]
+    await fresh.admin.call("PATCH", f"/users/{bad}", {"mail": unindexable_address(domain)})
+
+    counts = await fresh.engine.org_sync(tid, fresh.org_id, None)
+
+    users = await end_users(pool, fresh.org_id)
+    assert set(users) == set(enabled) - {bad}
+    assert (counts["created"], counts["errors"]) == (len(enabled) - 1, 1)
+    run = await last_run(pool, fresh.org_id)
+    assert run["status"] == "succeeded" and run["counts"]["errors"] == 1
+    named = [w for w in run["warnings"] if bad in w]
+    assert len(named) == 1 and "54000" in named[0] and "index row" in named[0], run["warnings"]
+    assert await pool.fetchval("SELECT count(*) FROM entra_user_dirty WHERE tenant_id = $1 AND id = $2", tid, bad)
+
+    again = await fresh.engine.sync_changes(tid)  # nothing changed in Entra: the flag brings it back
+    assert (again["created"], again["errors"]) == (0, 1)
+    run = await last_run(pool, fresh.org_id)
+    assert run["kind"] == "delta" and run["status"] == "succeeded" and any(bad in w for w in run["warnings"])
+    assert await pool.fetchval("SELECT count(*) FROM entra_user_dirty WHERE tenant_id = $1 AND id = $2", tid, bad)
+
+    await fresh.admin.call("PATCH", f"/users/{bad}", {"mail": f"fixed-address@{domain}"})
+    fixed = await fresh.engine.sync_changes(tid)
+    assert (fixed["created"], fixed["errors"]) == (1, 0)
+    assert (await end_users(pool, fresh.org_id))[bad]["email"] == f"fixed-address@{domain}"
+    assert not await pool.fetchval("SELECT count(*) FROM entra_user_dirty WHERE tenant_id = $1", tid)
