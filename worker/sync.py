@@ -25,7 +25,6 @@ import structlog
 
 from worker.config import Settings
 from worker.core.model import MirrorUser, OrgContext, Plan, StateChange, StoredEndUser
-from worker.core.projection import email_keys, email_of
 from worker.core.reconcile import hold_deactivations, reconcile
 from worker.core.text import unstorable_warnings
 from worker.enrich import Enricher
@@ -801,9 +800,9 @@ class _Chunk:
     end_users: list[_EndUsers]
     plans: list[Plan] = field(default_factory=list)  # per run, from `decide`
     unseen: list[_Chunk] = field(default_factory=list)  # earlier chunks not yet written when this one was read
-    reach: frozenset[str] = frozenset()  # from `decide`
     committed: bool = False
     refused: frozenset[str] = frozenset()  # users whose write PostgreSQL refused (`_write_last_try`)
+    _reach: frozenset[str] | None = None
 
     def emails(self) -> frozenset[str]:
         """The emails, as the email index compares them, that this chunk's creates and updates give End Users."""
@@ -815,24 +814,25 @@ class _Chunk:
         """Each run's plan for these users (pure: nothing is counted until the chunk is written)."""
         self.plans = [reconcile(self.users, org=run.org, linked=linked, by_email=by_email)
                       for run, (linked, by_email) in zip(runs, self.end_users, strict=True)]
-        self.reach = self._reach()
+        self._reach = None
 
-    def _reach(self) -> frozenset[str]:
+    def reach(self) -> frozenset[str]:
         """Every address (lower-cased) this chunk's decisions read or its writes touch, however it is decided:
-        the addresses it looks End Users up by, those its users would give End Users, those of the End Users it
-        read (an update may move one away). Another chunk's writes can change these decisions, or these writes
-        another chunk's decisions, only through an address both reach."""
-        held = [e.fields.get("email") for linked, by_email in self.end_users
-                for e in (*linked.values(), *(x for es in by_email.values() for x in es))]
-        given = [email_of(u) for u in self.users]
-        return frozenset({k for u in self.users for k in email_keys(u)}
-                         | {e.strip().lower() for e in (*held, *given) if e} | self.emails())
+        its users' mail and UPN (what it looks End Users up by, and what it gives them), and the emails of the
+        End Users it read (an update may move one away, an adoption link it). Another chunk's writes can change
+        these decisions, or these writes another chunk's decisions, only through an address both reach."""
+        if self._reach is None:
+            held = [e.fields.get("email") for linked, by_email in self.end_users
+                    for e in (*linked.values(), *(x for es in by_email.values() for x in es))]
+            mine = [m for u in self.users for m in (u.mail, u.user_principal_name)]
+            self._reach = frozenset({e.strip().lower() for e in (*mine, *held) if e}) | self.emails()
+        return self._reach
 
     def depends(self) -> list[_Chunk]:
         """The earlier chunks this one was read before they were written and shares an address with: it is
         decided again once they are in (the first call only; it forgets them)."""
         before, self.unseen = self.unseen, []
-        return [c for c in before if not c.reach.isdisjoint(self.reach)]
+        return [c for c in before if not c.reach().isdisjoint(self.reach())]
 
 
 def _all_committed(chunks: Sequence[_Chunk]) -> bool:
