@@ -824,8 +824,9 @@ class _Chunk:
         if self._reach is None:
             held = [e.fields.get("email") for linked, by_email in self.end_users
                     for e in (*linked.values(), *(x for es in by_email.values() for x in es))]
-            mine = [m for u in self.users for m in (u.mail, u.user_principal_name)]
-            self._reach = frozenset({e.strip().lower() for e in (*mine, *held) if e}) | self.emails()
+            raw = [u.mail for u in self.users] + [u.user_principal_name for u in self.users] + held
+            # map over C-level str methods: a chunk of 2,000 users costs a few milliseconds
+            self._reach = frozenset(map(str.lower, map(str.strip, filter(None, raw)))) | self.emails()
         return self._reach
 
     def depends(self) -> list[_Chunk]:
