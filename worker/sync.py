@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
 from worker.config import Settings
@@ -28,7 +27,7 @@ from worker.core.reconcile import hold_deactivations, reconcile
 from worker.core.text import unstorable_warnings
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
-from worker.store import Conn, enrichment, holds
+from worker.store import Conn, DeadlockDetected, Pool, UniqueViolation, enrichment, holds
 from worker.store import sync as store
 from worker.store.end_users import StaleRead
 
@@ -103,7 +102,7 @@ class OrgRun:
 
 
 class SyncEngine:
-    def __init__(self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings) -> None:
+    def __init__(self, *, pool: Pool, graph: GraphClients, settings: Settings) -> None:
         self._pool = pool
         self._graph = graph
         self._settings = settings
@@ -327,7 +326,7 @@ class SyncEngine:
                 try:
                     async with conn.transaction():  # a savepoint: a refused COPY leaves nothing behind
                         return await store.insert_new_mirror_users(conn, tenant_id, batch, flag=flag_new)
-                except asyncpg.UniqueViolationError:
+                except UniqueViolation:
                     pass  # Graph repeated a user of an earlier page: compare and update as usual
             return await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)
 
@@ -575,7 +574,7 @@ class SyncEngine:
                                            include_deactivations=False)
                 if written is not None:
                     await written(conn, chunk)
-        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, StaleRead):
+        except (UniqueViolation, DeadlockDetected, StaleRead):
             if last_try:
                 raise
             for run, was in zip(runs, recorded, strict=True):

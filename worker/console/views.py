@@ -362,7 +362,7 @@ async def preview_user_sync(v: View) -> web.Response:
     org_id = _path_uuid(v)
     form = await v.form()
     try:
-        preview, errors = await v.store.preview(org_id, forms.filters(form)), {}
+        preview, errors = await v.service.preview(org_id, forms.filters(form)), {}
     except FormErrors as exc:
         preview, errors = None, exc.errors
     return v.render("preview.html", preview=preview, errors=errors, titles=SECTION_TITLES)

@@ -21,9 +21,9 @@ from typing import Any, cast
 
 import asyncpg
 
-from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
-from worker.graph import TenantCredentials
-from worker.store import end_users, sync_status
+from worker.core.model import END_USER_FIELDS, MirrorUser
+from worker.credentials import TenantCredentials
+from worker.store import Conn, Pool, end_users, sync_status
 from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
@@ -35,7 +35,6 @@ SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Row = asyncpg.Record | Mapping[str, Any]
 
 
@@ -561,13 +560,10 @@ class AdminStore:
         out["groups"] = [_record(r) for r in groups]
         return out
 
-    async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
-        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
-        for the Organization's mapped tenant (kept here so callers of the former SQL preview need no change)."""
-        from worker.preview import preview  # the engine's module: imported late, it imports the store
-
-        tenant_id = await self.mapped_tenant(organization_id)
-        return await preview(self._pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)
+    @property
+    def pool(self) -> Pool:
+        """The pool this store runs on (the preview, an engine function, reads through it)."""
+        return self._pool
 
     # ---- End Users -----------------------------------------------------------------------------------------
 
