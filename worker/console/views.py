@@ -26,9 +26,9 @@ from worker.admin.end_users_api import edit_values
 from worker.admin.errors import ApiError
 from worker.admin.inputs import tenant_ref
 from worker.core.filters import SECTIONS, filters_to_json
-from worker.core.model import END_USER_FIELDS
+from worker.core.model import END_USER_FIELDS, SYNC_STATES
 from worker.explain import explain_user
-from worker.store.admin import SYNC_STATES, Conflict, StoreError
+from worker.store.admin import Conflict, StoreError
 from worker.store.console import Cursor
 from worker.store.end_users import Conflict as EndUserConflict
 from worker.store.end_users import EndUserError

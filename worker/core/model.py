@@ -6,11 +6,12 @@ them from PostgreSQL and applies a `Plan` set-based. Everything is immutable.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
 SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded"]
+SYNC_STATES: tuple[SyncState, ...] = get_args(SyncState)  # the one list of them
 RemovedReason = Literal["changed", "deleted", "absent"]  # absent: missing from a complete listing
 
 # The End User fields the sync owns, in a fixed order (journal and hashing rely on it).
@@ -90,6 +91,10 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     office_locations: FilterSection = "all"
     departments: FilterSection = "all"
     groups: FilterSection = "all"
+
+
+# The filter sections, in the order operators see them: the fields of `Filters`.
+FILTER_SECTIONS: tuple[str, ...] = Filters.__struct_fields__
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):
