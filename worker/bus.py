@@ -13,12 +13,14 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas import messages, topics
 from worker.config import KafkaSettings
 
 log = structlog.get_logger(__name__)
+
+BusError = KafkaError  # any failure of the broker or of a client of it
 
 
 def connection_options(settings: KafkaSettings) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import asyncpg
 import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -37,21 +36,26 @@ from aiokafka.errors import KafkaError
 
 from schemas import messages, topics
 from worker import bus
+from worker import store as db
 from worker.config import Settings
-from worker.core.delivery import DONE, Action, Kind, Outcome, RetryPolicy, decide, poll_timeout_ms, to_commit
+from worker.core.delivery import (
+    DONE,
+    Action,
+    Kind,
+    Outcome,
+    RetryPolicy,
+    decide,
+    poll_timeout_ms,
+    restart_delay,
+    to_commit,
+)
 from worker.graph import GraphAuthFailed, GraphForbidden, GraphThrottled, GraphTransient
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine, UnknownTenant
 
 log = structlog.get_logger(__name__)
 
-TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
-             asyncpg.PostgresConnectionError,  # incl. ConnectionDoesNotExistError
-             asyncpg.InterfaceError,  # incl. "connection is closed", released while in use
-             asyncpg.exceptions.OperatorInterventionError,  # pg_terminate_backend, shutdown, cancel
-             asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-             asyncpg.exceptions.CannotConnectNowError,
-             asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+TRANSIENT = (GraphTransient, KafkaError, *db.TRANSIENT)  # db.TRANSIENT: OSError and TimeoutError included
 COMMIT_TIMEOUT_S = 10.0
 MAX_HELD_RECORDS = 20_000  # above this many records held by tenants a consumer stops fetching until they drain
 
@@ -410,7 +414,7 @@ class ConsumerLoop:
 
     async def _backoff(self) -> None:
         self._failures += 1
-        delay = min(30.0, 0.5 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+        delay = restart_delay(self._failures, cap_s=30.0, jitter=random.uniform(0.5, 1.0))
         log.info("consumer.backoff", group=self._group, delay_s=round(delay, 2), failures=self._failures)
         await asyncio.sleep(delay)
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from worker.core.explain import Facts, explain
 from worker.core.model import MirrorUser, Plan, StoredEndUser
 from worker.core.reconcile import reconcile
-from worker.store import Conn, holds
+from worker.store import Conn, Pool, holds
 from worker.store import explain as store
 from worker.store import sync as sync_store
 from worker.store.admin import Conflict, NotFound
 
 
 async def explain_user(
-    pool: asyncpg.Pool, *, organization_id: str, tenant_id: str, entra_object_id: str | None = None,
+    pool: Pool, *, organization_id: str, tenant_id: str, entra_object_id: str | None = None,
     email: str | None = None,
 ) -> dict[str, Any]:
     """The explanation for the user named by exactly one of `entra_object_id` and `email`."""

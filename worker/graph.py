@@ -36,18 +36,23 @@ from kiota_http.middleware import RedirectHandler
 from msgraph_core import GraphClientFactory
 
 from worker.config import GraphSettings
+from worker.core.directory import GraphGroup, GraphUser
+from worker.core.model import USER_PROPERTIES
 from worker.core.text import json_without_lone_surrogates, may_hold_unstorable, scrub
-from worker.logs import redact_value
+from worker.credentials import TenantCredentials
 
 log = structlog.get_logger(__name__)
 
 SCOPE = "https://graph.microsoft.com/.default"
 T = TypeVar("T")
-USER_SELECT = (
-    "id,displayName,givenName,surname,mail,userPrincipalName,businessPhones,mobilePhone,streetAddress,"
-    "city,state,postalCode,country,jobTitle,department,officeLocation,userType,accountEnabled,"
-    "assignedLicenses"
-)
+
+def _user_select() -> str:
+    """`$select` of user pages: the declared user properties (`UserProperties`) and licences, as Graph spells them."""
+    wire = dict(zip(GraphUser.__struct_fields__, GraphUser.__struct_encode_fields__, strict=True))
+    return ",".join(wire[f] for f in ("id", *USER_PROPERTIES, "assigned_licenses"))
+
+
+USER_SELECT = _user_select()
 REGISTRATION_SELECT = (  # what an End User's MFA data needs: a sixth of the report's row
     "id,isMfaRegistered,isMfaCapable,methodsRegistered,userPreferredMethodForSecondaryAuthentication,"
     "systemPreferredAuthenticationMethods"
@@ -148,37 +153,7 @@ def map_error(response: httpx.Response) -> GraphError:
 
 
 # ---- Typed pages --------------------------------------------------------------------------------------
-
-class Removed(msgspec.Struct):
-    reason: str = "deleted"
-
-
-class AssignedLicense(msgspec.Struct, rename="camel"):
-    sku_id: str = ""
-
-
-class GraphUser(msgspec.Struct, rename="camel"):
-    id: str
-    display_name: str | None = None
-    given_name: str | None = None
-    surname: str | None = None
-    mail: str | None = None
-    user_principal_name: str | None = None
-    business_phones: list[str] = []
-    mobile_phone: str | None = None
-    street_address: str | None = None
-    city: str | None = None
-    state: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
-    job_title: str | None = None
-    department: str | None = None
-    office_location: str | None = None
-    user_type: str | None = None
-    account_enabled: bool | None = None
-    assigned_licenses: list[AssignedLicense] = []
-    removed: Removed | None = msgspec.field(default=None, name="@removed")
-
+# Users and groups are decoded into the directory's types of `worker.core.directory`.
 
 class UserPage(msgspec.Struct):
     value: list[GraphUser] = []
@@ -189,19 +164,6 @@ class UserPage(msgspec.Struct):
 
 
 _user_page_decoder = msgspec.json.Decoder(UserPage)
-
-
-class MemberDelta(msgspec.Struct):
-    id: str
-    odata_type: str = msgspec.field(default="", name="@odata.type")
-    removed: Removed | None = msgspec.field(default=None, name="@removed")
-
-
-class GraphGroup(msgspec.Struct):
-    id: str
-    display_name: str | None = msgspec.field(default=None, name="displayName")
-    members: list[MemberDelta] = msgspec.field(default_factory=list, name="members@delta")
-    removed: Removed | None = msgspec.field(default=None, name="@removed")
 
 
 class GroupPage(msgspec.Struct):
@@ -373,16 +335,6 @@ def retry_after(header: str | None, *, cap: float) -> float | None:
 
 
 # ---- The client -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TenantCredentials:
-    tenant_id: str
-    client_id: str
-    client_secret: str
-
-    def __post_init__(self) -> None:
-        redact_value(self.client_secret)  # whatever fails with it from here on, its logs never show it
-
 
 class TenantGraph:
     """Graph calls for one Microsoft tenant."""

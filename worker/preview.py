@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-
 from worker import sync as engine
 from worker.core.filters import compile_filters
 from worker.core.model import Filters, MirrorUser, StoredEndUser
@@ -25,12 +23,13 @@ from worker.core.preview import Tally, Written
 from worker.core.projection import email_keys
 from worker.core.reconcile import reconcile
 from worker.graph import prefetch
+from worker.store import Pool
 from worker.store import sync as store
 
 _Chunk = tuple[list[MirrorUser], dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]
 
 
-async def preview(pool: asyncpg.Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
+async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
     """The preview of `filters` for an Organization syncing from `tenant_id` (CONTRACTS.md shape)."""
     async with pool.acquire() as conn:
         org = await store.org_context_with(conn, tenant_id, organization_id, filters)
@@ -49,7 +48,7 @@ async def preview(pool: asyncpg.Pool, *, tenant_id: str, organization_id: str, f
     }
 
 
-async def _chunks(pool: asyncpg.Pool, tenant_id: str, organization_id: str, filters: Filters
+async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Filters
                   ) -> AsyncIterator[_Chunk]:
     """The sync's chunks of mirror users (`_project_all`), each with the End Users `reconcile` needs."""
     with_groups = filters.groups != "all"

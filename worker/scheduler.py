@@ -17,19 +17,19 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from schemas import messages, topics
-from worker.bus import KafkaPublisher, Publisher, ensure_topics
+from worker import store as db
+from worker.bus import BusError, KafkaPublisher, Publisher, ensure_topics
 from worker.config import Settings
+from worker.core.delivery import restart_delay
 from worker.core.schedule import due_tenants, next_wakeup
+from worker.store import leader
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
 
-LEADER_LOCK = 0x656E7472_6C656164  # "entrlead"
 MAX_SLEEP_S = 30.0  # look at least this often, so a newly enabled tenant's slot is not slept through
 
 
@@ -45,7 +45,7 @@ async def enqueue_tenants(publisher: Publisher, tenant_ids: Iterable[str], *, re
     return count
 
 
-async def enqueue_tick(conn: asyncpg.Connection, publisher: Publisher, *, reason: str = "scheduled") -> int:
+async def enqueue_tick(conn: db.Conn, publisher: Publisher, *, reason: str = "scheduled") -> int:
     """Enqueue one round for every tenant with an enabled sync at once (not the hourly path: see `_lead`)."""
     return await enqueue_tenants(publisher, await store.tenants_with_enabled_sync(conn), reason=reason)
 
@@ -57,12 +57,9 @@ async def run_scheduler(settings: Settings) -> None:
     while True:
         try:
             await _lead(settings)
-        # InternalClientError: a connection the server terminated while idle can refuse its next query with
-        # "another operation is in progress" instead of a connection error; it is as lost.
-        except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                asyncpg.InternalClientError) as exc:
+        except (BusError, OSError, TimeoutError, *db.ANY_ERROR) as exc:
             failures += 1
-            delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+            delay = restart_delay(failures, cap_s=60.0, jitter=random.uniform(0.5, 1.0))
             log.warning("scheduler.retry", error=repr(exc), delay_s=round(delay, 2))
             await asyncio.sleep(delay)
 
@@ -72,10 +69,10 @@ async def _lead(settings: Settings) -> None:
     publisher = KafkaPublisher(settings.kafka)
     await publisher.start()
     try:
-        conn = await asyncpg.connect(settings.database.url)
+        conn = await db.connect(settings.database.url)
         try:
             interval = settings.sync.resync_interval_s
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+            while not await leader.try_lead(conn):
                 await asyncio.sleep(min(MAX_SLEEP_S, interval))
             log.info("scheduler.leader")
             # A new leader starts its window now: tenants wait for their own slot (at most one interval),

@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import structlog
 
 from schemas.client_state import client_state_for
 from worker.config import Settings
 from worker.graph import GraphClients, GraphError, GraphNotFound, GraphTransient, Subscription, TenantGraph
-from worker.store import Conn
+from worker.store import Conn, Pool
 from worker.store import sync as store
 
 log = structlog.get_logger(__name__)
@@ -47,7 +46,7 @@ def _utcnow() -> datetime:
 
 class SubscriptionManager:
     def __init__(
-        self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings,
+        self, *, pool: Pool, graph: GraphClients, settings: Settings,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._pool = pool

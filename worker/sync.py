@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
 import structlog
 
@@ -29,7 +28,7 @@ from worker.core.reconcile import hold_deactivations, reconcile
 from worker.core.text import unstorable_warnings
 from worker.enrich import Enricher
 from worker.graph import DeltaTokenExpired, GraphClients, GraphForbidden, GraphUser, TenantGraph, prefetch
-from worker.store import Conn, enrichment, holds
+from worker.store import VALUE_REFUSALS, Conn, DeadlockDetected, Pool, UniqueViolation, enrichment, holds
 from worker.store import sync as store
 from worker.store.end_users import StaleRead
 
@@ -43,14 +42,11 @@ SPARE_CONNECTION_WAIT_S = 0.5
 # waiting for a listing to end. One tenant's resync on a pool of 4 still gets all three connections it uses.
 SPARE_RESERVE = 2
 MEMBER_BATCH = 5000  # memberships of a complete groups listing written per COPY
-# PostgreSQL refusing the values of a write: a data exception (SQLSTATE class 22, e.g. a value out of range),
-# an integrity constraint (23: a check, a unique index), a program limit (54: an index row too large). Retrying
-# the same values fails the same way, unlike a lost connection or a serialization failure; when a chunk's write
-# is refused so, the chunk is written by halves and only the users PostgreSQL refuses are left out.
-USER_REFUSALS: tuple[type[Exception], ...] = (
-    asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError, StaleRead)
+# A chunk's write refused for its values (`worker.store.VALUE_REFUSALS`) or stale reads: the chunk is written
+# by halves and only the users PostgreSQL refuses are left out.
+USER_REFUSALS: tuple[type[Exception], ...] = (*VALUE_REFUSALS, StaleRead)
 # A chunk's write refused so is decided again from fresh reads and written once more (`_write_last_try`).
-_DECIDE_AGAIN: tuple[type[Exception], ...] = (asyncpg.DeadlockDetectedError, *USER_REFUSALS)
+_DECIDE_AGAIN: tuple[type[Exception], ...] = (DeadlockDetected, *USER_REFUSALS)
 REFUSALS_SHOWN = 20  # per run, refused users named in its warnings one by one; the rest are counted
 
 
@@ -127,7 +123,7 @@ class OrgRun:
 
 
 class SyncEngine:
-    def __init__(self, *, pool: asyncpg.Pool, graph: GraphClients, settings: Settings) -> None:
+    def __init__(self, *, pool: Pool, graph: GraphClients, settings: Settings) -> None:
         self._pool = pool
         self._graph = graph
         self._settings = settings
@@ -351,7 +347,7 @@ class SyncEngine:
                 try:
                     async with conn.transaction():  # a savepoint: a refused COPY leaves nothing behind
                         return await store.insert_new_mirror_users(conn, tenant_id, batch, flag=flag_new)
-                except asyncpg.UniqueViolationError:
+                except UniqueViolation:
                     pass  # Graph repeated a user of an earlier page: compare and update as usual
             return await store.upsert_mirror_users(conn, tenant_id, batch, listing=listing)
 

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from worker.graph import GraphGroup, MemberDelta
+from worker.core.directory import GraphGroup, MemberDelta
 from worker.store import enrichment
 
 USER = "#microsoft.graph.user"

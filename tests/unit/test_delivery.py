@@ -163,3 +163,12 @@ def test_unstorable_warning_counts_and_names_a_few() -> None:
     assert unstorable_warnings([]) == []
     [warning] = unstorable_warnings([f"u{i} jobTitle" for i in range(12)], shown=2)
     assert warning.startswith("12 value(s)") and "u0 jobTitle, u1 jobTitle and 10 more" in warning
+
+
+def test_a_broken_loop_restarts_after_a_doubling_capped_jittered_delay() -> None:
+    from worker.core.delivery import restart_delay
+
+    assert [restart_delay(n, cap_s=30.0, jitter=1.0) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert restart_delay(7, cap_s=60.0, jitter=1.0) == 60.0 and restart_delay(6, cap_s=60.0, jitter=1.0) == 32.0
+    assert restart_delay(3, cap_s=30.0, jitter=0.5) == 2.0
+    assert restart_delay(10_000, cap_s=30.0, jitter=1.0) == 30.0  # no overflow after a long outage

@@ -16,20 +16,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from worker import store as db
 from worker.bus import KafkaPublisher, Publisher, ensure_topics
 from worker.config import ConfigError, Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
-from worker.core.model import END_USER_FIELDS, Filters
+from worker.core.model import END_USER_FIELDS, SYNC_STATES, Filters
 from worker.explain import explain_user
 from worker.serve import BodyGuard, serve
 from worker.store import holds
-from worker.store.admin import SYNC_STATES, AdminStore, StoreError
+from worker.store.admin import AdminStore, StoreError
 from worker.store.end_users import EndUserStore
 from worker.store.pool import create_pool
 
@@ -57,7 +57,7 @@ STORE = web.AppKey("store", AdminStore)
 SERVICE = web.AppKey("service", AdminService)
 TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", Metrics)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", db.Pool)
 
 
 def _metrics() -> Metrics:
@@ -107,12 +107,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(ApiError(exc.status, exc.reason))
-    except (asyncpg.DataError, UnicodeEncodeError) as exc:
+    except (db.DataError, UnicodeEncodeError) as exc:
         # A value PostgreSQL refuses (too long, out of range, not storable) that no input check caught: the
         # client's input, so a 400, never a 500. The error names no value (it may be a secret).
         log.warning("admin.unstorable_input", route=_route_name(request), error=type(exc).__name__)
         return error_response(ApiError(400, f"a value in the request cannot be stored ({type(exc).__name__})"))
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except db.UNAVAILABLE as exc:
         log.warning("admin.unavailable", error=repr(exc))
         return error_response(ApiError(503, "the database is unavailable"))
     except Exception:
@@ -294,7 +294,7 @@ async def user_sync_options(request: web.Request) -> web.Response:
 async def user_sync_preview(request: web.Request) -> web.Response:
     org_id = inputs.path_id(request)
     filters = _filters(await inputs.json_body(request, allowed=("filters",)))
-    return web.json_response(await _store(request).preview(org_id, filters))
+    return web.json_response(await request.app[SERVICE].preview(org_id, filters))
 
 
 async def user_sync_explain(request: web.Request) -> web.Response:
@@ -381,7 +381,7 @@ async def confirm_run(request: web.Request) -> web.Response:
     return web.json_response({"run_id": run_id}, status=202)
 
 
-async def dismiss_held_run(pool: asyncpg.Pool, run_id: str) -> None:
+async def dismiss_held_run(pool: db.Pool, run_id: str) -> None:
     """Keep everyone a held run would deactivate, and end its hold (404/409 as API errors; the console too)."""
     try:
         await holds.dismiss_run(pool, run_id)
@@ -456,7 +456,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publisher) -> web.Application:
+def create_admin_app(settings: Settings, *, pool: db.Pool, publisher: Publisher) -> web.Application:
     """The admin application over an open pool and a started publisher (the caller owns both)."""
     # The body guard comes first: a slow or vanished client is answered (408/503) before anything else runs.
     guard = BodyGuard("admin", timeout_s=settings.admin.body_timeout_s,
@@ -484,7 +484,7 @@ def create_admin_app(settings: Settings, *, pool: asyncpg.Pool, publisher: Publi
 
 
 @contextlib.asynccontextmanager
-async def _resources(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, KafkaPublisher]]:
+async def _resources(settings: Settings) -> AsyncIterator[tuple[db.Pool, KafkaPublisher]]:
     pool = await create_pool(
         settings.database.url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
     )

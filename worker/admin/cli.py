@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("user_types", "domains", "office_locations", "departments", "groups")
+from worker.core.model import END_USER_FIELDS, FILTER_SECTIONS, SYNC_STATES
+
+SECTIONS = FILTER_SECTIONS
 TIMEOUT_S = 30.0
 
 
@@ -199,8 +201,7 @@ def _secret(value: str) -> str:
     return sys.stdin.readline().strip() if value == "-" else value
 
 
-FIELDS = ("first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
-          "job_title")
+FIELDS = END_USER_FIELDS
 
 
 def _end_user_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -369,8 +370,7 @@ def _end_users(subparsers: argparse._SubParsersAction, common: argparse.Argument
             "email": a.email, "sync_state": a.sync_state, "q": a.q, "limit": a.limit, "offset": a.offset}))
     listing.add_argument("org")
     listing.add_argument("--email")
-    listing.add_argument("--sync-state", choices=("manual", "synced", "out_of_scope", "sync_disabled",
-                                                  "deactivated", "excluded"))
+    listing.add_argument("--sync-state", choices=SYNC_STATES)
     listing.add_argument("--q", help="substring of name or email")
     listing.add_argument("--limit", type=int)
     listing.add_argument("--offset", type=int)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.core.model import FILTER_SECTIONS, SYNC_STATES
+
 JSON = "application/json"
 
 
@@ -80,9 +82,8 @@ SCHEMAS: dict[str, Any] = {
         "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
     "Filters": {
         "type": "object", "additionalProperties": False,
-        "required": ["user_types", "domains", "office_locations", "departments", "groups"],
-        "properties": {name: _SECTION for name in
-                       ("user_types", "domains", "office_locations", "departments", "groups")}},
+        "required": list(FILTER_SECTIONS),
+        "properties": {name: _SECTION for name in FILTER_SECTIONS}},
     "FiltersBody": {"type": "object", "required": ["filters"], "additionalProperties": False,
                     "properties": {"filters": _ref("Filters")}},
     "UserSync": {"type": "object", "properties": {
@@ -118,7 +119,7 @@ SCHEMAS: dict[str, Any] = {
     "Options": {"type": "object", "properties": {
         "microsoft_tenant_id": {"type": "string"}, "total_users": {"type": "integer"},
         **{name: {"type": "array", "items": _ref("OptionValue")}
-           for name in ("user_types", "domains", "office_locations", "departments")},
+           for name in FILTER_SECTIONS if name != "groups"},
         "groups": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": _nullable("string"), "count": {"type": "integer"}}}}}},
     "Preview": {"type": "object", "properties": {
@@ -134,7 +135,7 @@ SCHEMAS: dict[str, Any] = {
             "first_name", "last_name", "email", "phone", "mobile", "street", "city", "state", "postal_code",
             "job_title", "sync_state_reason", "entra_tenant_id", "entra_object_id", "last_synced_at")},
         "id": {"type": "string"}, "organization_id": {"type": "string"},
-        "sync_state": {"enum": ["synced", "out_of_scope", "sync_disabled", "deactivated", "excluded", "manual"]},
+        "sync_state": {"enum": list(SYNC_STATES)},
         "microsoft": {"type": ["object", "null"]},
         "locked_fields": {"type": "array", "items": {"type": "string"},
                           "description": "fields an operator edited: the sync never overwrites them"},

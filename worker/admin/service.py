@@ -20,6 +20,7 @@ from schemas import topics
 from schemas.messages import Command
 from worker.bus import Publisher
 from worker.config import GraphSettings
+from worker.core.model import Filters
 from worker.core.projection import project_fields
 from worker.graph import (
     CredentialRejected,
@@ -29,6 +30,7 @@ from worker.graph import (
     delete_subscriptions,
     verify_credentials,
 )
+from worker.preview import preview
 from worker.store.admin import AdminStore, Conflict, Enqueued, Outcome
 
 from .errors import ApiError, Unavailable
@@ -51,6 +53,12 @@ class AdminService:
         self._publisher = publisher
         self._graph = graph or GraphSettings()
         self._notification_url = notification_url  # ours: the subscriptions a removal deletes in Graph
+
+    async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
+        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
+        for the Organization's mapped tenant."""
+        tenant_id = await self.store.mapped_tenant(organization_id)
+        return await preview(self.store.pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)
 
     # ---- Microsoft tenants: a credential is tested before it is stored -----------------------------------
 

@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
+from worker.core.model import FILTER_SECTIONS
 from worker.embedded import EmbeddedPostgres, child_env, create_database, drop_database
 from worker.store import Conn
 
-ALL_FILTERS: dict[str, Any] = {
-    "user_types": "all", "domains": "all", "office_locations": "all", "departments": "all", "groups": "all",
-}
+ALL_FILTERS: dict[str, Any] = dict.fromkeys(FILTER_SECTIONS, "all")
 
 
 @contextlib.asynccontextmanager

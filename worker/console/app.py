@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
-import asyncpg
 import jinja2
 import structlog
 from aiohttp import web
 
+from worker import store as db
 from worker.admin.end_users_api import end_user_error
 from worker.admin.errors import ApiError, from_store
 from worker.admin.service import AdminService
@@ -54,7 +54,7 @@ class Console:
     service: AdminService
     keys: SessionKeys
     end_users: EndUserStore  # the admin API's End User decisions (edit, lock, exclude, journal, undo)
-    pool: asyncpg.Pool  # for the admin API's functions that take a pool (explain, dismiss)
+    pool: db.Pool  # for the admin API's functions that take a pool (explain, dismiss)
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -153,7 +153,7 @@ async def _guarded(request: web.Request, handler: Handler, session: Session) -> 
         return _error_page(request, session, exc.status, exc.message)
     except FormErrors as exc:  # a handler without a form of its own to re-show (e.g. a bad query string)
         return _error_page(request, session, 400, "; ".join(f"{k} {v}" for k, v in exc.errors.items()))
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except db.UNAVAILABLE as exc:
         log.warning("console.unavailable", error=repr(exc))
         return _error_page(request, session, 503, "The database is unavailable; try again in a moment.")
     except web.HTTPException:
@@ -226,7 +226,7 @@ def number(value: Any) -> str:
 
 
 def setup_console(
-    app: web.Application, *, pool: asyncpg.Pool, store: AdminStore, service: AdminService, token: str
+    app: web.Application, *, pool: db.Pool, store: AdminStore, service: AdminService, token: str
 ) -> None:
     """Add the console's routes, templates and static files to the admin application."""
     from . import views

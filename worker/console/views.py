@@ -26,9 +26,9 @@ from worker.admin.end_users_api import edit_values
 from worker.admin.errors import ApiError
 from worker.admin.inputs import tenant_ref
 from worker.core.filters import SECTIONS, filters_to_json
-from worker.core.model import END_USER_FIELDS
+from worker.core.model import END_USER_FIELDS, SYNC_STATES
 from worker.explain import explain_user
-from worker.store.admin import SYNC_STATES, Conflict, StoreError
+from worker.store.admin import Conflict, StoreError
 from worker.store.console import Cursor
 from worker.store.end_users import Conflict as EndUserConflict
 from worker.store.end_users import EndUserError
@@ -362,7 +362,7 @@ async def preview_user_sync(v: View) -> web.Response:
     org_id = _path_uuid(v)
     form = await v.form()
     try:
-        preview, errors = await v.store.preview(org_id, forms.filters(form)), {}
+        preview, errors = await v.service.preview(org_id, forms.filters(form)), {}
     except FormErrors as exc:
         preview, errors = None, exc.errors
     return v.render("preview.html", preview=preview, errors=errors, titles=SECTION_TITLES)

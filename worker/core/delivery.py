@@ -53,6 +53,13 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.base_backoff_s * 2 ** max(0, retries - 1))
 
 
+def restart_delay(failures: int, *, cap_s: float, jitter: float) -> float:
+    """How long a broken loop (a consumer, the scheduler's leadership) waits before it starts again after
+    `failures` consecutive failures: doubling from 0.5 s, capped at `cap_s`, times `jitter` (the caller's
+    random factor, 0.5 to 1.0, so that replicas broken together do not come back together)."""
+    return min(cap_s, 0.5 * 2 ** min(failures, 32)) * jitter
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action

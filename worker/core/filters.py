@@ -21,9 +21,9 @@ from typing import Final
 
 import msgspec
 
-from worker.core.model import Filters, FilterSection, MirrorUser
+from worker.core.model import FILTER_SECTIONS, Filters, FilterSection, MirrorUser
 
-SECTIONS: Final[tuple[str, ...]] = ("user_types", "domains", "office_locations", "departments", "groups")
+SECTIONS: Final[tuple[str, ...]] = FILTER_SECTIONS
 ALL: Final = "all"
 GUEST_MARK: Final = "#ext#"  # compared lower-cased
 

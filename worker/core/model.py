@@ -6,11 +6,12 @@ them from PostgreSQL and applies a `Plan` set-based. Everything is immutable.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
 SyncState = Literal["manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded"]
+SYNC_STATES: tuple[SyncState, ...] = get_args(SyncState)  # the one list of them
 RemovedReason = Literal["changed", "deleted", "absent"]  # absent: missing from a complete listing
 
 # The End User fields the sync owns, in a fixed order (journal and hashing rely on it).
@@ -27,14 +28,15 @@ class Mfa(msgspec.Struct, frozen=True, kw_only=True):
     preferred_method: str | None = None
 
 
-class MirrorUser(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """One Entra user as held in the tenant mirror (`entra_users`), with derived group membership.
+class UserProperties(msgspec.Struct, kw_only=True, rename="camel"):
+    """The Entra user properties the sync reads from Graph and keeps verbatim in the tenant mirror: the one
+    declaration of them. Graph's `$select` (`worker.graph.USER_SELECT`), the decoding of Graph's pages
+    (`GraphUser`), the mirror's columns and rows (`worker.store.sync.MIRROR_COLUMNS`) and `MirrorUser` all
+    derive from these fields, in this order. Adding a synced property: a field here, the `entra_users` column
+    of the same name (a migration), and its test (tests/unit/test_user_properties.py shows how).
 
-    Its JSON form is an array in field order (`array_like`): the store reads a batch of mirror users as one
-    array of arrays, which PostgreSQL builds and msgspec decodes far faster than objects with 25 keys each.
-    """
+    Encoded names are Graph's (`rename="camel"`: `jobTitle`); the mirror's columns are the field names."""
 
-    tenant_id: str
     id: str
     display_name: str | None = None
     given_name: str | None = None
@@ -53,6 +55,23 @@ class MirrorUser(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     office_location: str | None = None
     user_type: str | None = None
     account_enabled: bool | None = None
+
+
+# The names of the properties above but `id` (the key), in declaration order.
+USER_PROPERTIES: tuple[str, ...] = UserProperties.__struct_fields__[1:]
+
+
+# mypy's dataclass rules refuse a frozen subclass of a mutable base; msgspec allows it (the Graph-side subclass
+# stays mutable for scrubbing in place), and MirrorUser's instances are immutable.
+class MirrorUser(UserProperties, frozen=True, kw_only=True, array_like=True):  # type: ignore[misc]
+    """One Entra user as held in the tenant mirror (`entra_users`), with derived group membership: its
+    `UserProperties`, then what the mirror derives or adds.
+
+    Its JSON form is an array in field order (`array_like`): the store reads a batch of mirror users as one
+    array of arrays, which PostgreSQL builds and msgspec decodes far faster than objects with 25 keys each.
+    """
+
+    tenant_id: str
     license_sku_ids: tuple[str, ...] = ()
     removed: RemovedReason | None = None          # soft-deleted ("changed") or permanently ("deleted")
     last_sign_in_at: str | None = None            # ISO 8601, UTC
@@ -72,6 +91,10 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     office_locations: FilterSection = "all"
     departments: FilterSection = "all"
     groups: FilterSection = "all"
+
+
+# The filter sections, in the order operators see them: the fields of `Filters`.
+FILTER_SECTIONS: tuple[str, ...] = Filters.__struct_fields__
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):

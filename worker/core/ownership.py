@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from worker.core.model import MirrorUser, StoredEndUser, SyncState
+from worker.core.model import SYNC_STATES, MirrorUser, StoredEndUser, SyncState
 from worker.core.projection import Fields, microsoft_data
 
 # ---- field ownership -----------------------------------------------------------------------------------------
@@ -156,8 +156,7 @@ def _net_changes(
     return {k: v for k, v in fields.items() if v[0] != v[1]}, state
 
 
-_STATES: Final[frozenset[str]] = frozenset(
-    ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded"))
+_STATES: Final[frozenset[str]] = frozenset(SYNC_STATES)
 
 
 def _state(value: str) -> SyncState:

@@ -21,9 +21,9 @@ from typing import Any, cast
 
 import asyncpg
 
-from worker.core.model import END_USER_FIELDS, Filters, MirrorUser
-from worker.graph import TenantCredentials
-from worker.store import end_users, sync_status
+from worker.core.model import END_USER_FIELDS, MirrorUser
+from worker.credentials import TenantCredentials
+from worker.store import Conn, Pool, end_users, sync_status
 from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
@@ -31,11 +31,9 @@ _TENANT_TABLES = (
     "entra_user_dirty", "entra_user_sign_ins", "entra_user_enrichment", "entra_group_members", "entra_groups",
     "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
 )
-SYNC_STATES = ("manual", "synced", "out_of_scope", "sync_disabled", "deactivated", "excluded")
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Row = asyncpg.Record | Mapping[str, Any]
 
 
@@ -270,11 +268,10 @@ class AdminStore:
             raise Conflict(f"Microsoft tenant {tenant_id} is already registered")
 
     async def microsoft_tenant_credential(self, tenant_id: str) -> TenantCredentials:
-        creds = await self._pool.fetchrow(
-            "SELECT tenant_id, client_id, client_secret FROM microsoft_tenants WHERE tenant_id = $1", tenant_id
+        creds = await _one(
+            self._pool, f"Microsoft tenant {tenant_id}",
+            "SELECT tenant_id, client_id, client_secret FROM microsoft_tenants WHERE tenant_id = $1", tenant_id,
         )
-        if creds is None:
-            raise NotFound(f"no Microsoft tenant {tenant_id}")
         return TenantCredentials(creds["tenant_id"], creds["client_id"], creds["client_secret"])
 
     async def update_microsoft_tenant(
@@ -341,10 +338,8 @@ class AdminStore:
         return [_record(r) for r in rows]
 
     async def get_psa_tenant(self, psa_tenant_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(_PSA_SELECT + " WHERE p.id = $1", psa_tenant_id)
-        if row is None:
-            raise NotFound(f"no PSA tenant {psa_tenant_id}")
-        return _record(row)
+        return _record(await _one(self._pool, f"PSA tenant {psa_tenant_id}", _PSA_SELECT + " WHERE p.id = $1",
+                                  psa_tenant_id))
 
     async def create_psa_tenant(self, name: str) -> dict[str, Any]:
         try:
@@ -395,10 +390,8 @@ class AdminStore:
         return [_record(r) for r in rows]
 
     async def get_organization(self, organization_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(_ORG_SELECT + " WHERE o.id = $1", organization_id)
-        if row is None:
-            raise NotFound(f"no Organization {organization_id}")
-        return _record(row)
+        return _record(await _one(self._pool, f"Organization {organization_id}", _ORG_SELECT + " WHERE o.id = $1",
+                                  organization_id))
 
     async def create_organization(self, *, name: str, psa_tenant_id: str) -> dict[str, Any]:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -493,11 +486,9 @@ class AdminStore:
     async def queue_confirmation(self, run_id: str) -> Enqueued:
         """Queue an org-sync that applies the deactivations a held run kept back (the operator confirmed)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            held = await conn.fetchrow(
-                "SELECT status, organization_id, tenant_id FROM sync_runs WHERE id = $1 FOR UPDATE", run_id
-            )
-            if held is None:
-                raise NotFound(f"no sync run {run_id}")
+            held = await _one(conn, f"sync run {run_id}",
+                              "SELECT status, organization_id, tenant_id FROM sync_runs WHERE id = $1 FOR UPDATE",
+                              run_id)
             if held["status"] != "held" or held["organization_id"] is None:
                 raise Conflict(f"only a held Organization run can be confirmed; this one is {held['status']}")
             org = await _lock_organization(conn, held["organization_id"])
@@ -561,13 +552,10 @@ class AdminStore:
         out["groups"] = [_record(r) for r in groups]
         return out
 
-    async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
-        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
-        for the Organization's mapped tenant (kept here so callers of the former SQL preview need no change)."""
-        from worker.preview import preview  # the engine's module: imported late, it imports the store
-
-        tenant_id = await self.mapped_tenant(organization_id)
-        return await preview(self._pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)
+    @property
+    def pool(self) -> Pool:
+        """The pool this store runs on (the preview, an engine function, reads through it)."""
+        return self._pool
 
     # ---- End Users -----------------------------------------------------------------------------------------
 
@@ -593,10 +581,8 @@ class AdminStore:
         return {"items": [_end_user(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
     async def get_end_user(self, end_user_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(_END_USER_SELECT + " WHERE e.id = $1", end_user_id)
-        if row is None:
-            raise NotFound(f"no End User {end_user_id}")
-        return _end_user(row)
+        return _end_user(await _one(self._pool, f"End User {end_user_id}", _END_USER_SELECT + " WHERE e.id = $1",
+                                    end_user_id))
 
     async def create_manual_end_user(
         self, organization_id: str, fields: Mapping[str, str | None]
@@ -656,10 +642,7 @@ class AdminStore:
         return [_run(r) for r in rows]
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(_RUN_SELECT + " WHERE id = $1", run_id)
-        if row is None:
-            raise NotFound(f"no sync run {run_id}")
-        return _run(row)
+        return _run(await _one(self._pool, f"sync run {run_id}", _RUN_SELECT + " WHERE id = $1", run_id))
 
     # ---- Review items --------------------------------------------------------------------------------------
 
@@ -674,10 +657,8 @@ class AdminStore:
         return [_review(r) for r in rows]
 
     async def get_review_item(self, review_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(_REVIEW_SELECT + " WHERE r.id = $1", review_id)
-        if row is None:
-            raise NotFound(f"no review item {review_id}")
-        return _review(row)
+        return _review(await _one(self._pool, f"review item {review_id}", _REVIEW_SELECT + " WHERE r.id = $1",
+                                  review_id))
 
     async def review_mirror_user(self, review_id: str) -> MirrorUser | None:
         """The Entra user a review item is about, as the mirror holds it (None when gone)."""
@@ -738,26 +719,27 @@ class AdminStore:
 
 # ---- helpers that run inside a caller's transaction ------------------------------------------------------
 
+async def _one(on: Conn | Pool, what: str, sql: str, *args: Any) -> asyncpg.Record:
+    """The row `sql` selects, or NotFound("no <what>")."""
+    row = await on.fetchrow(sql, *args)
+    if row is None:
+        raise NotFound(f"no {what}")
+    return row
+
+
 async def _lock_psa_tenant(conn: Conn, psa_tenant_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        "SELECT id, name, microsoft_tenant_id, created_at, updated_at FROM psa_tenants"
-        " WHERE id = $1 FOR UPDATE",
+    return await _one(
+        conn, f"PSA tenant {psa_tenant_id}",
+        "SELECT id, name, microsoft_tenant_id, created_at, updated_at FROM psa_tenants WHERE id = $1 FOR UPDATE",
         psa_tenant_id,
     )
-    if row is None:
-        raise NotFound(f"no PSA tenant {psa_tenant_id}")
-    return row
 
 
 async def _lock_organization(conn: Conn, organization_id: str) -> asyncpg.Record:
     # NO KEY UPDATE, as an UPDATE of its columns takes: the worker's End User writes key-share the row (their
     # foreign key) while holding the tenant's mapping lock, which an operator's change then waits for.
-    row = await conn.fetchrow(
-        _ORG_SELECT + " WHERE o.id = $1 FOR NO KEY UPDATE OF o", organization_id
-    )
-    if row is None:
-        raise NotFound(f"no Organization {organization_id}")
-    return row
+    return await _one(conn, f"Organization {organization_id}", _ORG_SELECT + " WHERE o.id = $1 FOR NO KEY UPDATE OF o",
+                      organization_id)
 
 
 async def _require_microsoft_tenant(conn: Conn, tenant_id: str) -> None:
@@ -855,12 +837,11 @@ async def _stop_old_tenant(
 
 
 async def _lock_open_review(conn: Conn, review_id: str) -> tuple[asyncpg.Record, asyncpg.Record]:
-    review = await conn.fetchrow(
+    review = await _one(
+        conn, f"review item {review_id}",
         "SELECT id, organization_id, entra_tenant_id, entra_object_id, status FROM review_items"
         " WHERE id = $1 FOR UPDATE", review_id,
     )
-    if review is None:
-        raise NotFound(f"no review item {review_id}")
     if review["status"] != "open":
         raise Conflict("this review item is already resolved")
     org = await _lock_organization(conn, review["organization_id"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from worker.graph import GraphGroup
+from worker.core.directory import GraphGroup
 from worker.store import Conn
 
 _FLAG_UNDER_GROUPS = """

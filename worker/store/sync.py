@@ -7,6 +7,7 @@ Every function takes the connection it runs on, so the caller decides the transa
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from worker.core.directory import GraphUser
 from worker.core.model import (
+    USER_PROPERTIES,
     Asset,
     Filters,
     MirrorUser,
@@ -24,7 +27,7 @@ from worker.core.model import (
     StoredEndUser,
 )
 from worker.core.projection import email_keys
-from worker.graph import GraphUser, TenantCredentials
+from worker.credentials import TenantCredentials
 from worker.store import Conn, end_users
 from worker.store.end_users import END_USER_SELECT, stored_end_user, time_ordered_uuids
 
@@ -32,12 +35,9 @@ __all__ = ["time_ordered_uuids"]  # moved to end_users with the End User writes;
 
 _hash_encoder = msgspec.json.Encoder()
 
-MIRROR_COLUMNS = (
-    "tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
-    "business_phones", "mobile_phone", "street_address", "city", "state", "postal_code", "country",
-    "job_title", "department", "office_location", "user_type", "account_enabled", "assigned_licenses",
-    "removed", "content_hash",
-)
+# The columns `_mirror_record` fills: the declared user properties (`UserProperties`) between the key and
+# what the mirror derives.
+MIRROR_COLUMNS = ("tenant_id", "id", *USER_PROPERTIES, "assigned_licenses", "removed", "content_hash")
 _UPDATABLE = [c for c in MIRROR_COLUMNS if c not in ("tenant_id", "id")]
 
 
@@ -181,16 +181,16 @@ async def drop_delta_link(conn: Conn, tenant_id: str, resource: str) -> None:
 
 # ---- Mirror --------------------------------------------------------------------------------------------
 
+_user_properties = operator.attrgetter(*USER_PROPERTIES)
+
+
 def _mirror_record(tenant_id: str, u: GraphUser) -> tuple[Any, ...]:
+    """A row of `MIRROR_COLUMNS`; its content hash covers every value but the key."""
     licenses = sorted(lic.sku_id for lic in u.assigned_licenses)
     removed = u.removed.reason if u.removed else None
     if removed not in (None, "changed", "deleted"):
         removed = "deleted"
-    values = (
-        u.display_name, u.given_name, u.surname, u.mail, u.user_principal_name, u.business_phones,
-        u.mobile_phone, u.street_address, u.city, u.state, u.postal_code, u.country, u.job_title,
-        u.department, u.office_location, u.user_type, u.account_enabled, licenses, removed,
-    )
+    values = (*_user_properties(u), licenses, removed)
     digest = hashlib.blake2b(_hash_encoder.encode(values), digest_size=16).digest()
     return (tenant_id, u.id, *values, digest)
 
