@@ -58,7 +58,8 @@ def _people(n: int, tenant_id: str, org_id: str) -> tuple[list[tuple[Any, ...]],
                      "last_sign_in_at": (now - timedelta(hours=i % 500)).isoformat(),
                      "mfa": {"registered": True, "capable": True, "methods": ["microsoftAuthenticatorPush"],
                              "preferred_method": "push"}}
-        end_users.append((uuid.UUID(org_id), first, last, email, f"{dept} Specialist", "synced", tenant_id, oid,
+        state = "deactivated" if i % 100 == 7 else "synced"  # 1% leavers: the sync-state filter finds some
+        end_users.append((uuid.UUID(org_id), first, last, email, f"{dept} Specialist", state, tenant_id, oid,
                           microsoft, now))
     return mirror, end_users
 
@@ -157,6 +158,8 @@ async def _measure(app: web.Application, world: dict[str, Any], rounds: int) -> 
                 "end_users_deep_page": get(deep),
                 "end_users_search": get(f"/organizations/{org}?q=fiona.scott"),
                 "end_users_sync_state": get(f"/organizations/{org}?sync_state=deactivated"),
+                "end_users_sync_state_most": get(f"/organizations/{org}?sync_state=synced"),
+                "end_users_search_one_letter": get(f"/organizations/{org}?q=j"),
                 "end_user": get(f"/end-users/{world['end_user_id']}"),
                 "sync_runs": get("/sync-runs"),
                 "review": get("/review"),

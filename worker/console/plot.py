@@ -71,7 +71,7 @@ def _hour_start(now: datetime, hours: int) -> datetime:
 
 def _hourly(totals: Sequence[int], start: datetime, *, unit: str, y_label: str) -> tuple[tuple[Bar, ...], Any, float]:
     hours = len(totals)
-    y_max = _nice_max(max(totals, default=0))
+    y_max = max(2.0, _nice_max(max(totals, default=0)))  # whole numbers: an axis of 1 would label its middle 0.5
     slot_w = (WIDTH - LEFT) / hours
     plot_h = HEIGHT - TOP - BOTTOM
     bars = []

@@ -227,8 +227,8 @@ async def seed_console_bench(
     pool: asyncpg.Pool, *, tenant_id: str, filters: dict[str, Any],
     rows: Callable[[str], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]],
 ) -> dict[str, Any]:
-    """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users and linked End
-    Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS / END_USER_SEED_COLUMNS order), a day of
+    """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users (in twelve teams
+    nested in one group) and linked End Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS / END_USER_SEED_COLUMNS order), a day of
     runs and a review item; then planner statistics. Returns the ids the pages need."""
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)"
@@ -241,6 +241,15 @@ async def seed_console_bench(
                            " 'enabled', $2)", org, filters)
         mirror, end_users = rows(org)
         await conn.copy_records_to_table("entra_users", records=mirror, columns=MIRROR_SEED_COLUMNS)
+        # Groups as a tenant has them: "All staff" holds twelve teams, each user is in one team.
+        teams = [f"team-{i:02d}" for i in range(12)]
+        await conn.copy_records_to_table(
+            "entra_groups", records=[(tenant_id, "all-staff", "All staff")]
+            + [(tenant_id, t, f"Team {t[-2:]}") for t in teams], columns=("tenant_id", "id", "display_name"))
+        await conn.copy_records_to_table(
+            "entra_group_members", records=[(tenant_id, "all-staff", t, "group") for t in teams]
+            + [(tenant_id, teams[i % 12], m[1], "user") for i, m in enumerate(mirror)],
+            columns=("tenant_id", "group_id", "member_id", "member_type"))
         await conn.copy_records_to_table("end_users", records=end_users, columns=END_USER_SEED_COLUMNS)
         await conn.execute(
             "INSERT INTO sync_runs (kind, organization_id, tenant_id, status, counts, requested_at, started_at,"
@@ -255,6 +264,7 @@ async def seed_console_bench(
                            org, tenant_id, mirror[min(5, len(mirror) - 1)][1])
         await conn.execute("VACUUM ANALYZE entra_users")
         await conn.execute("VACUUM ANALYZE end_users")
+        await conn.execute("VACUUM ANALYZE entra_group_members")
         some = await conn.fetchval("SELECT id::text FROM end_users WHERE organization_id = $1::uuid"
                                    " ORDER BY id LIMIT 1 OFFSET $2", org, len(end_users) // 2)
     return {"tenant_id": tenant_id, "psa_id": psa, "org_id": org, "end_user_id": some}
