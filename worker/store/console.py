@@ -228,8 +228,9 @@ async def seed_console_bench(
     rows: Callable[[str], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]],
 ) -> dict[str, Any]:
     """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users (in twelve teams
-    nested in one group) and linked End Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS / END_USER_SEED_COLUMNS order), a day of
-    runs and a review item; then planner statistics. Returns the ids the pages need."""
+    nested in one group) and linked End Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS /
+    END_USER_SEED_COLUMNS order), a day of runs and a review item; then planner statistics. Returns the ids the
+    pages need."""
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)"
                            " VALUES ($1, 'contoso.onmicrosoft.com', 'cid', 'secret')", tenant_id)
