@@ -74,7 +74,7 @@ CREATE TRIGGER entra_group_members_counts_del AFTER DELETE ON entra_group_member
 -- The users' side: value counts by the rows a statement added (+1) and removed (-1), one aggregate over the
 -- transition tables (an UPDATE's rows only where a counted property or the presence changed); a user that
 -- became present or absent and belongs to a group bumps the group counts' version. The pairs are those of
--- worker/store/admin.py's `_OPTION_VALUES_SQL` (inline here: a function call per row cost 4x more).
+-- worker/store/admin.py's `_OPTION_VALUES_SQL`, written out here.
 CREATE FUNCTION mirror_facets_apply() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
     src text;
