@@ -84,6 +84,7 @@ class TenantWork:
     reauthorize: set[str] = field(default_factory=set)
     recreate: bool = False
     notified: set[str] = field(default_factory=set)  # subscriptions whose change notifications these are
+    notifications: int = 0  # how many change notifications (the tenant page's notifications per hour)
 
 
 def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWork]:
@@ -94,6 +95,7 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
             work[msg.tenant_id].delta = True
             work[msg.tenant_id].groups |= msg.object_type == "group"
             work[msg.tenant_id].notified.add(msg.subscription_id)
+            work[msg.tenant_id].notifications += 1
         elif isinstance(msg, messages.LifecycleNotification):
             w = work[msg.tenant_id]
             if msg.lifecycle_event == "reauthorizationRequired":
@@ -181,7 +183,7 @@ class Handler:
         for org_id, run_id in w.org_syncs.items():
             await self._engine.org_sync(tenant_id, org_id, run_id, confirm_deactivations=org_id in w.confirmed)
         if w.notified:
-            await self._subs.record_notifications(tenant_id, w.notified)
+            await self._subs.record_notifications(tenant_id, w.notified, w.notifications)
 
 
 class BatchHandler(Protocol):

@@ -173,11 +173,14 @@ class SubscriptionManager:
                     await store.forget_subscription(conn, subscription_id)
                     return False
 
-    async def record_notifications(self, tenant_id: str, subscription_ids: Iterable[str]) -> None:
-        """Change notifications of these subscriptions were processed: stamp the tenant and each subscription."""
+    async def record_notifications(self, tenant_id: str, subscription_ids: Iterable[str], count: int = 0) -> None:
+        """`count` change notifications of these subscriptions were processed: stamp the tenant and each
+        subscription, and count them in the tenant's notifications per hour (at least one per subscription)."""
+        ids = list(subscription_ids)
         async with self._pool.acquire() as conn, conn.transaction():
             await store.record_tenant_status(conn, tenant_id, notification=True)
-            await store.touch_subscriptions(conn, tenant_id, list(subscription_ids))
+            await store.touch_subscriptions(conn, tenant_id, ids)
+            await store.count_notifications(conn, tenant_id, max(count, len(ids)))
 
     async def forget(self, subscription_id: str) -> None:
         async with self._pool.acquire() as conn:

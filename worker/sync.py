@@ -152,7 +152,7 @@ class SyncEngine:
             started = time.monotonic()
             changed, warnings = await self._full_pull(conn, graph, tenant_id)
             runs = await self._project_dirty(conn, tenant_id, kind="resync", record_always=True, warnings=warnings)
-            await store.record_tenant_status(conn, tenant_id, full=True, delta=True)
+            await store.record_tenant_status(conn, tenant_id, full=True, delta=True, resync=True)
             self._log("sync.resync", tenant_id, started, changed, runs)
             return _totals(runs)
 

@@ -553,14 +553,30 @@ async def test_rotate_secret_refused_and_remove_refused_while_mapped(
     assert tenant["tenant_id"] in [t["tenant_id"] for t in await admin.items("/microsoft-tenants")]
 
 
-async def test_tenant_page_plots_and_sign_out(page: Any, stack: dict[str, Any]) -> None:
+async def test_tenant_page_plots_and_sign_out(page: Any, stack: dict[str, Any], admin: Admin) -> None:
+    """The freshness meter: changes applied and notifications received per hour (the tests above changed users
+    in Graph, whose notifications the worker accepted), run durations, and the last resync's drift as the
+    sync-status API gives it."""
     from playwright.async_api import expect
 
     await page.get_by_role("link", name="Microsoft Tenants").click()
-    await page.locator("td.name-cell a").first.click()
+    tenant_id = stack["tenants"][0]["tenant_id"]
+    await page.locator(f'a[href="/tenants/{tenant_id}"]').first.click()
     await expect(page.get_by_role("img", name="End User changes applied per hour, last 24 hours")).to_be_visible()
     await expect(page.get_by_role("img", name="Duration of each run, last 24 hours")).to_be_visible()
     assert await page.locator("svg rect.bar").count() > 0
+    notifications = page.get_by_role("img", name="Change notifications received per hour, last 24 hours")
+    await expect(notifications).to_be_visible()
+    caption = await page.locator("figure", has=notifications).locator("figcaption").inner_text()
+    received = int(re.match(r"([\d,]+) change notifications?", caption)[1].replace(",", ""))  # type: ignore[index]
+    assert received > 0, caption
+    bars = [float(await b.get_attribute("height")) for b in await notifications.locator("rect.bar").all()]
+    assert len(bars) == 24 and max(bars) > 0
+    drift = (await admin.call("GET", f"/microsoft-tenants/{tenant_id}/sync-status"))["last_resync_drift"]
+    meter = page.locator("dl.health div", has=page.get_by_text("Last resync's drift")).locator("dd")
+    expected = "no hourly resync yet" if drift is None else "none missed" if drift["total"] == 0 else \
+        f"{drift['total']:,} missed change{'' if drift['total'] == 1 else 's'}"
+    await expect(meter).to_have_text(expected)
     await page.shots("tenant")
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("button", name="Sign in")).to_be_visible()

@@ -1,5 +1,5 @@
 """The console's page reads on the real PostgreSQL: keyset pages of End Users walk every row once, in order,
-forwards and back, with and without filters, and the total counts the matches."""
+forwards and back, with and without filters, and the total counts the matches; search is by prefix."""
 
 from __future__ import annotations
 
@@ -59,14 +59,23 @@ async def _expected(pool: asyncpg.Pool, org_id: str, where: str = "true") -> lis
     return [r[0] for r in rows]
 
 
+def _prefix(q: str) -> str:
+    """What a search matches, written independently of the store's index ranges: LIKE on the three texts."""
+    like = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return (f"(lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '{like}'"
+            f" OR lower(last_name) LIKE '{like}' OR lower(email) LIKE '{like}')")
+
+
 @pytest.mark.parametrize("filters, where", [
     pytest.param({"q": None, "sync_state": None}, "true", id="everyone"),
-    pytest.param({"q": "ann", "sync_state": None},
-                 "strpos(lower(concat_ws(' ', first_name, last_name, email)), 'ann') > 0", id="search"),
+    pytest.param({"q": "ann", "sync_state": None}, _prefix("ann"), id="search-first-name-prefix"),
     pytest.param({"q": "SMITH", "sync_state": None}, "lower(last_name) = 'smith'", id="search-is-case-blind"),
+    pytest.param({"q": "ØDEGAARD", "sync_state": None}, "last_name = 'Ødegaard'", id="search-non-ascii"),
     pytest.param({"q": "bob3 lee", "sync_state": None}, "first_name = 'bob3' AND last_name = 'lee'", id="full-name"),
+    pytest.param({"q": "user1", "sync_state": None}, _prefix("user1"), id="email-prefix"),
+    pytest.param({"q": "contoso", "sync_state": None}, "false", id="a-substring-is-not-a-prefix"),
     pytest.param({"q": None, "sync_state": "deactivated"}, "sync_state = 'deactivated'", id="sync-state"),
-    pytest.param({"q": "contoso", "sync_state": "synced"}, "sync_state = 'synced'", id="both"),
+    pytest.param({"q": "user2", "sync_state": "synced"}, "sync_state = 'synced' AND " + _prefix("user2"), id="both"),
     pytest.param({"q": "100%_", "sync_state": None}, "false", id="like-characters-are-plain-text"),
 ])
 async def test_keyset_pages_walk_every_match_once_in_order(
@@ -98,3 +107,15 @@ async def test_previous_pages_walk_back_to_the_first(pool: asyncpg.Pool, org: di
                                   '{"a": 1}'])
 def test_a_tampered_cursor_is_ignored(text: str) -> None:
     assert Cursor.decode(text) is None
+
+
+async def test_a_search_total_is_counted_up_to_the_cap(
+    pool: asyncpg.Pool, org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.store.console as console
+
+    monkeypatch.setattr(console, "SEARCH_COUNT_CAP", 10)
+    page = await ConsoleStore(pool).end_users_page(org["id"], q="user", sync_state=None, limit=5)
+    assert (page["total"], page["total_capped"]) == (10, True)
+    exact = await ConsoleStore(pool).end_users_page(org["id"], q="user13", sync_state=None, limit=5)
+    assert (exact["total"], exact["total_capped"]) == (8, False)  # user13 and user130 … user136

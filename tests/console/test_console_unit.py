@@ -109,6 +109,17 @@ def test_changes_per_hour_buckets_by_finish_hour() -> None:
     assert max(b.height for b in chart.bars) == pytest.approx(chart.plot_height * 12 / 20)
 
 
+def test_notifications_per_hour_put_each_hour_in_its_slot() -> None:
+    now = datetime(2026, 12, 3, 10, 30, tzinfo=UTC)
+    hour = now.replace(minute=0)
+    counts = [(hour, 4), (hour - timedelta(hours=5), 9), (hour - timedelta(hours=23), 1),
+              (hour - timedelta(hours=24), 50)]  # the 24th hour back is outside the window
+    chart = plot.notifications_per_hour(counts, now=now)
+    values = [b.value for b in chart.bars]
+    assert len(values) == 24 and values[-1] == 4 and values[-6] == 9 and values[0] == 1 and sum(values) == 14
+    assert chart.y_max == 10 and "10:00-10:59 UTC: 4 notifications" in chart.bars[-1].label
+
+
 def test_run_durations_keep_the_newest_runs() -> None:
     start = datetime(2026, 12, 3, tzinfo=UTC)
     runs = [{"started_at": start + timedelta(minutes=i), "finished_at": start + timedelta(minutes=i, seconds=i),

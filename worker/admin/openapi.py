@@ -45,6 +45,14 @@ SCHEMAS: dict[str, Any] = {
         "tenant_id": {"type": "string"}, "last_delta_at": _nullable("string"),
         "last_full_resync_at": _nullable("string"), "last_notification_at": _nullable("string"),
         "last_error": _nullable("string"), "updated_at": _nullable("string"),
+        "last_resync_drift": {
+            "type": ["object", "null"],
+            "description": "what the last full resync changed that notifications had missed: End Users created,"
+                           " updated and deactivated by its runs (in every Organization syncing from the tenant);"
+                           " null before the first hourly resync",
+            "properties": {"at": {"type": "string"},
+                           "created": {"type": "integer"}, "updated": {"type": "integer"},
+                           "deactivated": {"type": "integer"}, "total": {"type": "integer"}}},
         "subscriptions": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "string"}, "resource": {"type": "string"}, "expires_at": {"type": "string"},
             "last_notification_at": _nullable("string"), "renewed_at": _nullable("string"),

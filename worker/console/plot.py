@@ -65,18 +65,13 @@ def _nice_max(value: float) -> float:
     return 10 * step
 
 
-def changes_per_hour(runs: Sequence[dict[str, Any]], *, now: datetime, last_notification: Any = None,
-                     hours: int = 24) -> Chart:
-    """End User changes applied per hour over the last `hours`, with the last notification marked."""
-    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-    totals = [0] * hours
-    for run in runs:
-        finished = _parse(run.get("finished_at"))
-        if finished is None or finished < start:
-            continue
-        slot = min(hours - 1, int((finished - start).total_seconds() // 3600))
-        totals[slot] += int(run.get("changes") or 0)
-    y_max = _nice_max(max(totals))
+def _hour_start(now: datetime, hours: int) -> datetime:
+    return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+
+
+def _hourly(totals: Sequence[int], start: datetime, *, unit: str, y_label: str) -> tuple[tuple[Bar, ...], Any, float]:
+    hours = len(totals)
+    y_max = max(2.0, _nice_max(max(totals, default=0)))  # whole numbers: an axis of 1 would label its middle 0.5
     slot_w = (WIDTH - LEFT) / hours
     plot_h = HEIGHT - TOP - BOTTOM
     bars = []
@@ -84,15 +79,46 @@ def changes_per_hour(runs: Sequence[dict[str, Any]], *, now: datetime, last_noti
         h = plot_h * value / y_max
         hour = start + timedelta(hours=i)
         bars.append(Bar(x=LEFT + i * slot_w + 1, y=TOP + plot_h - h, width=slot_w - 2, height=h,
-                        label=f"{hour:%H}:00-{hour:%H}:59 UTC: {value:,} changes", value=value))
+                        label=f"{hour:%H}:00-{hour:%H}:59 UTC: {value:,} {unit}", value=value))
     ticks = tuple((LEFT + i * slot_w + slot_w / 2, f"{start + timedelta(hours=i):%H}:00")
                   for i in range(0, hours, 3))
+    return tuple(bars), ticks, y_max
+
+
+def changes_per_hour(runs: Sequence[dict[str, Any]], *, now: datetime, last_notification: Any = None,
+                     hours: int = 24) -> Chart:
+    """End User changes applied per hour over the last `hours`, with the last notification marked."""
+    start = _hour_start(now, hours)
+    totals = [0] * hours
+    for run in runs:
+        finished = _parse(run.get("finished_at"))
+        if finished is None or finished < start:
+            continue
+        slot = min(hours - 1, int((finished - start).total_seconds() // 3600))
+        totals[slot] += int(run.get("changes") or 0)
+    bars, ticks, y_max = _hourly(totals, start, unit="changes", y_label="changes")
+    slot_w = (WIDTH - LEFT) / hours
     marker = _parse(last_notification)
     marker_x = None
     if marker is not None and marker >= start:
         marker_x = LEFT + min(hours, (marker - start).total_seconds() / 3600) * slot_w
-    return Chart(bars=tuple(bars), ticks=ticks, y_max=y_max, y_label="changes",
+    return Chart(bars=bars, ticks=ticks, y_max=y_max, y_label="changes",
                  marker_x=marker_x, marker_label=f"last notification {marker:%H:%M} UTC" if marker_x else "")
+
+
+def notifications_per_hour(counts: Sequence[tuple[Any, int]], *, now: datetime, hours: int = 24) -> Chart:
+    """Change notifications accepted per UTC hour over the last `hours`, from (hour, count) pairs."""
+    start = _hour_start(now, hours)
+    totals = [0] * hours
+    for hour, count in counts:
+        at = _parse(hour)
+        if at is None or at < start:
+            continue
+        slot = int((at - start).total_seconds() // 3600)
+        if slot < hours:
+            totals[slot] += int(count)
+    bars, ticks, y_max = _hourly(totals, start, unit="notifications", y_label="notifications")
+    return Chart(bars=bars, ticks=ticks, y_max=y_max, y_label="notifications")
 
 
 def run_durations(runs: Sequence[dict[str, Any]], *, limit: int = 48) -> Chart:

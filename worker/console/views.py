@@ -238,9 +238,11 @@ async def tenant_page(v: View) -> web.Response:
     runs = activity["runs"]
     for run in runs:
         run["duration"] = _duration(run)
+    notifications = plot.notifications_per_hour(activity["notifications"], now=now)
     return v.render(
         "tenant.html", nav="tenants", tenant=tenant, sync_status=sync_status, runs=runs[-20:][::-1],
         changes=plot.changes_per_hour(runs, now=now, last_notification=tenant["last_notification_at"]),
+        notifications=notifications, total_notifications=int(sum(b.value for b in notifications.bars)),
         durations=plot.run_durations(runs),
         total_changes=sum(int(r["changes"] or 0) for r in runs),
     )
@@ -283,9 +285,6 @@ async def _psa_context(v: View, psa_id: str) -> dict[str, Any]:
     tenants = await v.store.list_microsoft_tenants() if not psa["microsoft_tenant_id"] else []
     mapped = next((t for t in await v.pages.tenant_health(psa["microsoft_tenant_id"])), None) \
         if psa["microsoft_tenant_id"] else None
-    for org in orgs:  # the attention badges: `GET …/user-sync`'s own held run, open reviews and last error
-        sync = await v.store.get_user_sync(org["id"])
-        org.update({k: sync[k] for k in ("held_run_id", "open_review_items", "last_error")})
     return {"psa": psa, "orgs": orgs, "mapped": mapped,
             "free_tenants": [t for t in tenants if not t["psa_tenant_id"]]}
 
@@ -559,13 +558,7 @@ async def undo_preview(v: View) -> web.Response:
         return v.render("undo.html", status=409, nav="runs", run=run, report=None, refused=str(exc), names={},
                         org_names=await _org_names(v))
     ids = {*report["removed"], *(s["end_user_id"] for k in ("unlinked", "restored", "skipped") for s in report[k])}
-    names = {}
-    for end_user_id in ids:
-        try:
-            e = await v.store.get_end_user(end_user_id)
-        except StoreError:
-            continue
-        names[end_user_id] = " ".join(x for x in (e["first_name"], e["last_name"]) if x) or e["email"] or end_user_id
+    names = await v.pages.end_user_names(sorted(ids))
     return v.render("undo.html", nav="runs", run=run, report=report, names=names, refused=None,
                     org_names=await _org_names(v))
 

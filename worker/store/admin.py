@@ -30,6 +30,7 @@ from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscripti
 _TENANT_TABLES = (
     "entra_user_dirty", "entra_user_sign_ins", "entra_user_enrichment", "entra_group_members", "entra_groups",
     "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
+    "mirror_facets", "mirror_group_counts", "mirror_group_count_state", "tenant_notifications_hourly",
 )
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
@@ -216,6 +217,42 @@ WHERE g.tenant_id = $1 AND g.removed IS NULL
 ORDER BY count DESC, g.display_name, g.id
 """
 
+# The kept value counts (migration 0009), in the order the from-scratch SQL gives.
+_OPTION_FACETS_SQL = """
+SELECT section, coalesce(value, key) AS value, count FROM mirror_facets
+WHERE tenant_id = $1 AND count > 0 ORDER BY section, count DESC, value
+"""
+
+
+async def _group_counts(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
+    """Each group's transitive user count: kept in mirror_group_counts, recounted when the memberships' version
+    moved since. The recount reads one snapshot (repeatable read) with the version it belongs to; it is stored
+    only if no newer count was stored meanwhile, so a slow recount never overwrites a fresher one."""
+    state = await conn.fetchrow(
+        "SELECT version, counted_version FROM mirror_group_count_state WHERE tenant_id = $1", tenant_id)
+    if state is not None and state["counted_version"] >= state["version"]:
+        rows = await conn.fetch(
+            "SELECT g.id, g.display_name AS name, coalesce(c.count, 0) AS count FROM entra_groups g"
+            " LEFT JOIN mirror_group_counts c ON c.tenant_id = g.tenant_id AND c.group_id = g.id"
+            " WHERE g.tenant_id = $1 AND g.removed IS NULL ORDER BY count DESC, g.display_name, g.id", tenant_id)
+        return [_record(r) for r in rows]
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        version = await conn.fetchval(
+            "SELECT version FROM mirror_group_count_state WHERE tenant_id = $1", tenant_id)
+        rows = await conn.fetch(_OPTION_GROUPS_SQL, tenant_id)
+    if version is not None:
+        async with conn.transaction():
+            newer = await conn.fetchval(
+                "UPDATE mirror_group_count_state SET counted_version = $2 WHERE tenant_id = $1"
+                " AND counted_version < $2 RETURNING true", tenant_id, version)
+            if newer:
+                await conn.execute("DELETE FROM mirror_group_counts WHERE tenant_id = $1", tenant_id)
+                await conn.copy_records_to_table(
+                    "mirror_group_counts", records=[(tenant_id, r["id"], r["count"]) for r in rows if r["count"]],
+                    columns=("tenant_id", "group_id", "count"))
+    return [_record(r) for r in rows]
+
+
 class AdminStore:
     """The admin API's view of PostgreSQL. Stateless apart from the pool it is given."""
 
@@ -244,16 +281,17 @@ class AdminStore:
             if not await conn.fetchval("SELECT 1 FROM microsoft_tenants WHERE tenant_id = $1", tenant_id):
                 raise NotFound(f"no Microsoft tenant {tenant_id}")
             status = await conn.fetchrow(
-                "SELECT last_delta_at, last_full_resync_at, last_notification_at, last_error, updated_at"
-                " FROM tenant_sync_status WHERE tenant_id = $1", tenant_id,
+                "SELECT last_delta_at, last_full_resync_at, last_notification_at, last_error, updated_at,"
+                " last_resync_drift::text AS last_resync_drift FROM tenant_sync_status WHERE tenant_id = $1",
+                tenant_id,
             )
             subs = await conn.fetch(
                 "SELECT id, resource, expires_at, last_notification_at, renewed_at, created_at"
                 " FROM graph_subscriptions WHERE tenant_id = $1 ORDER BY resource, id", tenant_id,
             )
         empty = dict.fromkeys(("last_delta_at", "last_full_resync_at", "last_notification_at", "last_error",
-                               "updated_at"))
-        return {"tenant_id": tenant_id, **(_record(status) if status else empty),
+                               "updated_at", "last_resync_drift"))
+        return {"tenant_id": tenant_id, **(_record(status, json_fields=("last_resync_drift",)) if status else empty),
                 "subscriptions": [_record(r) for r in subs]}
 
     async def get_microsoft_tenant(self, tenant_id: str) -> dict[str, Any]:
@@ -535,7 +573,29 @@ class AdminStore:
         return _require_mapped(org)
 
     async def options(self, organization_id: str) -> dict[str, Any]:
-        """Each filter section's values seen in the Organization's tenant mirror, with user counts."""
+        """Each filter section's values seen in the Organization's tenant mirror, with user counts.
+
+        Read from the counts kept as the mirror is written (migration 0009: `mirror_facets`, and the group counts
+        recomputed once per change of memberships), so opening the set-up dialog reads a few hundred rows.
+        """
+        tenant_id = await self.mapped_tenant(organization_id)
+        async with self._pool.acquire() as conn:
+            values = await conn.fetch(_OPTION_FACETS_SQL, tenant_id)
+            groups = await _group_counts(conn, tenant_id)
+        out: dict[str, Any] = {
+            "microsoft_tenant_id": tenant_id, "total_users": 0,
+            "user_types": [], "domains": [], "office_locations": [], "departments": [],
+        }
+        for r in values:
+            if r["section"] == "total":
+                out["total_users"] = r["count"]
+            else:
+                out[r["section"]].append({"value": r["value"], "count": r["count"]})
+        out["groups"] = groups
+        return out
+
+    async def options_from_scratch(self, organization_id: str) -> dict[str, Any]:
+        """`options` counted over the mirror now (what the kept counts must equal; tests and checks)."""
         tenant_id = await self.mapped_tenant(organization_id)
         async with self._pool.acquire() as conn:
             values = await conn.fetch(_OPTION_VALUES_SQL, tenant_id)

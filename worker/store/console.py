@@ -27,7 +27,7 @@ _RUN_CHANGES = (
 )
 
 # Every Microsoft tenant with its mapped PSA tenant and health: the last run that changed End Users, the
-# last delta call, last notification, earliest subscription expiry and last error.
+# last delta call, last notification, earliest subscription expiry, the last resync's drift and last error.
 _TENANT_HEALTH_SQL = f"""
 SELECT m.tenant_id, m.display_name, m.default_domain, m.created_at,
        p.id AS psa_tenant_id, p.name AS psa_tenant_name,
@@ -35,7 +35,8 @@ SELECT m.tenant_id, m.display_name, m.default_domain, m.created_at,
           AND {_RUN_CHANGES} > 0 ORDER BY r.requested_at DESC LIMIT 1) AS last_change_at,
        s.last_delta_at, s.last_full_resync_at, s.last_notification_at, s.last_error,
        (SELECT min(g.expires_at) FROM graph_subscriptions g WHERE g.tenant_id = m.tenant_id) AS subscription_expires_at,
-       (SELECT count(*) FROM graph_subscriptions g WHERE g.tenant_id = m.tenant_id) AS subscriptions
+       (SELECT count(*) FROM graph_subscriptions g WHERE g.tenant_id = m.tenant_id) AS subscriptions,
+       s.last_resync_drift::text AS last_resync_drift
 FROM microsoft_tenants m
 LEFT JOIN psa_tenants p ON p.microsoft_tenant_id = m.tenant_id
 LEFT JOIN tenant_sync_status s ON s.tenant_id = m.tenant_id
@@ -48,8 +49,19 @@ SELECT o.id, o.name, coalesce(s.status, 'not_set_up') AS status, s.filters::text
            AS in_progress,
        last.id AS last_run_id, last.status AS last_run_status, last.error AS last_run_error,
        last.finished_at AS last_run_finished_at,
-       (SELECT count(*) FROM end_users e WHERE e.organization_id = o.id) AS end_users
+       (SELECT count(*) FROM end_users e WHERE e.organization_id = o.id) AS end_users,
+       -- the attention badges, as worker/store/sync_status.py's `attention` (GET …/user-sync) gives them
+       (SELECT count(*) FROM review_items ri WHERE ri.organization_id = o.id AND ri.status = 'open')
+           AS open_review_items,
+       (SELECT h.id::text FROM sync_runs h WHERE h.organization_id = o.id AND h.status = 'held' LIMIT 1)
+           AS held_run_id,
+       coalesce((SELECT CASE WHEN f.status = 'failed' THEN f.error END FROM sync_runs f
+                 WHERE f.organization_id = o.id AND f.status IN ('succeeded', 'held', 'failed')
+                 ORDER BY f.finished_at DESC NULLS LAST, f.requested_at DESC LIMIT 1),
+                (SELECT t.last_error FROM tenant_sync_status t WHERE t.tenant_id = pt.microsoft_tenant_id))
+           AS last_error
 FROM organizations o
+JOIN psa_tenants pt ON pt.id = o.psa_tenant_id
 LEFT JOIN org_user_syncs s ON s.organization_id = o.id
 LEFT JOIN LATERAL (
     SELECT r.id, r.status, r.error, r.finished_at FROM sync_runs r WHERE r.organization_id = o.id
@@ -62,12 +74,22 @@ ORDER BY lower(o.name), o.id
 _LIST_COLUMNS = """
 e.id, e.first_name, e.last_name, e.email, e.job_title, e.sync_state, e.sync_state_reason, e.last_synced_at,
 lower(coalesce(e.last_name, '')) AS k1, lower(coalesce(e.first_name, '')) AS k2
-"""  # k1, k2, id: the keyset; the name index of migration 0008 holds exactly these
-# Search is a substring of "first last email", lower-cased once per row (ILIKE on four columns cost 2.5x more).
-_LIST_WHERE = """
-e.organization_id = $1 AND ($2::text IS NULL OR e.sync_state = $2)
-AND ($3::text IS NULL OR strpos(lower(concat_ws(' ', e.first_name, e.last_name, e.email)), $3) > 0)
-"""
+"""  # k1, k2, id: the keyset; the name indexes of migrations 0008 and 0009 hold exactly these
+_LIST_WHERE = "e.organization_id = $1"
+_STATE_WHERE = " AND e.sync_state = ${n}"  # only when filtered: an "IS NULL OR" would hide the index from a plan
+# Search is by prefix, lower-cased, of the full name ("first last"), the last name or the email: each a range
+# of a text_pattern_ops index of migration 0009 (byte order, so [q, q + U+10FFFF) holds every text starting
+# with q, and a range is indexable with a parameter where LIKE is not). No substring search: without pg_trgm a
+# substring has to read every row of the Organization.
+_SEARCH_WHERE = """ AND (
+    (lower(coalesce(e.first_name, '') || ' ' || coalesce(e.last_name, '')) ~>=~ ${lo}
+     AND lower(coalesce(e.first_name, '') || ' ' || coalesce(e.last_name, '')) ~<~ ${hi})
+    OR (lower(e.last_name) ~>=~ ${lo} AND lower(e.last_name) ~<~ ${hi})
+    OR (lower(e.email) ~>=~ ${lo} AND lower(e.email) ~<~ ${hi}))"""
+_PREFIX_END = "\U0010ffff"
+# A search's total is counted up to this many matches ("10,000+"): a one-letter prefix may match most of an
+# Organization of 100,000, and its exact count would cost what the page is meant not to.
+SEARCH_COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -107,11 +129,11 @@ class ConsoleStore:
         )
         if tenant_id is not None and not rows:
             raise NotFound(f"no Microsoft tenant {tenant_id}")
-        return [_record(r) for r in rows]
+        return [_record(r, json_fields=("last_resync_drift",)) for r in rows]
 
     async def organizations_sync(self, psa_tenant_id: str) -> list[dict[str, Any]]:
-        """A PSA tenant's Organizations with their user sync status, run in progress and last run (the attention
-        badges come from `AdminStore.get_user_sync`, as the admin API's)."""
+        """A PSA tenant's Organizations with their user sync status, run in progress, last run and attention
+        badges (held run, open review items, last error: the same rules as `GET …/user-sync`), in one query."""
         rows = await self._pool.fetch(_ORG_SYNC_SQL, psa_tenant_id)
         return [_record(r, json_fields=("filters",)) for r in rows]
 
@@ -121,49 +143,83 @@ class ConsoleStore:
     ) -> dict[str, Any]:
         """One page of an Organization's End Users by name, after or before a cursor, with the total.
 
-        Unfiltered: a keyset walk of the name index and an index-only count, so page 2,000 of 100,000 costs
-        what page 1 does. Filtered (search, sync state): the filter has to look at every row of the
-        Organization anyway, so one scan yields both the matches' total (a window count) and the page.
+        Every form is a keyset walk of an index, so page 2,000 of 100,000 costs what page 1 does: the name
+        index (unfiltered), the (sync state, name) index (a state), or the three prefix indexes' matches
+        sorted (a search). Totals: an index-only count, except a search's, counted up to SEARCH_COUNT_CAP
+        (`total_capped` then says the total is at least that).
         """
-        args: list[Any] = [organization_id, sync_state, q.lower() if q else None]
+        where = _LIST_WHERE
+        args: list[Any] = [organization_id]
+        if sync_state:
+            args.append(sync_state)
+            where += _STATE_WHERE.format(n=len(args))
+        if q:
+            prefix = q.lower()
+            args += [prefix, prefix + _PREFIX_END]
+            where += _SEARCH_WHERE.format(lo=len(args) - 1, hi=len(args))
         cursor = after or before
         direction = "DESC" if before is not None else "ASC"
         keyset = ""
         if cursor is not None:
-            keyset = f" WHERE (k1, k2, id) {'<' if before is not None else '>'} ($4, $5, $6::uuid)"
-            args += [cursor.last, cursor.first, cursor.id]
-        total_sql = "count(*) OVER ()" if (q or sync_state) else "NULL::bigint"
+            n = len(args)
+            keyset = (f" AND (lower(coalesce(e.last_name, '')), lower(coalesce(e.first_name, '')), e.id)"
+                      f" {'<' if before is not None else '>'} (${n + 1}, ${n + 2}, ${n + 3}::uuid)")
+            keyset_args = [cursor.last, cursor.first, cursor.id]
+        else:
+            keyset_args = []
         sql = (
-            f"SELECT * FROM (SELECT {_LIST_COLUMNS}, {total_sql} AS total FROM end_users e WHERE {_LIST_WHERE}) s"
-            f"{keyset} ORDER BY k1 {direction}, k2 {direction}, id {direction} LIMIT {int(limit) + 1}"
+            f"SELECT {_LIST_COLUMNS} FROM end_users e WHERE {where}{keyset}"
+            f" ORDER BY lower(coalesce(e.last_name, '')) {direction}, lower(coalesce(e.first_name, '')) {direction},"
+            f" e.id {direction} LIMIT {int(limit) + 1}"
         )
-        async with self._pool.acquire() as conn:
-            rows = list(await conn.fetch(sql, *args))
-            total = rows[0]["total"] if rows and (q or sync_state) else None
-            if total is None:
-                total = await conn.fetchval(f"SELECT count(*) FROM end_users e WHERE {_LIST_WHERE}", *args[:3])
+        if q:
+            count_sql = f"SELECT count(*) FROM (SELECT 1 FROM end_users e WHERE {where} LIMIT {SEARCH_COUNT_CAP + 1}) c"
+        else:
+            count_sql = f"SELECT count(*) FROM end_users e WHERE {where}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            if q:
+                # A plan for these very prefixes: a generic plan (asyncpg prepares, PostgreSQL switches to generic
+                # after five runs) cannot tell "fiona.scott" (694 rows: the prefix indexes) from "j" (the name
+                # index walk), and walked the whole name index for the former: 150-600 ms instead of 15.
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            rows = list(await conn.fetch(sql, *args, *keyset_args))
+            total = int(await conn.fetchval(count_sql, *args))
+        capped = total > SEARCH_COUNT_CAP
         more = len(rows) > limit
         rows = rows[:limit]
         if before is not None:
             rows.reverse()
-        items = [{k: _plain(v) for k, v in r.items() if k not in ("k1", "k2", "total")} for r in rows]
+        items = [{k: _plain(v) for k, v in r.items() if k not in ("k1", "k2")} for r in rows]
         keys = [Cursor(r["k1"], r["k2"], str(r["id"])) for r in rows]
         has_next = more if before is None else True
         has_prev = (after is not None) if before is None else more
         return {
-            "items": items, "total": total,
+            "items": items, "total": min(total, SEARCH_COUNT_CAP), "total_capped": capped,
             "next": keys[-1].encode() if keys and has_next else None,
             "prev": keys[0].encode() if keys and has_prev else None,
         }
 
+    async def end_user_names(self, end_user_ids: list[str]) -> dict[str, str]:
+        """Each End User's name ("first last", else the email, else the id) in one query; gone ones are left out."""
+        rows = await self._pool.fetch(
+            "SELECT id::text, first_name, last_name, email FROM end_users WHERE id = ANY($1::uuid[])", end_user_ids)
+        return {r["id"]: " ".join(x for x in (r["first_name"], r["last_name"]) if x) or r["email"] or r["id"]
+                for r in rows}
+
     async def tenant_activity(self, tenant_id: str, *, since: datetime) -> dict[str, Any]:
-        """Runs of a tenant finished since `since`: End User changes per hour, and each run's duration."""
+        """Runs of a tenant finished since `since` (End User changes per hour, each run's duration) and the change
+        notifications the worker accepted per UTC hour since the hour of `since`."""
         rows = await self._pool.fetch(
             f"SELECT id, kind, status, organization_id, started_at, finished_at, {_RUN_CHANGES} AS changes"
             " FROM sync_runs WHERE tenant_id = $1 AND requested_at >= $2 AND finished_at IS NOT NULL"
             " ORDER BY finished_at", tenant_id, since,
         )
-        return {"runs": [_record(r) for r in rows]}
+        hours = await self._pool.fetch(
+            "SELECT hour, count FROM tenant_notifications_hourly WHERE tenant_id = $1 AND hour >= $2 ORDER BY hour",
+            tenant_id, since.replace(minute=0, second=0, microsecond=0),
+        )
+        return {"runs": [_record(r) for r in rows],
+                "notifications": [(r["hour"], int(r["count"])) for r in hours]}
 
 
 MIRROR_SEED_COLUMNS = ("tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
@@ -176,9 +232,10 @@ async def seed_console_bench(
     pool: asyncpg.Pool, *, tenant_id: str, filters: dict[str, Any],
     rows: Callable[[str], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]],
 ) -> dict[str, Any]:
-    """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users and linked End
-    Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS / END_USER_SEED_COLUMNS order), a day of
-    runs and a review item; then planner statistics. Returns the ids the pages need."""
+    """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users (in twelve teams
+    nested in one group) and linked End Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS /
+    END_USER_SEED_COLUMNS order), a day of runs and a review item; then planner statistics. Returns the ids the
+    pages need."""
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)"
                            " VALUES ($1, 'contoso.onmicrosoft.com', 'cid', 'secret')", tenant_id)
@@ -190,6 +247,15 @@ async def seed_console_bench(
                            " 'enabled', $2)", org, filters)
         mirror, end_users = rows(org)
         await conn.copy_records_to_table("entra_users", records=mirror, columns=MIRROR_SEED_COLUMNS)
+        # Groups as a tenant has them: "All staff" holds twelve teams, each user is in one team.
+        teams = [f"team-{i:02d}" for i in range(12)]
+        await conn.copy_records_to_table(
+            "entra_groups", records=[(tenant_id, "all-staff", "All staff")]
+            + [(tenant_id, t, f"Team {t[-2:]}") for t in teams], columns=("tenant_id", "id", "display_name"))
+        await conn.copy_records_to_table(
+            "entra_group_members", records=[(tenant_id, "all-staff", t, "group") for t in teams]
+            + [(tenant_id, teams[i % 12], m[1], "user") for i, m in enumerate(mirror)],
+            columns=("tenant_id", "group_id", "member_id", "member_type"))
         await conn.copy_records_to_table("end_users", records=end_users, columns=END_USER_SEED_COLUMNS)
         await conn.execute(
             "INSERT INTO sync_runs (kind, organization_id, tenant_id, status, counts, requested_at, started_at,"
@@ -204,6 +270,7 @@ async def seed_console_bench(
                            org, tenant_id, mirror[min(5, len(mirror) - 1)][1])
         await conn.execute("VACUUM ANALYZE entra_users")
         await conn.execute("VACUUM ANALYZE end_users")
+        await conn.execute("VACUUM ANALYZE entra_group_members")
         some = await conn.fetchval("SELECT id::text FROM end_users WHERE organization_id = $1::uuid"
                                    " ORDER BY id LIMIT 1 OFFSET $2", org, len(end_users) // 2)
     return {"tenant_id": tenant_id, "psa_id": psa, "org_id": org, "end_user_id": some}

@@ -26,3 +26,4 @@ async def attention(pool: asyncpg.Pool, organization_id: str, tenant_id: str | N
     )
     assert row is not None
     return dict(row)
+
