@@ -109,7 +109,7 @@ async def _decision_pass(pool: asyncpg.Pool, tenant_id: str, organization_id: st
     async with pool.acquire() as conn:
         org = await store.org_context_with(conn, tenant_id, organization_id, parse_filters(ALL_FILTERS))
         after = ""
-        while users := await store.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=True):
+        while users := await store.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=False):
             linked, by_email = await store.load_end_users(conn, organization_id=organization_id,
                                                           tenant_id=tenant_id, users=users)
             reconcile(users, org=org, linked=linked, by_email=by_email)
