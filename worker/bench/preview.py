@@ -10,8 +10,8 @@ On a shared machine the wall time mostly measures the queue for a core, so each 
 too: this process's (Python) and the PostgreSQL backends' of the scratch database (read from /proc when the
 server runs on this machine, else left out). Pipelined, the wall time of a preview on a quiet two-core host is
 about the larger of the two. The reference, timed once per run on the same Organization, is the decision pass
-as the preview made it before its reads were narrowed: the sync's `mirror_users_after` (with every user's
-groups), `load_end_users` and `reconcile` per chunk, with the cycle collector as the process has it.
+as the preview made it before its reads were narrowed, for everyone's filters (no groups read): the sync's
+`mirror_users_after`, `load_end_users` and `reconcile` per chunk, with the cycle collector as the process has it.
 """
 
 from __future__ import annotations
