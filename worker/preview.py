@@ -97,6 +97,7 @@ async def _filter_group_members(reader: Conn, tenant_id: str, filters: Filters) 
 
 
 _pausing = 0  # previews running in this process with the collector paused
+_resume = False  # whether the collector was enabled when the first of them paused it
 
 
 @contextlib.contextmanager
@@ -106,14 +107,14 @@ def _cycle_collector_paused() -> Iterator[None]:
     A preview builds no reference cycles worth collecting (plans, structs, dicts of strings), and it keeps at
     most a few chunks alive, so nothing accumulates while paused.
     """
-    global _pausing
+    global _pausing, _resume
     if _pausing == 0:
-        _cycle_collector_paused.resume = gc.isenabled()  # type: ignore[attr-defined]
+        _resume = gc.isenabled()
         gc.disable()
     _pausing += 1
     try:
         yield
     finally:
         _pausing -= 1
-        if _pausing == 0 and _cycle_collector_paused.resume:  # type: ignore[attr-defined]
+        if _pausing == 0 and _resume:
             gc.enable()
