@@ -8,9 +8,10 @@ cold: nothing is kept between previews.
 
 On a shared machine the wall time mostly measures the queue for a core, so each preview's CPU time is reported
 too: this process's (Python) and the PostgreSQL backends' of the scratch database (read from /proc when the
-server runs on this machine, else left out); on a quiet host the wall time is about their sum. The reference, timed once per run on the same Organization, is the decision pass
-as the preview made it before its reads were narrowed, for everyone's filters (no groups read): the sync's
-`mirror_users_after`, `load_end_users` and `reconcile` per chunk, with the cycle collector as the process has it.
+server runs on this machine, else left out); on a quiet host the wall time is about their sum. The
+reference, timed once per run on the same Organization, is the decision pass as the preview made it before its
+reads were narrowed, for everyone's filters (no groups read): the sync's `mirror_users_after`,
+`load_end_users` and `reconcile` per chunk, with the cycle collector as the process has it.
 """
 
 from __future__ import annotations
