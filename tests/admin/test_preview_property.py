@@ -7,6 +7,12 @@ each, the preview (`POST …/user-sync/preview`) is compared with what the sync 
 same mirror (`SyncEngine.project_organization`, the org-sync's projection), on the real PostgreSQL. The chunk
 size is drawn too (2 or the production 2000), so decisions that cross chunks (an email an earlier chunk took)
 are covered.
+
+The second property starts from an Organization the sync has already projected (so End Users carry the content
+hashes the sync wrote: most users are "settled", their projection unchanged), then changes some users in Entra
+(names, mail, department, a disabled account, a sign-in, a licence), edits (locks) and excludes some End Users
+through the admin API, and previews other filters, group filters (nested groups) among them. It covers the
+preview's own reads (`worker.store.preview`: End Users of a chunk in one query, filter groups walked down).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ DOMAINS = ("contoso.com", "fabrikam.com")
 STATES = ("synced", "out_of_scope", "sync_disabled", "deactivated", "manual")
 FILTERS = (
     ALL_FILTERS,
+    {**ALL_FILTERS, "groups": ["g-all"]},        # members of g-sales through the nesting too
+    {**ALL_FILTERS, "groups": [" G-SALES "]},    # as an operator may type it
+    {**ALL_FILTERS, "groups": ["g-sales"], "departments": ["Sales"]},
     {**ALL_FILTERS, "departments": ["Sales"]},
     {**ALL_FILTERS, "user_types": ["Member"]},
     {**ALL_FILTERS, "domains": ["contoso.com"]},
@@ -42,7 +51,9 @@ entra_users = st.lists(st.fixed_dictionaries({
     "department": st.sampled_from(("Sales", "Support", None)),
     "account_enabled": st.sampled_from((True, True, False)),
     "removed": st.sampled_from((None, None, None, "deleted", "absent")),
+    "group": st.sampled_from((None, "g-all", "g-sales")),
 }), min_size=1, max_size=8)
+GROUPS = {"g-all": "All staff", "g-sales": "Sales", "g-empty": "Empty"}
 links = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(STATES), st.none() | addresses), max_size=5)
 others = st.lists(st.tuples(st.sampled_from(("manual", "elsewhere", "other-tenant")), addresses), max_size=4)
 
@@ -57,6 +68,12 @@ def _mirror(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "user_type": "Guest" if u["guest"] else "Member", "account_enabled": u["account_enabled"],
                      "removed": u["removed"]})
     return rows
+
+
+def _members(users: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """g-sales is nested in g-all; each user directly in the group drawn for it, if any."""
+    return [("g-all", "g-sales", "group")] + [
+        (u["group"], f"user-{i:02d}", "user") for i, u in enumerate(users) if u.get("group")]
 
 
 async def _end_users(api: Api, org_id: str, tenant_id: str, n_users: int, links: list[Any], others: list[Any]
@@ -100,7 +117,7 @@ async def test_the_preview_is_what_applying_its_filters_then_does(
     filters: dict[str, Any], chunk: int,
 ) -> None:
     world = await api.world()
-    await seed_mirror(api.pool, world.tenant_id, _mirror(users))
+    await seed_mirror(api.pool, world.tenant_id, _mirror(users), groups=GROUPS, members=_members(users))
     await _end_users(api, world.org_id, world.tenant_id, len(users), links, others)
     saved, engine_module.CHUNK = engine_module.CHUNK, chunk
     try:
@@ -143,3 +160,63 @@ async def test_an_email_an_earlier_chunk_takes_is_a_review_in_the_preview_as_in_
     assert (preview["would_create"], preview["would_review"]) == (1, 2) == (counts["created"], counts["review"])
     assert [s["entra_object_id"] for s in preview["samples"]["would_create"]] == ["user-0"]
     assert [s["entra_object_id"] for s in preview["samples"]["would_review"]] == ["user-1", "user-2"]
+
+
+# What happens in Entra and the admin API between the first sync and the preview.
+CHANGES = ("rename", "mail", "department", "disable", "enable", "sign_in", "licence", "lock", "exclude")
+changes = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(CHANGES)), max_size=5)
+
+
+async def _change(api: Api, tenant_id: str, org_id: str, n_users: int, changes: list[Any]) -> None:
+    end_users = {r[0]: r[1] for r in await api.pool.fetch(
+        "SELECT entra_object_id, id::text FROM end_users WHERE organization_id = $1 AND entra_object_id IS NOT NULL"
+        " AND sync_state <> 'manual'", org_id)}
+    for index, kind in changes:
+        oid = f"user-{index % n_users:02d}"
+        column = {"rename": "given_name = 'Renamed'", "mail": "mail = 'dan@contoso.com'",
+                  "department": "department = 'Sales'", "disable": "account_enabled = false",
+                  "enable": "account_enabled = true",
+                  "licence": "assigned_licenses = '{c42b9cae-ea4f-4ab7-9717-81576235ccac}'"}.get(kind)
+        if column:
+            await api.pool.execute(f"UPDATE entra_users SET {column} WHERE tenant_id = $1 AND id = $2", tenant_id, oid)
+        elif kind == "sign_in":
+            await api.pool.execute(
+                "INSERT INTO entra_user_sign_ins (tenant_id, id, last_sign_in_at) VALUES ($1, $2, now())"
+                " ON CONFLICT (tenant_id, id) DO UPDATE SET last_sign_in_at = excluded.last_sign_in_at", tenant_id, oid)
+        elif oid in end_users and kind == "lock":  # an operator's edit: the field is locked
+            await api.call("PATCH", f"/end-users/{end_users[oid]}", {"job_title": "Set by hand"})
+        elif oid in end_users:
+            await api.call("POST", f"/end-users/{end_users[oid]}/exclude")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(users=entra_users, links=links, others=others, before=st.sampled_from(FILTERS), changes=changes,
+       filters=st.sampled_from(FILTERS), chunk=st.sampled_from((2, 2000)))
+async def test_after_a_sync_and_changes_the_preview_is_what_applying_its_filters_then_does(
+    api: Api, database_url: str, users: list[dict[str, Any]], links: list[Any], others: list[Any],
+    before: dict[str, Any], changes: list[Any], filters: dict[str, Any], chunk: int,
+) -> None:
+    world = await api.world()
+    await seed_mirror(api.pool, world.tenant_id, _mirror(users), groups=GROUPS, members=_members(users))
+    await _end_users(api, world.org_id, world.tenant_id, len(users), links, others)
+    engine = SyncEngine(pool=api.pool, graph=None, settings=make_settings(database_url))  # type: ignore[arg-type]
+    saved, engine_module.CHUNK = engine_module.CHUNK, chunk
+    try:
+        first = await engine.project_organization(world.tenant_id, world.org_id,
+                                                  await api.enable(world.org_id, before))
+        unchanged = await api.ok("POST", f"/organizations/{world.org_id}/user-sync/preview", {"filters": before})
+        await _change(api, world.tenant_id, world.org_id, len(users), changes)
+        preview = await api.ok("POST", f"/organizations/{world.org_id}/user-sync/preview", {"filters": filters})
+        counts = await engine.project_organization(world.tenant_id, world.org_id,
+                                                   await api.enable(world.org_id, filters))
+    finally:
+        engine_module.CHUNK = saved
+    # Right after a sync, its own filters change nothing but what it left to review, and the deactivations
+    # it held back (more than the guard allows) are still to do.
+    assert (unchanged["would_create"], unchanged["would_update"], unchanged["would_stop_updating"],
+            unchanged["would_deactivate"]) == (0, 0, 0, first.get("held", 0)), (first, unchanged)
+    done = (counts["created"], counts["updated"], counts["stopped"], counts["review"],
+            counts["deactivated"] + counts.get("held", 0))
+    previewed = (preview["would_create"], preview["would_update"], preview["would_stop_updating"],
+                 preview["would_review"], preview["would_deactivate"])
+    assert done == previewed, (counts, preview)

@@ -3,23 +3,36 @@
 Set up as `bench resync` does (the simulator in a child process, a scratch database, an Organization with user
 sync enabled, its initial `org_sync`), so the mirror holds N users with their groups and enrichment and the
 Organization N End Users. Then `worker.preview.preview` — what `POST …/user-sync/preview` runs — is timed for a
-few filter sets (everyone; a department and domain; a group), `runs` times each, in turn.
+few filter sets (everyone; a department and domain; a group), `runs` times each, in turn. Every preview is
+cold: nothing is kept between previews.
+
+On a shared machine the wall time mostly measures the queue for a core, so each preview's CPU time is reported
+too: this process's (Python) and the PostgreSQL backends' of the scratch database (read from /proc when the
+server runs on this machine, else left out); on a quiet host the wall time is about their sum. The
+reference, timed once per run on the same Organization, is the decision pass as the preview made it before its
+reads were narrowed, for everyone's filters (no groups read): the sync's `mirror_users_after`,
+`load_end_users` and `reconcile` per chunk, with the cycle collector as the process has it.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from worker.bench.common import ALL_FILTERS, register_organization, scratch_database, simulator_process, state_directory
 from worker.config import GraphSettings, Settings
 from worker.core.filters import parse_filters
+from worker.core.reconcile import reconcile
 from worker.graph import GraphClients
 from worker.preview import preview
+from worker.store import sync as store
 from worker.store.pool import create_pool
-from worker.sync import SyncEngine
+from worker.sync import CHUNK, SyncEngine
 
 
 async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = None) -> dict[str, Any]:
@@ -51,24 +64,72 @@ async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = N
                     "group": {**ALL_FILTERS, "groups": [group]},
                 }
                 timings: dict[str, list[float]] = {name: [] for name in cases}
+                cpu: dict[str, list[tuple[float, float | None]]] = {name: [] for name in cases}
+                reference: list[float] = []
                 answers: dict[str, dict[str, int]] = {}
                 for _ in range(runs):
+                    started = time.perf_counter()
+                    await _decision_pass(pool, tenant["tenant_id"], org_id)
+                    reference.append((time.perf_counter() - started) * 1000)
                     for name, filters in cases.items():
+                        backends = await _backend_pids(pool)
+                        pg_before, py_before = _cpu_seconds(backends), time.process_time()
                         started = time.perf_counter()
                         answer = await preview(pool, tenant_id=tenant["tenant_id"], organization_id=org_id,
                                                filters=parse_filters(filters))
                         timings[name].append((time.perf_counter() - started) * 1000)
+                        pg_after = _cpu_seconds(backends)
+                        cpu[name].append((time.process_time() - py_before,
+                                          None if pg_before is None or pg_after is None else pg_after - pg_before))
                         answers[name] = {k: v for k, v in answer.items() if isinstance(v, int)}
             finally:
                 await graph.close()
                 await pool.close()
     every = sorted(t for ts in timings.values() for t in ts)
+    py_cpu = [c[0] for cs in cpu.values() for c in cs]
+    pg_cpu = [c[1] for cs in cpu.values() for c in cs if c[1] is not None]
     return {
         "bench": "preview",
         "users": users,
         "p50_ms": round(statistics.median(every), 1),
         "p99_ms": round(every[min(len(every) - 1, round(0.99 * (len(every) - 1)))], 1),
         "p50_ms_by_filters": {name: round(statistics.median(ts), 1) for name, ts in timings.items()},
+        "p50_python_cpu_ms": round(statistics.median(py_cpu) * 1000, 1),
+        "p50_postgres_cpu_ms": round(statistics.median(pg_cpu) * 1000, 1) if pg_cpu else None,
+        "reference_ms": round(statistics.median(reference), 1),
+        "reference_over_p50_all": round(statistics.median(reference) / statistics.median(timings["all"]), 2),
+        "load_average": os.getloadavg(),
         "answers": answers,
         "initial_sync_counts": counts,
     }
+
+
+async def _decision_pass(pool: asyncpg.Pool, tenant_id: str, organization_id: str) -> None:
+    """The reference: the preview's reads and decisions as they were before (everyone's filters)."""
+    async with pool.acquire() as conn:
+        org = await store.org_context_with(conn, tenant_id, organization_id, parse_filters(ALL_FILTERS))
+        after = ""
+        while users := await store.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=False):
+            linked, by_email = await store.load_end_users(conn, organization_id=organization_id,
+                                                          tenant_id=tenant_id, users=users)
+            reconcile(users, org=org, linked=linked, by_email=by_email)
+            after = users[-1].id
+
+
+async def _backend_pids(pool: asyncpg.Pool) -> list[int]:
+    async with pool.acquire() as conn:
+        return [r[0] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User and system CPU seconds of these processes so far, or None when /proc does not show them."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")

@@ -76,8 +76,13 @@ class Written:
         """`by_email` as read from the database for `keys`, with the End Users recorded here in their new places."""
         out: dict[str, list[StoredEndUser]] = {}
         for key in keys:
-            stored = [e for e in by_email.get(key, ()) if e.id not in self._by_id]
-            stored += [self._by_id[i] for i in sorted(self._by_email.get(key, ()))]
+            held, recorded = by_email.get(key, ()), self._by_email.get(key)
+            if not recorded and not any(e.id in self._by_id for e in held):
+                if held:  # the common case, and every case before any plan wrote something
+                    out[key] = list(held)
+                continue
+            stored = [e for e in held if e.id not in self._by_id]
+            stored += [self._by_id[i] for i in sorted(recorded or ())]
             if stored:
                 out[key] = stored
         return out

@@ -1,0 +1,63 @@
+"""The preview's reads of End Users (`worker.store.preview`) return what the sync's `load_end_users` does.
+
+`chunk_end_users` reads a chunk's linked End Users as a key range and probes the email index only for addresses
+no linked End User holds; here every chunk of a small tenant is read both ways and compared (all but the
+`microsoft` object, which the preview leaves out because `reconcile` never reads it). Chunks of 2 put holders on
+both sides of every range: linked to a user of an earlier or later chunk, of another tenant, manual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from worker.core.model import StoredEndUser
+from worker.core.projection import email_keys
+from worker.store import preview as preview_store
+from worker.store import sync as store
+
+from .conftest import Api, insert_end_user, seed_mirror
+
+USERS = [  # ids in key order; several addresses each (mail and a different UPN)
+    {"id": "a1", "mail": "ann@contoso.com", "user_principal_name": "ann.upn@contoso.com"},
+    {"id": "a2", "mail": "Bob@Contoso.com", "user_principal_name": "bob@contoso.com"},
+    {"id": "b1", "mail": None, "user_principal_name": "cat@contoso.com"},
+    {"id": "b2", "mail": "dan@contoso.com", "user_principal_name": "dan_x.com#EXT#@contoso.com"},
+    {"id": "c1", "mail": "eve@contoso.com", "user_principal_name": "eve@contoso.com"},
+    {"id": "c2", "mail": "fay@contoso.com", "user_principal_name": "ann.upn2@contoso.com"},
+]
+
+
+def _plain(e: StoredEndUser) -> dict[str, Any]:
+    return msgspec.structs.asdict(e) | {"microsoft": None}
+
+
+async def test_chunk_end_users_are_the_sync_reads_of_every_chunk(api: Api) -> None:
+    world = await api.world()
+    org, tid = world.org_id, world.tenant_id
+    await seed_mirror(api.pool, tid, [{**u, "display_name": u["id"]} for u in USERS])
+    await insert_end_user(api.pool, org, tenant_id=tid, object_id="a1", email="ANN@contoso.com")
+    await insert_end_user(api.pool, org, tenant_id=tid, object_id="c2", email="ann.upn@contoso.com")  # a1's UPN
+    await insert_end_user(api.pool, org, tenant_id=tid, object_id="b1", email="eve@contoso.com", state="out_of_scope")
+    await insert_end_user(api.pool, org, state="manual", email="cat@contoso.com")
+    await insert_end_user(api.pool, org, tenant_id="other-tenant", object_id="a2", email="bob@contoso.com")
+    await insert_end_user(api.pool, org, tenant_id=tid, object_id="gone", email="dan@contoso.com")  # not mirrored
+    await insert_end_user(api.pool, org, tenant_id=tid, object_id="b2", state="deactivated")
+    await api.pool.execute("UPDATE end_users SET content_hash = '\\x00ff', locked_fields = '{phone}',"
+                           " entra_fields = '{email}' WHERE entra_object_id = 'a1'")
+    compared = 0
+    async with api.pool.acquire() as conn:
+        for size in (2, 3, 6):
+            after = ""
+            while users := await store.mirror_users_after(conn, tid, after, limit=size):
+                linked, by_email = await store.load_end_users(conn, organization_id=org, tenant_id=tid, users=users)
+                got_linked, got_by_email = await preview_store.chunk_end_users(
+                    conn, organization_id=org, tenant_id=tid, after=after, ids=[u.id for u in users],
+                    keys={k for u in users for k in email_keys(u)})
+                assert {k: _plain(e) for k, e in got_linked.items()} == {k: _plain(e) for k, e in linked.items()}
+                assert ({k: sorted(map(str, map(_plain, es))) for k, es in got_by_email.items()}
+                        == {k: sorted(map(str, map(_plain, es))) for k, es in by_email.items()})
+                compared += len(linked) + sum(map(len, by_email.values()))
+                after = users[-1].id
+    assert compared >= 20  # the chunks did hold End Users both ways
