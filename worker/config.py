@@ -31,6 +31,9 @@ class DatabaseSettings(BaseSettings):
     url: str = Field("postgresql://postgres@127.0.0.1:5432/entra_sync", description="PostgreSQL DSN.")
     pool_min: int = Field(1, description="Minimum connections in the pool.")
     pool_max: int = Field(10, description="Maximum connections in the pool.")
+    changes_pool_max: int = Field(
+        8, description="Connections the worker keeps for change notifications alone (a pool of their own)."
+    )
 
 
 class KafkaSettings(BaseSettings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import structlog
 
 from schemas import topics
@@ -29,16 +30,19 @@ async def run_worker(settings: Settings) -> None:
     check_webhook_secrets(settings.webhook)  # subscriptions it creates carry clientStates made with it
     # Topics are ensured by each consumer loop as it (re)starts, so a broker that is away at start-up or comes
     # back empty only delays the worker.
-    pool = await create_pool(settings.database.url, min_size=settings.database.pool_min,
-                             max_size=settings.database.pool_max)
+    db = settings.database
+    pool = await create_pool(db.url, min_size=db.pool_min, max_size=db.pool_max)
+    # Change notifications have connections of their own: a wave of resyncs holds every connection of the
+    # main pool for seconds at a time (one per tenant plus the spares its listings and projection take), and a
+    # notification's delta must not queue behind them for one.
+    changes_pool = await create_pool(db.url, min_size=1, max_size=max(1, db.changes_pool_max))
     graph = GraphClients(settings.graph)
     try:
-        engine = SyncEngine(pool=pool, graph=graph, settings=settings)
-        subs = SubscriptionManager(pool=pool, graph=graph, settings=settings)
         limits = budgets(settings)
+        pools = {"changes": changes_pool, "lifecycle": pool, "commands": pool}
         loops = [
-            ConsumerLoop(settings=settings, topic_names=names,
-                         handler=Handler(engine=engine, subscriptions=subs, max_parallel=limits[name]),
+            ConsumerLoop(settings=settings, topic_names=names, handler=_handler(settings, graph, pools[name],
+                                                                                 limits[name]),
                          group=f"{settings.kafka.consumer_group}-{name}")
             for name, names in GROUPS
         ]
@@ -46,7 +50,14 @@ async def run_worker(settings: Settings) -> None:
         await asyncio.gather(*(loop.run() for loop in loops))
     finally:
         await graph.close()
+        await changes_pool.close()
         await pool.close()
+
+
+def _handler(settings: Settings, graph: GraphClients, pool: asyncpg.Pool, max_parallel: int) -> Handler:
+    return Handler(engine=SyncEngine(pool=pool, graph=graph, settings=settings),
+                   subscriptions=SubscriptionManager(pool=pool, graph=graph, settings=settings),
+                   max_parallel=max_parallel)
 
 
 def budgets(settings: Settings) -> dict[str, int]:

@@ -355,6 +355,40 @@ async def test_a_resync_wave_does_not_delay_another_tenants_changes(make_fleet: 
     assert max(latencies) < NORMAL_S
 
 
+async def test_changes_have_connections_of_their_own_while_resyncs_hold_the_whole_pool(
+    make_fleet: FleetFactory,
+) -> None:
+    # As many slow resyncs as the pool has connections: each holds one for its whole run (the default budget of
+    # 8 tenants on a pool of 10 comes close, the spares its listings take do the rest).
+    fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 3}, pool_max=3)
+    *wave, quiet = fleet.members
+    for m in wave:
+        await fleet.faults(m, latency_ms=5000)  # a resync's few Graph calls in turn: 20 s or more
+    publisher = bus.KafkaPublisher(fleet.settings.kafka)
+    await publisher.start()
+    try:  # all at once, so that they hold the pool together
+        for m in wave:
+            await publisher.publish(topics.COMMANDS, m.tenant_id, messages.Command(
+                command="resync", tenant_id=m.tenant_id, reason="test", requested_at=datetime.now(UTC).isoformat()))
+    finally:
+        await publisher.stop()
+    deadline = time.monotonic() + 40  # the commands group may still be joining
+    while await fleet.pool.fetchval(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name) < len(wave):
+        assert time.monotonic() < deadline, "the resyncs never took the pool"
+        await asyncio.sleep(0.05)
+    latencies = [await fleet.converge(await fleet.patch(quiet, quiet.users[i:i + 1], f"Pool full {i}"), timeout_s=30)
+                 for i in range(2)]
+    unfinished = await fleet.pool.fetchval(
+        "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name)
+    print(f"pool held by {len(wave)} resyncs: the quiet tenant's changes in "
+          f"{', '.join(f'{x:.1f}' for x in latencies)}s; {unfinished} resyncs still running after them")
+    assert max(latencies) < NORMAL_S
+    assert unfinished >= len(wave), "a resync ended before the changes: the pool was not full while measuring"
+
+
 # ---- PostgreSQL -------------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
