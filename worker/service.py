@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import structlog
 
 from schemas import topics
 from worker.config import Settings, check_webhook_secrets
-from worker.consumers import ConsumerLoop, Handler
+from worker.consumers import Backlog, ConsumerLoop, Handler
 from worker.graph import GraphClients
 from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
@@ -40,9 +39,14 @@ async def run_worker(settings: Settings) -> None:
     try:
         limits = budgets(settings)
         pools = {"changes": changes_pool, "lifecycle": pool, "commands": pool}
+        changes_waiting = Backlog()  # commands hold back while change notifications wait for their budget
+        backlogs = {"changes": {"backlog": changes_waiting}, "commands": {"yields_to": changes_waiting}}
         loops = [
-            ConsumerLoop(settings=settings, topic_names=names, handler=_handler(settings, graph, pools[name],
-                                                                                 limits[name]),
+            ConsumerLoop(settings=settings, topic_names=names,
+                         handler=Handler(engine=SyncEngine(pool=pools[name], graph=graph, settings=settings),
+                                         subscriptions=SubscriptionManager(pool=pools[name], graph=graph,
+                                                                           settings=settings),
+                                         max_parallel=limits[name], **backlogs.get(name, {})),
                          group=f"{settings.kafka.consumer_group}-{name}")
             for name, names in GROUPS
         ]
@@ -52,12 +56,6 @@ async def run_worker(settings: Settings) -> None:
         await graph.close()
         await changes_pool.close()
         await pool.close()
-
-
-def _handler(settings: Settings, graph: GraphClients, pool: asyncpg.Pool, max_parallel: int) -> Handler:
-    return Handler(engine=SyncEngine(pool=pool, graph=graph, settings=settings),
-                   subscriptions=SubscriptionManager(pool=pool, graph=graph, settings=settings),
-                   max_parallel=max_parallel)
 
 
 def budgets(settings: Settings) -> dict[str, int]:

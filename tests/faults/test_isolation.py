@@ -389,6 +389,46 @@ async def test_changes_have_connections_of_their_own_while_resyncs_hold_the_whol
     assert unfinished >= len(wave), "a resync ended before the changes: the pool was not full while measuring"
 
 
+async def test_resyncs_wait_to_start_while_changes_wait_for_their_budget(make_fleet: FleetFactory) -> None:
+    # One change at a time; a slow tenant's delta holds that place while another tenant's change waits for it.
+    fleet = await make_fleet(tenants=3, sync={"notification_concurrency": 1})
+    slow, waiting, resynced = fleet.members
+    await fleet.faults(slow, latency_ms=6000)  # its delta call takes 6 s
+    slow_change = asyncio.create_task(fleet.patch(slow, slow.users[:1], "Slow"))
+    deadline = time.monotonic() + 30
+    while not await fleet.pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name):
+        assert time.monotonic() < deadline, "the slow tenant's delta never started"
+        await asyncio.sleep(0.05)
+    async with TopicTail(fleet.settings.kafka, topics.NOTIFICATIONS) as tail:
+        waiting_change = await fleet.patch(waiting, waiting.users[:1], "Waiting")
+        await tail.of(waiting.tenant_id)
+    await asyncio.sleep(1.0)  # the consumer has taken it: it waits for the place the slow delta holds
+    published = await fleet.pool.fetchval("SELECT clock_timestamp()")
+    await fleet.publish(topics.COMMANDS, resynced.tenant_id, messages.Command(
+        command="resync", tenant_id=resynced.tenant_id, reason="test", requested_at=datetime.now(UTC).isoformat()))
+    slowed = await slow_change
+    assert await fleet.missing(slowed), "the slow delta ended before the resync was asked for: nothing measured"
+    await fleet.converge(slowed, timeout_s=30)
+    await fleet.converge(waiting_change, timeout_s=30)
+
+    async def status(member: Member, column: str) -> datetime | None:
+        return await fleet.pool.fetchval(  # type: ignore[no-any-return]
+            f"SELECT {column} FROM tenant_sync_status WHERE tenant_id = $1", member.tenant_id)
+
+    deadline = time.monotonic() + 30
+    while (resynced_at := await status(resynced, "last_full_resync_at")) is None or resynced_at < published:
+        assert time.monotonic() < deadline, "the resync never ran"
+        await asyncio.sleep(0.1)
+    slow_done = await status(slow, "last_delta_at")
+    waiting_done = await status(waiting, "last_delta_at")
+    assert slow_done is not None and waiting_done is not None
+    print(f"resync asked {published:%H:%M:%S.%f}, slow delta done {slow_done:%H:%M:%S.%f}, waiting change done "
+          f"{waiting_done:%H:%M:%S.%f}, resync done {resynced_at:%H:%M:%S.%f}")
+    assert resynced_at > slow_done, "the resync ran while a change waited for its budget"
+
+
 # ---- PostgreSQL -------------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
