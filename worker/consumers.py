@@ -53,7 +53,7 @@ TRANSIENT = (GraphTransient, KafkaError, OSError, asyncio.TimeoutError,
              asyncpg.exceptions.CannotConnectNowError,
              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 COMMIT_TIMEOUT_S = 10.0
-YIELD_MAX_S = 30.0  # longest a tenant's commands wait for change notifications to get their budget
+YIELD_MAX_S = 10.0  # longest a tenant's commands wait for change notifications to get their budget
 MAX_HELD_RECORDS = 20_000  # above this many records held by tenants a consumer stops fetching until they drain
 
 
@@ -146,8 +146,8 @@ class Handler:
 
     The worker's CPU is shared too: a wave of resyncs starves change notifications of the event loop even with
     budgets apart. So the commands' Handler `yields_to` the notifications' `backlog`: it starts no tenant's
-    work while notifications wait for their budget (for at most `YIELD_MAX_S`, so a sustained flood of changes
-    slows the resyncs down without stopping them)."""
+    work while notifications wait for their budget (each start for at most `YIELD_MAX_S`, so a sustained flood
+    of changes slows the resyncs down without stopping them)."""
 
     def __init__(
         self, *, engine: SyncEngine, subscriptions: SubscriptionManager, max_parallel: int,
@@ -162,11 +162,11 @@ class Handler:
     @contextlib.asynccontextmanager
     async def _budget(self) -> AsyncIterator[None]:
         """A place in the budget: after any backlog this yields to, counted in this one's backlog meanwhile."""
-        if self._yields_to is not None:
-            await self._yields_to.cleared(YIELD_MAX_S)
         with self._backlog.entered() if self._backlog is not None else contextlib.nullcontext():
             await self._limit.acquire()
         try:
+            if self._yields_to is not None:  # with the place taken: each start yields, not all at once
+                await self._yields_to.cleared(YIELD_MAX_S)
             yield
         finally:
             self._limit.release()

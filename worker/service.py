@@ -61,6 +61,8 @@ async def run_worker(settings: Settings) -> None:
 def budgets(settings: Settings) -> dict[str, int]:
     """Tenants each consumer group works on at once; an unset budget is `SYNC_MAX_PARALLEL_TENANTS`."""
     sync = settings.sync
-    chosen = {"changes": sync.notification_concurrency, "lifecycle": sync.lifecycle_concurrency,
-              "commands": sync.command_concurrency}
+    # A change's delta waits on round trips far more than it computes: its budget defaults to its own pool's
+    # size, since at 10 changes/s and a delta of 1-2 s on a busy host, 8 at once fell behind for good.
+    chosen = {"changes": sync.notification_concurrency or settings.database.changes_pool_max,
+              "lifecycle": sync.lifecycle_concurrency, "commands": sync.command_concurrency}
     return {name: max(1, value or sync.max_parallel_tenants) for name, value in chosen.items()}

@@ -363,7 +363,7 @@ async def test_changes_have_connections_of_their_own_while_resyncs_hold_the_whol
     fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 3}, pool_max=3)
     *wave, quiet = fleet.members
     for m in wave:
-        await fleet.faults(m, latency_ms=5000)  # a resync's few Graph calls in turn: 20 s or more
+        await fleet.faults(m, latency_ms=8000)  # a resync's few Graph calls in turn: 30 s or more
     publisher = bus.KafkaPublisher(fleet.settings.kafka)
     await publisher.start()
     try:  # all at once, so that they hold the pool together
