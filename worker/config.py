@@ -31,6 +31,9 @@ class DatabaseSettings(BaseSettings):
     url: str = Field("postgresql://postgres@127.0.0.1:5432/entra_sync", description="PostgreSQL DSN.")
     pool_min: int = Field(1, description="Minimum connections in the pool.")
     pool_max: int = Field(10, description="Maximum connections in the pool.")
+    changes_pool_max: int = Field(
+        16, description="Connections the worker keeps for change notifications alone (a pool of their own)."
+    )
 
 
 class KafkaSettings(BaseSettings):
@@ -115,7 +118,9 @@ class SyncSettings(BaseSettings):
     subscription_lifetime_min: int = Field(41_000, description="Requested subscription lifetime (max 41,760).")
     renew_before_min: int = Field(2 * 24 * 60, description="Renew subscriptions this long before expiry.")
     max_parallel_tenants: int = Field(8, description="Tenants a worker syncs at once, per budget below left unset.")
-    notification_concurrency: int | None = Field(None, description="Budget: tenants' change notifications at once.")
+    notification_concurrency: int | None = Field(
+        None, description="Budget: tenants' change notifications at once (unset: DATABASE_CHANGES_POOL_MAX)."
+    )
     lifecycle_concurrency: int | None = Field(None, description="Budget: tenants' lifecycle events at once.")
     command_concurrency: int | None = Field(None, description="Budget: tenants' commands (resyncs, org-syncs) at once.")
     max_attempts: int = Field(

@@ -23,7 +23,7 @@ import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 
 TRANSIENT = (GraphTransient, KafkaError, *db.TRANSIENT)  # db.TRANSIENT: OSError and TimeoutError included
 COMMIT_TIMEOUT_S = 10.0
+YIELD_MAX_S = 10.0  # longest a tenant's commands wait for change notifications to get their budget
 MAX_HELD_RECORDS = 20_000  # above this many records held by tenants a consumer stops fetching until they drain
 
 
@@ -118,14 +119,63 @@ def coalesce(batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, TenantWor
     return dict(work)
 
 
+class Backlog:
+    """How many of one consumer's tenants wait for its concurrency budget; another consumer's work may hold
+    back while any do (`Handler`'s `yields_to`)."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        self.waiting += 1
+        self._clear.clear()
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+            if not self.waiting:
+                self._clear.set()
+
+    async def cleared(self, max_wait_s: float) -> None:
+        """Return once nothing waits, or after `max_wait_s` whatever waits."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_wait_s):
+                await self._clear.wait()
+
+
 class Handler:
     """Performs each tenant's coalesced work through the engine and the subscription manager, within one
-    concurrency budget (one Handler per consumer, so notifications never wait behind resyncs)."""
+    concurrency budget (one Handler per consumer, so notifications never wait behind resyncs).
 
-    def __init__(self, *, engine: SyncEngine, subscriptions: SubscriptionManager, max_parallel: int) -> None:
+    The worker's CPU is shared too: a wave of resyncs starves change notifications of the event loop even with
+    budgets apart. So the commands' Handler `yields_to` the notifications' `backlog`: it starts no tenant's
+    work while notifications wait for their budget (each start for at most `YIELD_MAX_S`, so a sustained flood
+    of changes slows the resyncs down without stopping them)."""
+
+    def __init__(
+        self, *, engine: SyncEngine, subscriptions: SubscriptionManager, max_parallel: int,
+        backlog: Backlog | None = None, yields_to: Backlog | None = None,
+    ) -> None:
         self._engine = engine
         self._subs = subscriptions
         self._limit = asyncio.Semaphore(max_parallel)
+        self._backlog = backlog
+        self._yields_to = yields_to
+
+    @contextlib.asynccontextmanager
+    async def _budget(self) -> AsyncIterator[None]:
+        """A place in the budget: after any backlog this yields to, counted in this one's backlog meanwhile."""
+        with self._backlog.entered() if self._backlog is not None else contextlib.nullcontext():
+            await self._limit.acquire()
+        try:
+            if self._yields_to is not None:  # with the place taken: each start yields, not all at once
+                await self._yields_to.cleared(YIELD_MAX_S)
+            yield
+        finally:
+            self._limit.release()
 
     async def __call__(self, batch: Sequence[tuple[str, msgspec.Struct]]) -> dict[str, Outcome]:
         """Do the batch's work, tenants in parallel (bounded), each serially; returns each tenant's outcome.
@@ -143,7 +193,7 @@ class Handler:
         await self._engine.fail_runs(tenant_id, [r for r in w.org_syncs.values() if r], error)
 
     async def _tenant(self, tenant_id: str, w: TenantWork) -> Outcome:
-        async with self._limit:
+        async with self._budget():
             runs = [r for r in w.org_syncs.values() if r]
             try:
                 try:

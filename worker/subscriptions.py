@@ -83,7 +83,7 @@ class SubscriptionManager:
                 await store.unlock_tenant(conn, lock)
 
     async def _reconcile(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> dict[str, int]:
-        wanted = tenant_id in await store.tenants_with_enabled_sync(conn)
+        wanted = await store.has_enabled_sync(conn, tenant_id)
         every = {s.id: s for s in await graph.list_subscriptions()}
         live = {i: s for i, s in every.items() if s.notification_url == self._notification_url}
         rows = await store.subscriptions_of(conn, tenant_id)

@@ -355,6 +355,80 @@ async def test_a_resync_wave_does_not_delay_another_tenants_changes(make_fleet: 
     assert max(latencies) < NORMAL_S
 
 
+async def test_changes_have_connections_of_their_own_while_resyncs_hold_the_whole_pool(
+    make_fleet: FleetFactory,
+) -> None:
+    # As many slow resyncs as the pool has connections: each holds one for its whole run (the default budget of
+    # 8 tenants on a pool of 10 comes close, the spares its listings take do the rest).
+    fleet = await make_fleet(tenants=4, sync={"max_parallel_tenants": 3}, pool_max=3)
+    *wave, quiet = fleet.members
+    for m in wave:
+        await fleet.faults(m, latency_ms=8000)  # a resync's few Graph calls in turn: 30 s or more
+    publisher = bus.KafkaPublisher(fleet.settings.kafka)
+    await publisher.start()
+    try:  # all at once, so that they hold the pool together
+        for m in wave:
+            await publisher.publish(topics.COMMANDS, m.tenant_id, messages.Command(
+                command="resync", tenant_id=m.tenant_id, reason="test", requested_at=datetime.now(UTC).isoformat()))
+    finally:
+        await publisher.stop()
+    deadline = time.monotonic() + 40  # the commands group may still be joining
+    while await fleet.pool.fetchval(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name) < len(wave):
+        assert time.monotonic() < deadline, "the resyncs never took the pool"
+        await asyncio.sleep(0.05)
+    latencies = [await fleet.converge(await fleet.patch(quiet, quiet.users[i:i + 1], f"Pool full {i}"), timeout_s=30)
+                 for i in range(2)]
+    unfinished = await fleet.pool.fetchval(
+        "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name)
+    print(f"pool held by {len(wave)} resyncs: the quiet tenant's changes in "
+          f"{', '.join(f'{x:.1f}' for x in latencies)}s; {unfinished} resyncs still running after them")
+    assert max(latencies) < NORMAL_S
+    assert unfinished >= len(wave), "a resync ended before the changes: the pool was not full while measuring"
+
+
+async def test_resyncs_wait_to_start_while_changes_wait_for_their_budget(make_fleet: FleetFactory) -> None:
+    # One change at a time; a slow tenant's delta holds that place while another tenant's change waits for it.
+    fleet = await make_fleet(tenants=3, sync={"notification_concurrency": 1})
+    slow, waiting, resynced = fleet.members
+    await fleet.faults(slow, latency_ms=6000)  # its delta call takes 6 s
+    slow_change = asyncio.create_task(fleet.patch(slow, slow.users[:1], "Slow"))
+    deadline = time.monotonic() + 30
+    while not await fleet.pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name = $1", fleet.app_name):
+        assert time.monotonic() < deadline, "the slow tenant's delta never started"
+        await asyncio.sleep(0.05)
+    async with TopicTail(fleet.settings.kafka, topics.NOTIFICATIONS) as tail:
+        waiting_change = await fleet.patch(waiting, waiting.users[:1], "Waiting")
+        await tail.of(waiting.tenant_id)
+    await asyncio.sleep(1.0)  # the consumer has taken it: it waits for the place the slow delta holds
+    published = await fleet.pool.fetchval("SELECT clock_timestamp()")
+    await fleet.publish(topics.COMMANDS, resynced.tenant_id, messages.Command(
+        command="resync", tenant_id=resynced.tenant_id, reason="test", requested_at=datetime.now(UTC).isoformat()))
+    slowed = await slow_change
+    assert await fleet.missing(slowed), "the slow delta ended before the resync was asked for: nothing measured"
+    await fleet.converge(slowed, timeout_s=30)
+    await fleet.converge(waiting_change, timeout_s=30)
+
+    async def status(member: Member, column: str) -> datetime | None:
+        return await fleet.pool.fetchval(  # type: ignore[no-any-return]
+            f"SELECT {column} FROM tenant_sync_status WHERE tenant_id = $1", member.tenant_id)
+
+    deadline = time.monotonic() + 30
+    while (resynced_at := await status(resynced, "last_full_resync_at")) is None or resynced_at < published:
+        assert time.monotonic() < deadline, "the resync never ran"
+        await asyncio.sleep(0.1)
+    slow_done = await status(slow, "last_delta_at")
+    waiting_done = await status(waiting, "last_delta_at")
+    assert slow_done is not None and waiting_done is not None
+    print(f"resync asked {published:%H:%M:%S.%f}, slow delta done {slow_done:%H:%M:%S.%f}, waiting change done "
+          f"{waiting_done:%H:%M:%S.%f}, resync done {resynced_at:%H:%M:%S.%f}")
+    assert resynced_at > slow_done, "the resync ran while a change waited for its budget"
+
+
 # ---- PostgreSQL -------------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager

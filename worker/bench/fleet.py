@@ -164,11 +164,11 @@ async def _wave(
     stack: Stack, info: dict[str, Any], db: asyncpg.Connection, tokens: dict[str, str], healthy: list[str], *,
     rate: float, resync_timeout_s: float,
 ) -> dict[str, Any]:
-    targets = await _targets(db, healthy)
+    targets, org_of = await _targets(db, healthy)
     run = ChangeRun()
     stop = asyncio.Event()
     watch_db = await asyncpg.connect(info["database_url"])  # the watcher polls beside this function's queries
-    watcher = asyncio.create_task(watch_end_users(watch_db, run, None))
+    watcher = asyncio.create_task(watch_end_users(watch_db, run, None, org_of=org_of))
     publisher = KafkaPublisher(KafkaSettings(bootstrap_servers=info["kafka_bootstrap_servers"],
                                              enable_idempotence=stack.env.get("KAFKA_ENABLE_IDEMPOTENCE") == "true"))
     await publisher.start()
@@ -204,14 +204,16 @@ async def _wave(
     }
 
 
-async def _targets(db: asyncpg.Connection, healthy: list[str]) -> list[tuple[str, str]]:
-    """A few synced users of every healthy tenant, interleaved so consecutive changes hit different tenants."""
+async def _targets(db: asyncpg.Connection, healthy: list[str]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """A few synced users of every healthy tenant, interleaved so consecutive changes hit different tenants;
+    and each one's Organization (for the watcher's look-ups)."""
     rows = await db.fetch(
-        "SELECT tenant_id, object_id FROM (SELECT entra_tenant_id AS tenant_id, entra_object_id AS object_id,"
+        "SELECT tenant_id, object_id, org FROM (SELECT entra_tenant_id AS tenant_id, entra_object_id AS object_id,"
+        " organization_id::text AS org,"
         " row_number() OVER (PARTITION BY entra_tenant_id ORDER BY entra_object_id) AS n FROM end_users"
         " WHERE entra_tenant_id = ANY ($1::text[]) AND sync_state = 'synced') u WHERE n <= $2 ORDER BY n, tenant_id",
         healthy, TARGETS_PER_TENANT)
-    return [(r["tenant_id"], r["object_id"]) for r in rows]
+    return [(r["tenant_id"], r["object_id"]) for r in rows], {r["object_id"]: r["org"] for r in rows}
 
 
 async def _resyncs_done(

@@ -60,6 +60,14 @@ async def tenants_with_enabled_sync(conn: Conn) -> list[str]:
     return [r[0] for r in rows]
 
 
+async def has_enabled_sync(conn: Conn, tenant_id: str) -> bool:
+    """Whether an Organization syncs from this tenant: `tenants_with_enabled_sync` for one tenant."""
+    return bool(await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM psa_tenants p JOIN organizations o ON o.psa_tenant_id = p.id
+           JOIN org_user_syncs s ON s.organization_id = o.id
+           WHERE p.microsoft_tenant_id = $1 AND s.status = 'enabled')""", tenant_id))
+
+
 def filters_from_json(data: dict[str, Any]) -> Filters:
     return Filters(**{k: v if v == "all" else tuple(v) for k, v in data.items()})
 
