@@ -233,6 +233,10 @@ class SyncEngine:
         async with self._pool.acquire() as conn:
             await store.lock_tenant(conn, tenant_id)
             try:
+                # A run an earlier unit of work left `running` (it could not close it) is ended now: nothing
+                # else holds the lock, so nothing is still working on it.
+                if abandoned := await store.end_abandoned_runs(conn, tenant_id):
+                    log.warning("sync.abandoned_runs_ended", tenant_id=tenant_id, run_ids=abandoned)
                 creds = await store.tenant_credentials(conn, tenant_id)
                 if creds is None:
                     raise UnknownTenant(tenant_id)

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from tests.integration.conftest import Env
+from worker.store import sync as store
 
 
 async def _graph_users(env: Env) -> list[dict[str, Any]]:
@@ -87,3 +88,29 @@ async def test_soft_deleted_user_is_deactivated_and_reactivated_on_restore(
     await env.admin.call("POST", f"/directory/deletedItems/{oid}/restore")
     await env.engine.sync_changes(tid)
     assert (await _end_users(pool, env.org_id))[oid]["sync_state"] == "synced"
+
+
+@pytest.mark.parametrize("tenant_env", [4], indirect=True)
+async def test_a_run_an_ended_unit_of_work_left_running_is_ended_by_the_next(
+    tenant_env: Env, pool: asyncpg.Pool
+) -> None:
+    """A unit of work whose failure path could not reach PostgreSQL leaves its run `running`; the tenant's next
+    unit of work ends it `failed` (an org-sync's run, which the retry of its command takes over, stays)."""
+    env = tenant_env
+    tid = env.tenant["tenant_id"]
+    await env.engine.org_sync(tid, env.org_id, None)
+    async with pool.acquire() as conn:  # what the abandoned units left: their runs started, never ended
+        delta = await store.start_run(conn, kind="delta", tenant_id=tid, organization_id=env.org_id)
+        resync = await store.start_run(conn, kind="resync", tenant_id=tid, organization_id=env.org_id)
+        org_sync = await store.start_run(conn, kind="org-sync", tenant_id=tid, organization_id=env.org_id)
+
+    await env.engine.sync_changes(tid)
+
+    rows = {str(r["id"]): r for r in await pool.fetch(
+        "SELECT id, status, error, finished_at FROM sync_runs WHERE id = ANY($1::uuid[])", [delta, resync, org_sync])}
+    for run in (delta, resync):
+        assert rows[run]["status"] == "failed" and rows[run]["finished_at"] is not None
+        assert rows[run]["error"] == store.ABANDONED
+    assert rows[org_sync]["status"] == "running"
+    assert await pool.fetchval("SELECT count(*) FROM sync_runs WHERE tenant_id = $1 AND status = 'running'"
+                               " AND kind <> 'org-sync'", tid) == 0
