@@ -74,6 +74,63 @@ async def test_kept_option_counts_equal_a_count_from_scratch_after_changes(
     assert await pool.fetchval("SELECT count(*) FROM mirror_facets WHERE tenant_id = $1", tid) == 0
 
 
+_BULK_INSERT = """
+INSERT INTO entra_users (tenant_id, id, display_name, mail, user_principal_name, department, office_location,
+                         user_type, content_hash)
+SELECT $1, 'bulk-' || i, 'Bulk ' || i, 'bulk' || i || '@Bulk.Example', 'bulk' || i || '@bulk.example',
+       'Bulk dept ' || (i % 3), 'Bulk office', 'Member', '\\x00'::bytea
+FROM generate_series(1, $2) i"""
+
+
+async def _stale(pool: asyncpg.Pool, tid: str) -> bool:
+    return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM mirror_facets_stale WHERE tenant_id = $1)", tid))
+
+
+async def test_a_bulk_mirror_write_marks_the_counts_stale_and_the_next_read_recounts_them(
+    fresh: Env, pool: asyncpg.Pool  # noqa: F811
+) -> None:
+    """Migration 0010: a statement of more than 500 users (a full listing's batch) only marks the tenant's value
+    counts stale, the next options read recounts them once; small statements keep incremental upkeep; while a
+    writer holds the tenant's counts, a read counts from scratch without storing."""
+    tid, store = fresh.tenant["tenant_id"], AdminStore(pool)
+    await fresh.engine.org_sync(tid, fresh.org_id, None)  # 40 users: incremental
+    base = await _assert_kept_equals_scratch(store, fresh.org_id)
+    assert not await _stale(pool, tid)
+
+    await pool.execute(_BULK_INSERT, tid, 600)
+    assert await _stale(pool, tid)
+    bulk = await _assert_kept_equals_scratch(store, fresh.org_id)  # the first read recounts
+    assert not await _stale(pool, tid)
+    assert bulk["total_users"] == base["total_users"] + 600
+    assert bulk["departments"]["bulk dept 0"] == 200 and bulk["domains"]["bulk.example"] == 600
+
+    # A small UPDATE (a delta's changes) stays incremental.
+    await pool.execute("UPDATE entra_users SET department = 'Moved' WHERE tenant_id = $1 AND id IN"
+                       " ('bulk-3', 'bulk-6', 'bulk-9')", tid)
+    assert not await _stale(pool, tid)
+    moved = await _assert_kept_equals_scratch(store, fresh.org_id)
+    assert moved["departments"]["moved"] == 3 and moved["departments"]["bulk dept 0"] == 197
+
+    # A bulk UPDATE (half the bulk users absent, the other half moved); read while a writer holds the counts.
+    await pool.execute("UPDATE entra_users SET removed = CASE WHEN substr(id, 6)::int % 2 = 0 THEN 'absent' END,"
+                       " office_location = 'Elsewhere' WHERE tenant_id = $1 AND id LIKE 'bulk-%'", tid)
+    assert await _stale(pool, tid)
+    async with pool.acquire() as writer, writer.transaction():
+        await writer.execute("UPDATE entra_users SET department = 'Pending' WHERE tenant_id = $1 AND id = 'bulk-1'",
+                             tid)
+        during = await _assert_kept_equals_scratch(store, fresh.org_id)  # from scratch: the write is uncommitted
+        assert await _stale(pool, tid) and "pending" not in during["departments"]
+    after = await _assert_kept_equals_scratch(store, fresh.org_id)
+    assert not await _stale(pool, tid)
+    assert after["total_users"] == base["total_users"] + 300 and after["departments"]["pending"] == 1
+    assert after["office_locations"]["elsewhere"] == 300
+
+    # A bulk DELETE.
+    await pool.execute("DELETE FROM entra_users WHERE tenant_id = $1 AND id LIKE 'bulk-%'", tid)
+    assert await _stale(pool, tid)
+    assert await _assert_kept_equals_scratch(store, fresh.org_id) == base
+
+
 async def test_notifications_are_counted_per_hour_and_old_hours_deleted(
     fresh: Env, pool: asyncpg.Pool  # noqa: F811
 ) -> None:

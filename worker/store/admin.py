@@ -31,6 +31,7 @@ _TENANT_TABLES = (
     "entra_user_dirty", "entra_user_sign_ins", "entra_user_enrichment", "entra_group_members", "entra_groups",
     "entra_users", "subscribed_skus", "delta_links", "graph_subscriptions", "tenant_sync_status",
     "mirror_facets", "mirror_group_counts", "mirror_group_count_state", "tenant_notifications_hourly",
+    "mirror_facets_stale",
 )
 REASON_SYNC_DISABLED = "user sync disabled"
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"
@@ -222,6 +223,26 @@ _OPTION_FACETS_SQL = """
 SELECT section, coalesce(value, key) AS value, count FROM mirror_facets
 WHERE tenant_id = $1 AND count > 0 ORDER BY section, count DESC, value
 """
+
+
+async def _value_counts(conn: Conn, tenant_id: str) -> list[Row]:
+    """The kept value counts, with the `total` row. A bulk mirror write (migration 0010: a statement of more than
+    500 users, as a full listing writes) only marked them stale; the first read after it recounts them once
+    from scratch, holding the tenant's counts lock (so every write the recount replaces has committed). When a
+    writer holds that lock now, the counts are computed from scratch for this read only."""
+    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mirror_facets_stale WHERE tenant_id = $1)", tenant_id):
+        return list(await conn.fetch(_OPTION_FACETS_SQL, tenant_id))
+    async with conn.transaction():  # read committed: each statement after the lock sees what committed before it
+        if await conn.fetchval("SELECT pg_try_advisory_xact_lock(mirror_facets_lock_key($1))", tenant_id):
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mirror_facets_stale WHERE tenant_id = $1)",
+                                   tenant_id):
+                await conn.execute("SELECT mirror_facets_recount($1)", tenant_id)
+            return list(await conn.fetch(_OPTION_FACETS_SQL, tenant_id))
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await conn.fetchval(
+            "SELECT count(*) FROM entra_users WHERE tenant_id = $1 AND removed IS NULL", tenant_id)
+        values = await conn.fetch(_OPTION_VALUES_SQL, tenant_id)
+    return [{"section": "total", "value": "", "count": total}, *values]
 
 
 async def _group_counts(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
@@ -575,12 +596,13 @@ class AdminStore:
     async def options(self, organization_id: str) -> dict[str, Any]:
         """Each filter section's values seen in the Organization's tenant mirror, with user counts.
 
-        Read from the counts kept as the mirror is written (migration 0009: `mirror_facets`, and the group counts
-        recomputed once per change of memberships), so opening the set-up dialog reads a few hundred rows.
+        Read from the counts kept as the mirror is written (migration 0009: `mirror_facets`, recounted once after
+        a bulk write, migration 0010; and the group counts recomputed once per change of memberships), so opening
+        the set-up dialog reads a few hundred rows.
         """
         tenant_id = await self.mapped_tenant(organization_id)
         async with self._pool.acquire() as conn:
-            values = await conn.fetch(_OPTION_FACETS_SQL, tenant_id)
+            values = await _value_counts(conn, tenant_id)
             groups = await _group_counts(conn, tenant_id)
         out: dict[str, Any] = {
             "microsoft_tenant_id": tenant_id, "total_users": 0,
