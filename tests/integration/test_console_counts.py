@@ -89,7 +89,7 @@ async def _stale(pool: asyncpg.Pool, tid: str) -> bool:
 async def test_a_bulk_mirror_write_marks_the_counts_stale_and_the_next_read_recounts_them(
     fresh: Env, pool: asyncpg.Pool  # noqa: F811
 ) -> None:
-    """Migration 0010: a statement of more than 500 users (a full listing's batch) only marks the tenant's value
+    """Migration 0011: a statement of more than 500 users (a full listing's batch) only marks the tenant's value
     counts stale, the next options read recounts them once; small statements keep incremental upkeep; while a
     writer holds the tenant's counts, a read counts from scratch without storing."""
     tid, store = fresh.tenant["tenant_id"], AdminStore(pool)

@@ -226,7 +226,7 @@ WHERE tenant_id = $1 AND count > 0 ORDER BY section, count DESC, value
 
 
 async def _value_counts(conn: Conn, tenant_id: str) -> list[Row]:
-    """The kept value counts, with the `total` row. A bulk mirror write (migration 0010: a statement of more than
+    """The kept value counts, with the `total` row. A bulk mirror write (migration 0011: a statement of more than
     500 users, as a full listing writes) only marked them stale; the first read after it recounts them once
     from scratch, holding the tenant's counts lock (so every write the recount replaces has committed). When a
     writer holds that lock now, the counts are computed from scratch for this read only."""
@@ -597,7 +597,7 @@ class AdminStore:
         """Each filter section's values seen in the Organization's tenant mirror, with user counts.
 
         Read from the counts kept as the mirror is written (migration 0009: `mirror_facets`, recounted once after
-        a bulk write, migration 0010; and the group counts recomputed once per change of memberships), so opening
+        a bulk write, migration 0011; and the group counts recomputed once per change of memberships), so opening
         the set-up dialog reads a few hundred rows.
         """
         tenant_id = await self.mapped_tenant(organization_id)
