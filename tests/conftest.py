@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import KafkaSettings
-from worker.embedded import EmbeddedKafka, EmbeddedPostgres, create_database, drop_database
+from worker.dev.embedded import EmbeddedKafka, EmbeddedPostgres, create_database, drop_database
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from webhook.parsing import Kind
 from webhook.sink import KafkaSink, NotificationSink
 from webhook.verify import ClientStateVerifier
 from worker.config import Settings, check_webhook_secrets
-from worker.serve import BodyGuard, serve
+from worker.processes.http import BodyGuard, serve
 
 SETTINGS = web.AppKey("settings", Settings)
 SINK = web.AppKey("sink", NotificationSink)

@@ -84,13 +84,13 @@ async def _webhook(settings: Settings) -> None:
 
 
 async def _worker(settings: Settings) -> None:
-    from worker.service import run_worker
+    from worker.processes.worker import run_worker
 
     await run_worker(settings)
 
 
 async def _scheduler(settings: Settings) -> None:
-    from worker.scheduler import run_scheduler
+    from worker.processes.scheduler import run_scheduler
 
     await run_scheduler(settings)
 
@@ -112,7 +112,7 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from worker.stack import run_stack
+    from worker.dev.stack import run_stack
 
     configure_logging("auto", "info")
     return run_until_signal(run_stack(Path(args.state_dir), tenants=args.tenants, users=args.users,

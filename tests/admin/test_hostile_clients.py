@@ -41,7 +41,7 @@ from tests.hostile import (
 )
 from worker.admin.openapi import openapi_document
 from worker.config import KafkaSettings
-from worker.embedded import free_port
+from worker.dev.embedded import free_port
 
 TOKEN = secrets.token_urlsafe(32)
 PREFIX = "/api/v1"

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
-from worker.embedded import create_database, drop_database
+from worker.dev.embedded import create_database, drop_database
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from worker.bench.freshness import bench_freshness
-from worker.embedded import create_database, drop_database
+from worker.dev.embedded import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 

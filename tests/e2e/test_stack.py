@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
-from worker.embedded import create_database, drop_database
+from worker.dev.embedded import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from tests.integration.conftest import graph_admin
-from worker.embedded import create_database, drop_database
+from worker.dev.embedded import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 

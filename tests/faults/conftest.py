@@ -34,7 +34,7 @@ from webhook.app import create_app
 from worker import bus
 from worker.config import DatabaseSettings, GraphSettings, KafkaSettings, Settings, SyncSettings, WebhookSettings
 from worker.graph import GraphClients
-from worker.service import run_worker
+from worker.processes.worker import run_worker
 from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
@@ -62,7 +62,7 @@ def with_query(url: str, **params: str) -> str:
 
 async def start_groups_at_end(settings: KafkaSettings, group_prefix: str) -> None:
     """Commit the current end of every topic for the worker's three groups, so they start from now."""
-    from worker.service import GROUPS
+    from worker.processes.worker import GROUPS
 
     for name, names in GROUPS:
         consumer = bus.make_consumer(settings, group_id=f"{group_prefix}-{name}")

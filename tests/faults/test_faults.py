@@ -20,7 +20,7 @@ from simulator.model import ThrottleRule
 from tests.faults.conftest import Pipeline, change_note
 from worker import bus
 from worker.config import DatabaseSettings, KafkaSettings, SyncSettings
-from worker.scheduler import run_scheduler
+from worker.processes.scheduler import run_scheduler
 
 
 async def test_postgres_connections_dropped_mid_transaction(pipeline: Pipeline) -> None:

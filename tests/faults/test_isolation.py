@@ -34,7 +34,7 @@ from webhook.app import create_app
 from worker import bus
 from worker.config import DatabaseSettings, GraphSettings, KafkaSettings, Settings, SyncSettings, WebhookSettings
 from worker.graph import GraphClients
-from worker.service import run_worker
+from worker.processes.worker import run_worker
 from worker.store.admin import AdminStore
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine

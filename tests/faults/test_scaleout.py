@@ -30,8 +30,8 @@ from tests.faults.conftest import ChangeTracker
 from tests.integration.conftest import GraphAdmin, graph_admin
 from tests.integration.test_sync_rules import sim_control
 from worker.config import KafkaSettings
-from worker.embedded import create_database, drop_database
-from worker.stack import Stack
+from worker.dev.embedded import create_database, drop_database
+from worker.dev.stack import Stack
 
 pytestmark = pytest.mark.slow
 

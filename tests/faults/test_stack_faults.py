@@ -28,8 +28,8 @@ from tests.integration.conftest import GraphAdmin, graph_admin
 from tests.integration.test_sync_rules import sim_control
 from worker import bus
 from worker.config import KafkaSettings
-from worker.embedded import create_database, drop_database
-from worker.stack import Stack
+from worker.dev.embedded import create_database, drop_database
+from worker.dev.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -30,9 +30,9 @@ from simulator.server import Simulator
 from tests.integration.conftest import ALL, GraphAdmin, graph_admin, make_org
 from tests.integration.test_sync_rules import sim_control
 from worker.config import GraphSettings, Settings, WebhookSettings
-from worker.consumers import Handler
 from worker.core.delivery import DONE
 from worker.graph import GraphClients
+from worker.processes.consumers import Handler
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
 

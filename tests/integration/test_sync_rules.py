@@ -359,8 +359,8 @@ async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
     fresh: Env, pool: asyncpg.Pool, sim: Simulator, column: str, value: str | None, code: str, aadsts: str
 ) -> None:
     from schemas import messages
-    from worker.consumers import Handler
     from worker.core.delivery import Kind
+    from worker.processes.consumers import Handler
     from worker.store.admin import AdminStore
 
     tid, org_id = fresh.tenant["tenant_id"], fresh.org_id

@@ -16,7 +16,7 @@ from schemas import messages, topics
 from tests.integration.conftest import Env
 from worker import bus
 from worker.config import KafkaSettings, Settings
-from worker.consumers import ConsumerLoop, Handler
+from worker.processes.consumers import ConsumerLoop, Handler
 
 
 async def _until(check, timeout_s: float = 15.0):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from schemas import messages
-from worker.consumers import CommitPolicy, coalesce, decode_batch
+from worker.processes.consumers import CommitPolicy, coalesce, decode_batch
 
 
 def change(tenant: str) -> messages.ChangeNotification:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from worker.config import KafkaSettings
-from worker.embedded import EmbeddedKafka, free_port
+from worker.dev.embedded import EmbeddedKafka, free_port
 
 from .conftest import Client, change_item, make_settings, new_id
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.core.model import FILTER_SECTIONS
-from worker.embedded import EmbeddedPostgres, child_env, create_database, drop_database
+from worker.dev.embedded import EmbeddedPostgres, child_env, create_database, drop_database
 from worker.store import Conn
 
 ALL_FILTERS: dict[str, Any] = dict.fromkeys(FILTER_SECTIONS, "all")

@@ -1,11 +1,11 @@
 """`entra-sync bench fleet`: an MSP's fleet of T tenants of U users, onboarded, then all resynced at once
 while one tenant is throttled, one holds a poison user and users of the healthy tenants keep changing.
 
-A whole stack (`worker.stack.Stack` without its demo: the simulator with T tenants, Tansu, webhook, N worker
+A whole stack (`worker.dev.stack.Stack` without its demo: the simulator with T tenants, Tansu, webhook, N worker
 replicas in one consumer group, scheduler and admin API as child processes) on a fresh database
 (`common.scratch_database`: on `DATABASE_URL`'s server, else an embedded PostgreSQL). Then:
 
-1. **Onboard** every tenant through the admin API as an operator would (`worker.demo.onboard_tenant`:
+1. **Onboard** every tenant through the admin API as an operator would (`worker.dev.demo.onboard_tenant`:
    register, PSA tenant, map, Organization, enable sync with every section "all"), a few at a time.
    `onboard_seconds` runs from the first call until every Organization's initial sync has ended and every
    tenant has its users subscription.
@@ -51,9 +51,9 @@ from worker.bench.freshness import (
 )
 from worker.bus import KafkaPublisher
 from worker.config import KafkaSettings
-from worker.demo import ALL_FILTERS, PARALLEL_TENANTS, api_session, onboard_tenant
-from worker.scheduler import enqueue_tenants
-from worker.stack import Stack
+from worker.dev.demo import ALL_FILTERS, PARALLEL_TENANTS, api_session, onboard_tenant
+from worker.dev.stack import Stack
+from worker.processes.scheduler import enqueue_tenants
 
 RESYNC_TIMEOUT_S = 300.0
 ONBOARD_TIMEOUT_S_PER_TENANT = 4.0  # initial syncs take about 2 s a tenant of 200 users on a busy 2-core machine

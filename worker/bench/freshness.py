@@ -1,6 +1,6 @@
 """`entra-sync bench freshness`: how long a user changed in the tenant takes to show on its End User.
 
-A whole stack (`worker.stack.Stack`: embedded PostgreSQL and Tansu, the simulator, webhook, worker,
+A whole stack (`worker.dev.stack.Stack`: embedded PostgreSQL and Tansu, the simulator, webhook, worker,
 scheduler and admin API as child processes, and the demo Organizations) runs in a state dir. Once the demo
 End Users are synced and the tenant has its users subscription and delta link, N users are changed in the
 simulator through Graph (`PATCH /users/{id}` with a unique `jobTitle`) at `rate` changes/s, open loop. Each
@@ -32,7 +32,7 @@ import aiohttp
 import asyncpg
 from azure.identity.aio import ClientSecretCredential
 
-from worker.stack import Stack
+from worker.dev.stack import Stack
 
 POLL_S = 0.05
 LOST_AFTER_S = 60.0

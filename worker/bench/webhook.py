@@ -33,7 +33,7 @@ from schemas.client_state import client_state_for
 from worker.bench.common import terminate
 from worker.bus import ensure_topics, make_consumer
 from worker.config import KafkaSettings, load_settings
-from worker.embedded import EmbeddedKafka, child_env
+from worker.dev.embedded import EmbeddedKafka, child_env
 
 CONCURRENCY = 64
 TENANTS = 8

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from worker.embedded import (
+from worker.dev.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
     create_database,
@@ -147,7 +147,7 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    onboarded: list[Any] = field(default_factory=list)  # worker.demo.Onboarded, one per demo tenant
+    onboarded: list[Any] = field(default_factory=list)  # worker.dev.demo.Onboarded, one per demo tenant
     env: dict[str, str] = field(default_factory=dict)  # the children's environment, to start more alike
 
     def __post_init__(self) -> None:
@@ -195,7 +195,7 @@ class Stack:
             "database_url": database_url, "kafka_bootstrap_servers": bootstrap, "tenants": graph["tenants"],
         }
         if graph.get("simulated") and self.demo:
-            from worker.demo import create_demo
+            from worker.dev.demo import create_demo
 
             self.onboarded = await create_demo(admin_url, keys["admin_token"], graph["tenants"])
         write_json_atomic(self.state_dir / "stack.json", self.info)

@@ -8,8 +8,8 @@ import structlog
 
 from schemas import topics
 from worker.config import Settings, check_webhook_secrets
-from worker.consumers import Backlog, ConsumerLoop, Handler
 from worker.graph import GraphClients
+from worker.processes.consumers import Backlog, ConsumerLoop, Handler
 from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
