@@ -1,6 +1,6 @@
 """Subscription lifecycle against the simulator: created for users and groups while an Organization syncs,
 renewed near expiry, recreated when Graph forgot them, deleted when nothing syncs; lifecycle notifications
-(`reauthorizationRequired`, `subscriptionRemoved`) through the Handler; last_notification_at recorded.
+(`reauthorizationRequired`, `subscriptionRemoved`) through the TenantWorkPerformer; last_notification_at recorded.
 
 This module has its own simulator because it moves the simulated clock by weeks. Our side reads the same
 clock through SubscriptionManager's `now`, and the validation handshake is answered by a tiny receiver on
@@ -32,7 +32,7 @@ from tests.integration.test_sync_rules import sim_control
 from worker.config import GraphSettings, Settings, WebhookSettings
 from worker.core.delivery import DONE
 from worker.graph import GraphClients
-from worker.processes.consumers import Handler
+from worker.processes.work import TenantWorkPerformer
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
 
@@ -218,7 +218,7 @@ async def test_reauthorization_required_reauthorizes(env: SubEnv, pool: asyncpg.
     await env.subs.reconcile_tenant(env.tenant_id)
     sub_id = (await env.rows(pool))["users"]["id"]
     note = await _lifecycle(env, receiver, sub_id, "reauthorizationRequired")
-    handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
+    handler = TenantWorkPerformer(engine=env.engine, subscriptions=env.subs, max_parallel=2)
 
     assert await handler([(topics.LIFECYCLE, note)]) == {env.tenant_id: DONE}
     assert sub_id in env.graph_side()  # reauthorized in place, nothing recreated
@@ -242,7 +242,7 @@ async def test_subscription_removed_recreates_and_resyncs(env: SubEnv, pool: asy
     note = await _lifecycle(env, receiver, sub_id, "subscriptionRemoved")
     assert sub_id not in env.graph_side()
 
-    handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
+    handler = TenantWorkPerformer(engine=env.engine, subscriptions=env.subs, max_parallel=2)
     assert await handler([(topics.LIFECYCLE, note), (topics.LIFECYCLE, note)]) == {env.tenant_id: DONE}  # coalesced
 
     rows = await env.rows(pool)
@@ -261,7 +261,7 @@ async def test_processed_notifications_stamp_tenant_and_subscription(env: SubEnv
     note = messages.ChangeNotification(tenant_id=env.tenant_id, subscription_id=rows["users"]["id"],
                                        change_type="updated", resource="Users/x", object_type="user",
                                        received_at=datetime.now(UTC).isoformat())
-    handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
+    handler = TenantWorkPerformer(engine=env.engine, subscriptions=env.subs, max_parallel=2)
 
     assert await handler([(topics.NOTIFICATIONS, note)]) == {env.tenant_id: DONE}
 

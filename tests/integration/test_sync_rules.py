@@ -360,7 +360,7 @@ async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
 ) -> None:
     from schemas import messages
     from worker.core.delivery import Kind
-    from worker.processes.consumers import Handler
+    from worker.processes.work import TenantWorkPerformer
     from worker.store.admin import AdminStore
 
     tid, org_id = fresh.tenant["tenant_id"], fresh.org_id
@@ -374,7 +374,7 @@ async def test_refused_credentials_fail_the_run_naming_entra_error_not_retried(
         await pool.execute(f"UPDATE microsoft_tenants SET {column} = $2 WHERE tenant_id = $1", tid, value)
     try:
         queued = await AdminStore(pool).queue_org_sync(org_id)
-        handler = Handler(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
+        handler = TenantWorkPerformer(engine=fresh.engine, subscriptions=fresh.subs, max_parallel=1)
         command = messages.Command(command="org-sync", tenant_id=tid, organization_id=org_id,
                                    run_id=queued.run_id, requested_at="now")
 

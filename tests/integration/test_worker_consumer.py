@@ -16,7 +16,8 @@ from schemas import messages, topics
 from tests.integration.conftest import Env
 from worker import bus
 from worker.config import KafkaSettings, Settings
-from worker.processes.consumers import ConsumerLoop, Handler
+from worker.processes.consumers import ConsumerLoop
+from worker.processes.work import TenantWorkPerformer
 
 
 async def _until(check, timeout_s: float = 15.0):  # type: ignore[no-untyped-def]
@@ -54,7 +55,7 @@ async def test_notification_through_kafka_updates_end_user_and_commits(
     await raw.stop()
     ours = TopicPartition(topics.NOTIFICATIONS, last.partition)
 
-    handler = Handler(engine=env.engine, subscriptions=env.subs, max_parallel=2)
+    handler = TenantWorkPerformer(engine=env.engine, subscriptions=env.subs, max_parallel=2)
     loop = ConsumerLoop(settings=settings, topic_names=[topics.NOTIFICATIONS], group=group, handler=handler)
     task = asyncio.create_task(loop.run())
     check = bus.make_consumer(settings.kafka, group_id=group)

@@ -7,7 +7,8 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from schemas import messages
-from worker.processes.consumers import CommitPolicy, coalesce, decode_batch
+from worker.processes.consumers import CommitPolicy, decode_batch
+from worker.processes.work import coalesce
 
 
 def change(tenant: str) -> messages.ChangeNotification:

@@ -1,7 +1,6 @@
-"""The Kafka adapter: the only module of the worker that touches aiokafka.
-
-It offers a small typed `Publisher` (what the admin API and scheduler need) and consumer construction with the
-delivery rules of ARCHITECTURE.md: no auto-commit, commit `offset + 1` after the durable write.
+"""Connections to Kafka: producers, consumers and the admin client built from `KafkaSettings`, the product's
+topics (`ensure_topics`), and a small typed `Publisher` (what the admin API and scheduler need). Consumers are
+built with the delivery rules of ARCHITECTURE.md: no auto-commit, commit `offset + 1` after the durable write.
 """
 
 from __future__ import annotations

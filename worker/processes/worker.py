@@ -9,7 +9,8 @@ import structlog
 from schemas import topics
 from worker.config import Settings, check_webhook_secrets
 from worker.graph import GraphClients
-from worker.processes.consumers import Backlog, ConsumerLoop, Handler
+from worker.processes.consumers import ConsumerLoop
+from worker.processes.work import Backlog, TenantWorkPerformer
 from worker.store.pool import create_pool
 from worker.subscriptions import SubscriptionManager
 from worker.sync import SyncEngine
@@ -43,10 +44,10 @@ async def run_worker(settings: Settings) -> None:
         backlogs = {"changes": {"backlog": changes_waiting}, "commands": {"yields_to": changes_waiting}}
         loops = [
             ConsumerLoop(settings=settings, topic_names=names,
-                         handler=Handler(engine=SyncEngine(pool=pools[name], graph=graph, settings=settings),
-                                         subscriptions=SubscriptionManager(pool=pools[name], graph=graph,
-                                                                           settings=settings),
-                                         max_parallel=limits[name], **backlogs.get(name, {})),
+                         handler=TenantWorkPerformer(
+                             engine=SyncEngine(pool=pools[name], graph=graph, settings=settings),
+                             subscriptions=SubscriptionManager(pool=pools[name], graph=graph, settings=settings),
+                             max_parallel=limits[name], **backlogs.get(name, {})),
                          group=f"{settings.kafka.consumer_group}-{name}")
             for name, names in GROUPS
         ]
