@@ -4,7 +4,7 @@ Embedded PostgreSQL unless DATABASE_URL is set, the embedded Tansu broker unless
 set, and simulated tenants (`--tenants N` of `--users M` users each) unless AZURE_TENANT_ID/AZURE_CLIENT_ID/
 AZURE_CLIENT_SECRET are set. Then the migrations, and webhook, worker (one or more replicas in one consumer
 group), scheduler and admin API as child processes (the same commands production runs), and the demo
-(`worker/demo.py`). Writes DIR/stack.json when ready (atomically, mode 0600, every path absolute); on
+(`worker/dev/demo.py`). Writes DIR/stack.json when ready (atomically, mode 0600, every path absolute); on
 SIGINT/SIGTERM stops everything it started.
 """
 
@@ -157,6 +157,7 @@ class Stack:
         self.children = Children(self.state_dir / "logs")
 
     async def start(self) -> dict[str, Any]:
+        """Start the stack's parts and processes, then the demo; returns what stack.json holds."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stack.json").unlink(missing_ok=True)
         keys = _secrets(self.state_dir)
@@ -167,7 +168,7 @@ class Stack:
         webhook_port = int(os.environ.get("WEBHOOK_PORT") or free_port())
         admin_port = int(os.environ.get("ADMIN_PORT") or free_port())
         webhook_url = os.environ.get("WEBHOOK_PUBLIC_URL") or f"http://127.0.0.1:{webhook_port}"
-        env = {
+        self.env = {
             **os.environ, "LOG_FORMAT": "json", "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": str(idempotence).lower(),
             "GRAPH_URL": graph["graph_url"], "GRAPH_AUTHORITY_URL": graph["authority_url"],
@@ -176,15 +177,9 @@ class Stack:
             "WEBHOOK_SECRET": keys["webhook_secret"], "ADMIN_HOST": "127.0.0.1",
             "ADMIN_PORT": str(admin_port), "ADMIN_TOKEN": keys["admin_token"],
         }
-        if not env["GRAPH_CA_FILE"]:
-            del env["GRAPH_CA_FILE"]
-        self.env = env
-        for name in PROCESSES:
-            if name == "worker":
-                for replica in worker_names(self.workers):
-                    self.children.start(replica, ["worker"], env)
-            else:
-                self.children.start(name, [name], env)
+        if not self.env["GRAPH_CA_FILE"]:
+            del self.env["GRAPH_CA_FILE"]
+        self._start_processes()
         admin_url = f"http://127.0.0.1:{admin_port}"
         await wait_healthy(f"http://127.0.0.1:{webhook_port}/healthz", self.children.procs["webhook"])
         await wait_healthy(f"{admin_url}/healthz", self.children.procs["admin-api"])
@@ -202,6 +197,15 @@ class Stack:
         log.info("stack.ready", stack_json=str(self.state_dir / "stack.json"), admin_url=admin_url,
                  webhook_url=self.info["webhook_url"])
         return self.info
+
+    def _start_processes(self) -> None:
+        """The product's processes as children, with the stack's environment; the worker as its replicas."""
+        for name in PROCESSES:
+            if name == "worker":
+                for replica in worker_names(self.workers):
+                    self.children.start(replica, ["worker"], self.env)
+            else:
+                self.children.start(name, [name], self.env)
 
     async def _database(self) -> str:
         url = self.database_url or os.environ.get("DATABASE_URL")
