@@ -7,8 +7,10 @@ filters in the Organization's context, and writes nothing: `worker.core.preview.
 writes of earlier chunks, `Tally` counts the plans as the sync counts its run. So whatever the sync learns to
 decide (exclusions, locked fields …) the preview answers the same way without a change here.
 
-Reads run in one read-only REPEATABLE READ transaction (one snapshot of mirror and End Users) on their own
-connection, a chunk or two ahead of the decisions. The End Users of a chunk are read by
+Reads run in read-only REPEATABLE READ transactions that share one snapshot (of mirror and End Users): on two
+connections when the pool has a second to spare, chunk i on connection i mod 2, each a chunk or two ahead of
+the decisions, so PostgreSQL builds the next chunks on one core while this process decides on the other.
+The End Users of a chunk are read by
 `worker.store.preview.chunk_end_users` (the same maps as the sync's `load_end_users`, in one query). While a
 preview runs, the cycle collector is paused: decoding and projecting 100,000 users allocates millions of
 objects that reference counting frees, and the collector's passes over them were half the Python time.
@@ -18,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any, cast
 
 import msgspec
 
@@ -37,6 +39,9 @@ from worker.store import sync as store
 # A chunk's users, their addresses (`email_keys`), and the End Users linked to them and holding the addresses.
 _Chunk = tuple[list[MirrorUser], set[str], dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]
 
+# Connections a preview reads on when the pool has them to spare (`store.preview.snapshot_readers`).
+READERS = 2
+
 
 async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
     """The preview of `filters` for an Organization syncing from `tenant_id` (CONTRACTS.md shape)."""
@@ -44,8 +49,7 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
         org = await store.org_context_with(conn, tenant_id, organization_id, filters)
     written, tally, in_scope = Written(org), Tally(), compile_filters(filters)
     with _cycle_collector_paused():
-        async for users, keys, linked, by_email in prefetch(
-                _chunks(pool, tenant_id, organization_id, filters), depth=2):
+        async for users, keys, linked, by_email in _chunks(pool, tenant_id, organization_id, filters):
             by_email = written.over(by_email, keys)
             plan = reconcile(users, org=org, linked=linked, by_email=by_email)
             written.record(plan, linked=linked, by_email=by_email)
@@ -61,24 +65,43 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
 
 async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Filters
                   ) -> AsyncIterator[_Chunk]:
-    """The sync's chunks of mirror users (`_project_all`), each with the End Users `reconcile` needs."""
-    async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read", readonly=True):
+    """The sync's chunks of mirror users (`_project_all`), each with the End Users `reconcile` needs.
+
+    Read on `READERS` connections that share one snapshot, chunk i on reader i mod n, each reader a chunk or two
+    ahead: PostgreSQL builds the next chunks on the other core while this process decides the current one.
+    """
+    async with preview_store.snapshot_readers(pool, READERS) as readers:
+        first = readers[0]
         # As the sync: an Organization without End Users has none to look up (what earlier chunks would
         # create is laid over by `Written`).
-        lookup = await store.has_end_users(reader, organization_id)
-        members = None if filters.groups == "all" else await _filter_group_members(reader, tenant_id, filters)
-        after = ""
-        while users := await store.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK,
-                                                      with_groups=False):
+        lookup = await store.has_end_users(first, organization_id)
+        members = None if filters.groups == "all" else await _filter_group_members(first, tenant_id, filters)
+        starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
+
+        async def read(reader: Conn, after: str) -> _Chunk:
+            users = await store.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK, with_groups=False)
             if members is not None:
                 users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u
                          for u in users]
             keys = {k for u in users for k in email_keys(u)}
-            linked, by_email = ({}, {}) if not lookup else await preview_store.chunk_end_users(
+            linked, by_email = ({}, {}) if not lookup or not users else await preview_store.chunk_end_users(
                 reader, organization_id=organization_id, tenant_id=tenant_id, after=after,
                 ids=[u.id for u in users], keys=keys)
-            yield users, keys, linked, by_email
-            after = users[-1].id
+            return users, keys, linked, by_email
+
+        async def each(reader: Conn, mine: list[str]) -> AsyncIterator[_Chunk]:
+            for after in mine:
+                yield await read(reader, after)
+
+        lanes = [prefetch(each(r, starts[i::len(readers)]), depth=2) for i, r in enumerate(readers)]
+        try:
+            for i in range(len(starts)):
+                chunk = await anext(lanes[i % len(lanes)])
+                if chunk[0]:
+                    yield chunk
+        finally:
+            for lane in lanes:  # stops its read-ahead
+                await cast(AsyncGenerator[_Chunk, None], lane).aclose()
 
 
 async def _filter_group_members(reader: Conn, tenant_id: str, filters: Filters) -> dict[str, frozenset[str]]:

@@ -8,6 +8,7 @@ both sides of every range: linked to a user of an earlier or later chunk, of ano
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ from worker.core.model import StoredEndUser
 from worker.core.projection import email_keys
 from worker.store import preview as preview_store
 from worker.store import sync as store
+from worker.store.pool import create_pool
 
 from .conftest import Api, insert_end_user, seed_mirror
 
@@ -61,3 +63,52 @@ async def test_chunk_end_users_are_the_sync_reads_of_every_chunk(api: Api) -> No
                 compared += len(linked) + sum(map(len, by_email.values()))
                 after = users[-1].id
     assert compared >= 20  # the chunks did hold End Users both ways
+
+
+async def test_chunk_starts_read_the_keyset_chunks(api: Api) -> None:
+    """Chunks read from `chunk_starts` (as the preview's readers do, in any order) are the chunks read one after
+    another, for sizes that divide the tenant's users exactly and sizes that do not."""
+    world = await api.world()
+    tid = world.tenant_id
+    await seed_mirror(api.pool, tid, [{**u, "display_name": u["id"]} for u in USERS])
+    async with api.pool.acquire() as conn:
+        for size in (1, 2, 4, 6, 7):
+            one_after_another, after = [], ""
+            while users := await store.mirror_users_after(conn, tid, after, limit=size):
+                one_after_another.append([u.id for u in users])
+                after = users[-1].id
+            starts = await preview_store.chunk_starts(conn, tid, size)
+            from_starts = [[u.id for u in await store.mirror_users_after(conn, tid, a, limit=size)]
+                           for a in reversed(starts)][::-1]
+            assert [c for c in from_starts if c] == one_after_another, size
+            assert len(starts) == len(USERS) // size + 1
+
+
+async def test_snapshot_readers_see_one_snapshot(api: Api, database_url: str) -> None:
+    """A user mirrored after the first reader took its snapshot is seen by no reader, though the second reader
+    runs its first query after that commit."""
+    world = await api.world()
+    tid = world.tenant_id
+    await seed_mirror(api.pool, tid, [{**u, "display_name": u["id"]} for u in USERS])
+    count = "SELECT count(*) FROM entra_users WHERE tenant_id = $1"
+    async with preview_store.snapshot_readers(api.pool, 2) as readers:
+        assert len(readers) == 2
+        assert await readers[0].fetchval(count, tid) == len(USERS)
+        await seed_mirror(api.pool, tid, [{"id": "z9", "display_name": "late", "mail": "late@contoso.com"}])
+        assert [await r.fetchval(count, tid) for r in readers] == [len(USERS)] * 2
+    assert await api.pool.fetchval(count, tid) == len(USERS) + 1
+
+
+async def test_snapshot_readers_never_queue_for_a_second_connection(database_url: str) -> None:
+    """With the pool's every other connection taken, a preview reads on one connection at once instead of
+    waiting for another."""
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire():
+            started = time.monotonic()
+            async with preview_store.snapshot_readers(pool, 2) as readers:
+                assert len(readers) == 1
+                assert await readers[0].fetchval("SELECT 1") == 1
+            assert time.monotonic() - started < preview_store.SPARE_READER_WAIT_S + 1
+    finally:
+        await pool.close()

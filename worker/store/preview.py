@@ -14,12 +14,58 @@ The maps are the same as `load_end_users`'s: `tests/admin/test_preview_reads.py`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import msgspec
 
 from worker.core.model import END_USER_FIELDS, StoredEndUser
-from worker.store import Conn
+from worker.store import Conn, Pool
+
+# How long a preview waits for a second connection before it reads with one: the pool may be held by other
+# work, and a preview never queues for a connection it can do without.
+SPARE_READER_WAIT_S = 0.2
+
+
+@contextlib.asynccontextmanager
+async def snapshot_readers(pool: Pool, wanted: int) -> AsyncIterator[list[Conn]]:
+    """Up to `wanted` connections in read-only REPEATABLE READ transactions that all see one snapshot.
+
+    The first is always there (waited for as any read is); the others only when the pool has them to spare
+    now: a second one lets PostgreSQL read the next chunk on another core while this one is decoded. They
+    share the first's snapshot (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so every read of the
+    preview sees the same mirror and End Users, whichever connection made it.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(pool.acquire())
+        await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+        readers: list[Conn] = [first]
+        snapshot: str | None = None
+        for _ in range(wanted - 1):
+            if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+                break
+            try:
+                other = await stack.enter_async_context(pool.acquire(timeout=SPARE_READER_WAIT_S))
+            except TimeoutError:
+                break
+            snapshot = snapshot or await first.fetchval("SELECT pg_export_snapshot()")
+            await stack.enter_async_context(other.transaction(isolation="repeatable_read", readonly=True))
+            await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            readers.append(other)
+        yield readers
+
+
+# The last id of every `size`-th mirror user of a tenant, in id order: where keyset chunks of that size end
+# (an index-only scan of the tenant's ids).
+_CHUNK_ENDS = """
+    SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM entra_users WHERE tenant_id = $1) t
+    WHERE n % $2 = 0 ORDER BY id"""
+
+
+async def chunk_starts(conn: Conn, tenant_id: str, size: int) -> list[str]:
+    """Where each keyset chunk of `size` mirror users starts (the id after which it reads): "" first, then the
+    last id of each full chunk. Chunks read from these on one snapshot are the chunks read one after another."""
+    return ["", *(r[0] for r in await conn.fetch(_CHUNK_ENDS, tenant_id, size))]
 
 
 class _Row(StoredEndUser, frozen=True, kw_only=True, array_like=True):
