@@ -190,6 +190,10 @@ async def _change(api: Api, tenant_id: str, org_id: str, n_users: int, changes: 
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Found by this test: the first sync holds three deactivations (the guard); applying the filters again adds them to
+# that held run, so the second run's own counts hold none, and the preview still counts them as to do.
+@example(users=[{**_SAME, "removed": "deleted"}] * 3 + [_SAME], links=[(i, "synced", None) for i in range(3)],
+         others=[], before=ALL_FILTERS, changes=[], filters=ALL_FILTERS, chunk=2000)
 @given(users=entra_users, links=links, others=others, before=st.sampled_from(FILTERS), changes=changes,
        filters=st.sampled_from(FILTERS), chunk=st.sampled_from((2, 2000)))
 async def test_after_a_sync_and_changes_the_preview_is_what_applying_its_filters_then_does(
@@ -212,11 +216,17 @@ async def test_after_a_sync_and_changes_the_preview_is_what_applying_its_filters
     finally:
         engine_module.CHUNK = saved
     # Right after a sync, its own filters change nothing but what it left to review, and the deactivations
-    # it held back (more than the guard allows) are still to do.
-    assert (unchanged["would_create"], unchanged["would_update"], unchanged["would_stop_updating"],
-            unchanged["would_deactivate"]) == (0, 0, 0, first.get("held", 0)), (first, unchanged)
-    done = (counts["created"], counts["updated"], counts["stopped"], counts["review"],
-            counts["deactivated"] + counts.get("held", 0))
+    # it held back (more than the guard allows) are still to do. A user it sent to review because an End User
+    # held the address may be created now: the sync moved that End User to another address after deciding the
+    # user (a later chunk, or a linked user decided before the newcomers of its chunk).
+    assert (unchanged["would_update"], unchanged["would_stop_updating"],
+            unchanged["would_deactivate"]) == (0, 0, first.get("held", 0)), (first, unchanged)
+    assert unchanged["would_create"] <= first["review"], (first, unchanged)
+    # Deactivations the guard holds are still to do: in this run's hold, or in the Organization's held run that
+    # this run added them to (one held run at a time).
+    held = await api.pool.fetchval("SELECT COALESCE(sum(cardinality(held_object_ids)), 0) FROM sync_runs"
+                                   " WHERE organization_id = $1 AND status = 'held'", world.org_id)
+    done = (counts["created"], counts["updated"], counts["stopped"], counts["review"], counts["deactivated"] + held)
     previewed = (preview["would_create"], preview["would_update"], preview["would_stop_updating"],
                  preview["would_review"], preview["would_deactivate"])
     assert done == previewed, (counts, preview)
