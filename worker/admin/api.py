@@ -30,7 +30,7 @@ from worker.explain import explain_user
 from worker.serve import BodyGuard, serve
 from worker.store import holds
 from worker.store.admin import AdminStore, StoreError
-from worker.store.end_users import EndUserStore
+from worker.store.end_user_actions import EndUserStore
 from worker.store.pool import create_pool
 
 from . import end_users_api, inputs

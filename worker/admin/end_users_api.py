@@ -14,7 +14,9 @@ from aiohttp import web
 
 from worker.core.model import END_USER_FIELDS
 from worker.store.admin import AdminStore
-from worker.store.end_users import Conflict, EndUserError, EndUserStore, NotFound
+from worker.store.end_user_actions import EndUserStore
+from worker.store.records import Conflict, NotFound
+from worker.store.records import StoreError as EndUserError
 
 from . import inputs
 from .errors import ApiError, BadRequest

@@ -29,7 +29,8 @@ from worker.admin.errors import ApiError, from_store
 from worker.admin.service import AdminService
 from worker.store.admin import AdminStore, StoreError
 from worker.store.console import ConsoleStore
-from worker.store.end_users import EndUserError, EndUserStore
+from worker.store.end_user_actions import EndUserStore
+from worker.store.records import StoreError as EndUserError
 
 from .forms import SECTION_TITLES, FormErrors
 from .session import COOKIE, Session, SessionKeys

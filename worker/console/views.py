@@ -30,8 +30,8 @@ from worker.core.model import END_USER_FIELDS, SYNC_STATES
 from worker.explain import explain_user
 from worker.store.admin import Conflict, StoreError
 from worker.store.console import Cursor
-from worker.store.end_users import Conflict as EndUserConflict
-from worker.store.end_users import EndUserError
+from worker.store.records import Conflict as EndUserConflict
+from worker.store.records import StoreError as EndUserError
 
 from . import forms, plot
 from .app import CONSOLE, View, action, back_to, page, read_form, redirect, render, set_cookie
