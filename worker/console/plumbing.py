@@ -93,7 +93,6 @@ class View:
 Handler = Callable[[View], Awaitable[web.StreamResponse]]
 
 
-
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers.update(SECURITY_HEADERS)

@@ -26,7 +26,6 @@ FROM end_users e
 """
 
 
-
 def end_user_record(row: Row) -> dict[str, Any]:
     return record(row, json_fields=("microsoft", "assets", "leaver"))
 
@@ -71,7 +70,6 @@ class EndUserQueries(PoolQueries):
                 f"an End User with email {fields.get('email')} already exists in this Organization"
             ) from None
         return await self.get_end_user(str(new_id))
-
 
 
 class AssetQueries(PoolQueries):

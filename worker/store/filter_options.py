@@ -122,7 +122,6 @@ async def _group_counts(conn: Conn, tenant_id: str) -> list[dict[str, Any]]:
     return [record(r) for r in rows]
 
 
-
 class FilterOptionQueries(PoolQueries):
     """The set-up dialog's filter options."""
 

@@ -33,7 +33,6 @@ LEFT JOIN org_user_syncs s ON s.organization_id = o.id
 """
 
 
-
 async def organization(on: Conn | Pool, organization_id: str) -> dict[str, Any]:
     """One Organization with its PSA and Microsoft tenant and user sync status, or NotFound."""
     return record(await one(on, f"Organization {organization_id}", _ORG_SELECT + " WHERE o.id = $1",

@@ -117,7 +117,6 @@ class ReviewQueries(PoolQueries):
             )
 
 
-
 # ---- helpers that run inside a caller's transaction ------------------------------------------------------
 
 async def _lock_open_review(conn: Conn, review_id: str) -> tuple[asyncpg.Record, asyncpg.Record]:

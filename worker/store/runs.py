@@ -72,7 +72,6 @@ async def queue_enabled(conn: Conn, *, org_ids: Sequence[Any], tenant_id: str) -
     ]
 
 
-
 class RunQueries(PoolQueries):
     """Sync runs: listed newest first, one by id, and failing one whose command could not be enqueued."""
 

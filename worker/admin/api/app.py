@@ -130,7 +130,6 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-
 # ---- service endpoints -----------------------------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.Response:
@@ -153,7 +152,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
-
 
 
 ROUTES: Routes = (

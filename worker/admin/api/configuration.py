@@ -97,7 +97,6 @@ async def assign_organization(request: web.Request) -> web.Response:
     return web.json_response(await operations(request).assign_organization(org_id, psa_id))
 
 
-
 ROUTES: Routes = (
     ("GET", "/microsoft-tenants", list_microsoft_tenants),
     ("POST", "/microsoft-tenants", create_microsoft_tenant),

@@ -69,7 +69,6 @@ def _macs(raw: Any) -> list[str]:
     return list(macs)
 
 
-
 async def _answer_end_user(request: web.Request, end_user_id: str) -> web.Response:
     return web.json_response(await store(request).get_end_user(end_user_id))
 
@@ -135,8 +134,6 @@ def _since(request: web.Request) -> datetime | None:
 async def list_leavers(request: web.Request) -> web.Response:
     leavers = await end_users(request).list_leavers(inputs.path_id(request), since=_since(request))
     return web.json_response({"items": leavers})
-
-
 
 
 ROUTES: Routes = (

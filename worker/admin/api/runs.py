@@ -43,7 +43,6 @@ async def undo_run(request: web.Request) -> web.Response:
     return web.json_response(await end_users(request).undo_run(inputs.path_id(request), dry_run=dry_run))
 
 
-
 async def list_review_items(request: web.Request) -> web.Response:
     status = inputs.query_text(request, "status", choices=("open", "resolved", "all")) or "open"
     found = await store(request).list_review_items(
@@ -63,7 +62,6 @@ async def resolve_review_item(request: web.Request) -> web.Response:
     end_user_id = inputs.uuid_value(body["end_user_id"], "end_user_id") if has_link else None
     result = await operations(request).resolve_review(review_id, end_user_id=end_user_id, create=create)
     return web.json_response(result)
-
 
 
 ROUTES: Routes = (

@@ -67,7 +67,6 @@ async def user_sync_explain(request: web.Request) -> web.Response:
         request.app[POOL], organization_id=org_id, tenant_id=tenant_id, entra_object_id=object_id, email=email))
 
 
-
 ROUTES: Routes = (
     ("GET", "/organizations/{id}/user-sync", get_user_sync),
     ("PUT", "/organizations/{id}/user-sync", put_user_sync),

@@ -36,7 +36,6 @@ STATE_LABELS = {
 }
 
 
-
 def notice(v: View) -> str | None:
     return NOTICES.get(v.request.query.get("done", ""))
 
