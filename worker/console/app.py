@@ -17,7 +17,7 @@ from worker import store as db
 from worker.admin.operations import AdminOperations
 from worker.store.admin import AdminStore
 from worker.store.console import ConsoleStore
-from worker.store.end_user_actions import EndUserStore
+from worker.store.end_user_actions import EndUserActions
 
 from . import views
 from .formatting import ago, number, timestamp
@@ -33,7 +33,7 @@ def setup_console(
 ) -> None:
     """Add the console's routes, templates and static files to the admin application."""
     app[CONSOLE] = Console(store=store, pages=ConsoleStore(pool), operations=operations, keys=SessionKeys(token),
-                           end_users=EndUserStore(pool), pool=pool)
+                           end_users=EndUserActions(pool), pool=pool)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("worker.console", "templates"), autoescape=True,
     )

@@ -24,7 +24,7 @@ from worker.admin.errors import ApiError, from_store
 from worker.admin.operations import AdminOperations
 from worker.store.admin import AdminStore, StoreError
 from worker.store.console import ConsoleStore
-from worker.store.end_user_actions import EndUserStore
+from worker.store.end_user_actions import EndUserActions
 
 from .forms import FormErrors
 from .session import COOKIE, Session, SessionKeys
@@ -47,7 +47,7 @@ class Console:
     pages: ConsoleStore
     operations: AdminOperations
     keys: SessionKeys
-    end_users: EndUserStore  # the admin API's End User decisions (edit, lock, exclude, journal, undo)
+    end_users: EndUserActions  # the admin API's End User decisions (edit, lock, exclude, journal, undo)
     pool: db.Pool  # for the admin API's functions that take a pool (explain)
 
 
@@ -75,7 +75,7 @@ class View:
         return self.console.operations
 
     @property
-    def end_users(self) -> EndUserStore:
+    def end_users(self) -> EndUserActions:
         return self.console.end_users
 
     @property

@@ -1,4 +1,4 @@
-"""Operator actions on End Users, each in a transaction of its own (`EndUserStore`): edit and lock, unlock,
+"""Operator actions on End Users, each in a transaction of its own (`EndUserActions`): edit and lock, unlock,
 delete, exclude and include again, the change journal, leavers, and undoing a run (`worker.store.run_undo`).
 Every write goes through `worker.store.end_users`, the one write path, and into the journal.
 """
@@ -18,7 +18,7 @@ from worker.store.end_users import EVENT, OPERATOR, REASON_EXCLUDED, REASON_INCL
 from worker.store.records import Conflict, NotFound, PoolQueries, Row, one
 
 
-class EndUserStore(PoolQueries):
+class EndUserActions(PoolQueries):
     """The admin API's End User operations that change state or read the journal."""
 
     async def _locked(self, conn: Conn, end_user_id: str) -> StoredEndUser:

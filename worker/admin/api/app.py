@@ -30,7 +30,7 @@ from worker.config import ConfigError, Settings
 from worker.console.app import setup_console
 from worker.serve import BodyGuard, serve
 from worker.store.admin import AdminStore, StoreError
-from worker.store.end_user_actions import EndUserStore
+from worker.store.end_user_actions import EndUserActions
 from worker.store.pool import create_pool
 
 from . import configuration, end_users, runs, user_sync
@@ -170,7 +170,7 @@ def create_admin_app(settings: Settings, *, pool: db.Pool, publisher: Publisher)
     admin_store = AdminStore(pool)
     app[STORE] = admin_store
     app[POOL] = pool
-    app[END_USERS] = EndUserStore(pool)
+    app[END_USERS] = EndUserActions(pool)
     app[OPERATIONS] = AdminOperations(admin_store, publisher, graph=settings.graph,
                                       notification_url=settings.webhook.public_url.rstrip("/") + "/notifications")
     app[TOKEN] = settings.admin.token.get_secret_value()

@@ -12,7 +12,7 @@ from aiohttp import web
 from worker import store as db
 from worker.admin.operations import AdminOperations
 from worker.store.admin import AdminStore
-from worker.store.end_user_actions import EndUserStore
+from worker.store.end_user_actions import EndUserActions
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Routes = tuple[tuple[str, str, Handler], ...]
@@ -20,7 +20,7 @@ Routes = tuple[tuple[str, str, Handler], ...]
 STORE = web.AppKey("store", AdminStore)
 OPERATIONS = web.AppKey("operations", AdminOperations)
 POOL = web.AppKey("pool", db.Pool)
-END_USERS = web.AppKey("end_users", EndUserStore)
+END_USERS = web.AppKey("end_users", EndUserActions)
 
 
 def store(request: web.Request) -> AdminStore:
@@ -31,7 +31,7 @@ def operations(request: web.Request) -> AdminOperations:
     return request.app[OPERATIONS]
 
 
-def end_users(request: web.Request) -> EndUserStore:
+def end_users(request: web.Request) -> EndUserActions:
     return request.app[END_USERS]
 
 

@@ -3,7 +3,7 @@ per page group: signing in (`sign_in`), tenants (`tenants`), a PSA tenant's user
 (`user_sync`), Organizations and End Users (`end_users`), runs and review (`runs`).
 
 One handler per page or form. Pages read through `AdminStore` (the admin API's queries) or `ConsoleStore`
-(page-shaped reads); forms change state only through `AdminOperations` / `AdminStore` / `EndUserStore`, the
+(page-shaped reads); forms change state only through `AdminOperations` / `AdminStore` / `EndUserActions`, the
 same methods the admin API calls, so the console can do nothing the API cannot. A form that does not parse
 is re-shown with each field's error and nothing is written; a form that worked redirects back with a notice
 code (fixed text, never echoed input).
