@@ -34,7 +34,9 @@ from worker.graph import (
 )
 from worker.preview import preview
 from worker.store import holds
-from worker.store.admin import AdminStore, Conflict, Enqueued, Outcome
+from worker.store.admin import AdminStore
+from worker.store.records import Conflict
+from worker.store.runs import Enqueued, Outcome
 
 from .errors import ApiError, Unavailable
 

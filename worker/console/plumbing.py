@@ -22,9 +22,10 @@ from aiohttp import web
 from worker import store as db
 from worker.admin.errors import ApiError, from_store
 from worker.admin.operations import AdminOperations
-from worker.store.admin import AdminStore, StoreError
+from worker.store.admin import AdminStore
 from worker.store.console import ConsoleStore
 from worker.store.end_user_actions import EndUserActions
+from worker.store.records import StoreError
 
 from .forms import FormErrors
 from .session import COOKIE, Session, SessionKeys

@@ -21,6 +21,8 @@ from worker.store.end_user_queries import AssetQueries, EndUserQueries
 from worker.store.filter_options import FilterOptionQueries
 from worker.store.mapping import MappingQueries
 from worker.store.microsoft_tenants import MicrosoftTenantQueries
+
+# The errors' home is `records`; named here too for callers that import them with the store (worker/explain.py).
 from worker.store.records import Conflict, InvalidReference, NotFound, StoreError
 from worker.store.reviews import ReviewQueries
 from worker.store.runs import Enqueued, Outcome, RunQueries

@@ -29,9 +29,10 @@ from worker.bus import KafkaPublisher, Publisher, ensure_topics
 from worker.config import ConfigError, Settings
 from worker.console.app import setup_console
 from worker.serve import BodyGuard, serve
-from worker.store.admin import AdminStore, StoreError
+from worker.store.admin import AdminStore
 from worker.store.end_user_actions import EndUserActions
 from worker.store.pool import create_pool
+from worker.store.records import StoreError
 
 from . import configuration, end_users, runs, user_sync
 from .context import END_USERS, OPERATIONS, POOL, STORE, Handler, Routes, store
