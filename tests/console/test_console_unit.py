@@ -135,6 +135,6 @@ def test_run_durations_keep_the_newest_runs() -> None:
     ("/\\evil.example", "/tenants"), ("/\t/evil.example", "/tenants"), ("/\n/evil.example", "/tenants"),
 ])
 def test_sign_in_returns_only_to_this_site(raw: str | None, expected: str) -> None:
-    from worker.console.views import _safe_next
+    from worker.console.views.common import safe_next
 
-    assert _safe_next(raw) == expected
+    assert safe_next(raw) == expected

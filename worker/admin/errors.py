@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.store.admin import Conflict, InvalidReference, NotFound, StoreError
+from worker.store.records import Conflict, InvalidReference, NotFound, StoreError
 
 _CODES = {
     400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",

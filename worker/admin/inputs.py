@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.admin.errors import ApiError, BadRequest
+from worker.core.model import END_USER_FIELDS
 from worker.logs import is_secret_key, redact_value
 
 MAX_TEXT = 256
@@ -171,3 +172,11 @@ def query_int(request: web.Request, name: str, *, default: int, maximum: int) ->
     if not 0 <= value <= maximum:
         raise BadRequest(name, f"must be between 0 and {maximum}")
     return value
+
+
+def end_user_edit(body: dict[str, Any]) -> dict[str, str | None]:
+    """The fields of an End User's PATCH body, validated: known fields only, strings up to 256 characters (blank
+    or null clears), a well-formed email."""
+    if not body:
+        raise BadRequest("body", "give at least one of " + ", ".join(END_USER_FIELDS))
+    return {name: email(body) if name == "email" else optional_text(body, name) for name in body}

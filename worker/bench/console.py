@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from worker.admin.api import create_admin_app
 from worker.bench.common import ALL_FILTERS, scratch_database, state_directory
 from worker.config import AdminSettings, DatabaseSettings, Settings
-from worker.store.console import seed_console_bench
+from worker.store.console_seed import seed_console_bench
 from worker.store.pool import create_pool
 
 TOKEN = "bench-console-token"

@@ -4,19 +4,19 @@ Each page is read with a fixed, small number of statements whatever the fleet's 
 Microsoft tenant's health, one for every Organization's sync column of a PSA tenant, a keyset page of End
 Users (an Organization may hold 100,000; never an OFFSET walk over them), and a tenant's last 24 hours of
 activity. Only the store package runs SQL; this module returns JSON-ready dicts like `worker.store.admin`.
+The console benchmark's world is seeded by `worker.store.console_seed`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from worker.store.admin import NotFound, _plain, _record
+from worker.store.records import NotFound, plain, record
 
 PAGE_SIZE = 50
 
@@ -50,7 +50,7 @@ SELECT o.id, o.name, coalesce(s.status, 'not_set_up') AS status, s.filters::text
        last.id AS last_run_id, last.status AS last_run_status, last.error AS last_run_error,
        last.finished_at AS last_run_finished_at,
        (SELECT count(*) FROM end_users e WHERE e.organization_id = o.id) AS end_users,
-       -- the attention badges, as worker/store/sync_status.py's `attention` (GET …/user-sync) gives them
+       -- the attention badges, as worker/store/user_sync.py's `attention` (GET …/user-sync) gives them
        (SELECT count(*) FROM review_items ri WHERE ri.organization_id = o.id AND ri.status = 'open')
            AS open_review_items,
        (SELECT h.id::text FROM sync_runs h WHERE h.organization_id = o.id AND h.status = 'held' LIMIT 1)
@@ -115,6 +115,68 @@ class Cursor:
         return Cursor(last, first, ident)
 
 
+@dataclass(frozen=True)
+class _EndUserPageQuery:
+    """The statements of one End User page: the keyset walk (`sql`, one row more than the page to tell whether
+    there is a next one) and its total (`count_sql`, capped for a search)."""
+
+    sql: str
+    count_sql: str
+    args: list[Any]
+    keyset_args: list[Any]
+
+    @staticmethod
+    def build(organization_id: str, *, q: str | None, sync_state: str | None, cursor: Cursor | None,
+              backwards: bool, limit: int) -> _EndUserPageQuery:
+        where = _LIST_WHERE
+        args: list[Any] = [organization_id]
+        if sync_state:
+            args.append(sync_state)
+            where += _STATE_WHERE.format(n=len(args))
+        if q:
+            prefix = q.lower()
+            args += [prefix, prefix + _PREFIX_END]
+            where += _SEARCH_WHERE.format(lo=len(args) - 1, hi=len(args))
+        direction = "DESC" if backwards else "ASC"
+        keyset = ""
+        keyset_args: list[Any] = []
+        if cursor is not None:
+            n = len(args)
+            keyset = (f" AND (lower(coalesce(e.last_name, '')), lower(coalesce(e.first_name, '')), e.id)"
+                      f" {'<' if backwards else '>'} (${n + 1}, ${n + 2}, ${n + 3}::uuid)")
+            keyset_args = [cursor.last, cursor.first, cursor.id]
+        sql = (
+            f"SELECT {_LIST_COLUMNS} FROM end_users e WHERE {where}{keyset}"
+            f" ORDER BY lower(coalesce(e.last_name, '')) {direction}, lower(coalesce(e.first_name, '')) {direction},"
+            f" e.id {direction} LIMIT {int(limit) + 1}"
+        )
+        if q:
+            count_sql = f"SELECT count(*) FROM (SELECT 1 FROM end_users e WHERE {where} LIMIT {SEARCH_COUNT_CAP + 1}) c"
+        else:
+            count_sql = f"SELECT count(*) FROM end_users e WHERE {where}"
+        return _EndUserPageQuery(sql=sql, count_sql=count_sql, args=args, keyset_args=keyset_args)
+
+
+def _end_users_page(
+    rows: list[Any], *, total: int, limit: int, after: Cursor | None, before: Cursor | None
+) -> dict[str, Any]:
+    """The page's items in name order, its total and the cursors of the pages before and after it."""
+    capped = total > SEARCH_COUNT_CAP
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before is not None:
+        rows.reverse()
+    items = [{k: plain(v) for k, v in r.items() if k not in ("k1", "k2")} for r in rows]
+    keys = [Cursor(r["k1"], r["k2"], str(r["id"])) for r in rows]
+    has_next = more if before is None else True
+    has_prev = (after is not None) if before is None else more
+    return {
+        "items": items, "total": min(total, SEARCH_COUNT_CAP), "total_capped": capped,
+        "next": keys[-1].encode() if keys and has_next else None,
+        "prev": keys[0].encode() if keys and has_prev else None,
+    }
+
+
 class ConsoleStore:
     """Reads for the console pages. Stateless apart from the pool it is given."""
 
@@ -129,13 +191,13 @@ class ConsoleStore:
         )
         if tenant_id is not None and not rows:
             raise NotFound(f"no Microsoft tenant {tenant_id}")
-        return [_record(r, json_fields=("last_resync_drift",)) for r in rows]
+        return [record(r, json_fields=("last_resync_drift",)) for r in rows]
 
     async def organizations_sync(self, psa_tenant_id: str) -> list[dict[str, Any]]:
         """A PSA tenant's Organizations with their user sync status, run in progress, last run and attention
         badges (held run, open review items, last error: the same rules as `GET …/user-sync`), in one query."""
         rows = await self._pool.fetch(_ORG_SYNC_SQL, psa_tenant_id)
-        return [_record(r, json_fields=("filters",)) for r in rows]
+        return [record(r, json_fields=("filters",)) for r in rows]
 
     async def end_users_page(
         self, organization_id: str, *, q: str | None, sync_state: str | None, after: Cursor | None = None,
@@ -148,56 +210,17 @@ class ConsoleStore:
         sorted (a search). Totals: an index-only count, except a search's, counted up to SEARCH_COUNT_CAP
         (`total_capped` then says the total is at least that).
         """
-        where = _LIST_WHERE
-        args: list[Any] = [organization_id]
-        if sync_state:
-            args.append(sync_state)
-            where += _STATE_WHERE.format(n=len(args))
-        if q:
-            prefix = q.lower()
-            args += [prefix, prefix + _PREFIX_END]
-            where += _SEARCH_WHERE.format(lo=len(args) - 1, hi=len(args))
-        cursor = after or before
-        direction = "DESC" if before is not None else "ASC"
-        keyset = ""
-        if cursor is not None:
-            n = len(args)
-            keyset = (f" AND (lower(coalesce(e.last_name, '')), lower(coalesce(e.first_name, '')), e.id)"
-                      f" {'<' if before is not None else '>'} (${n + 1}, ${n + 2}, ${n + 3}::uuid)")
-            keyset_args = [cursor.last, cursor.first, cursor.id]
-        else:
-            keyset_args = []
-        sql = (
-            f"SELECT {_LIST_COLUMNS} FROM end_users e WHERE {where}{keyset}"
-            f" ORDER BY lower(coalesce(e.last_name, '')) {direction}, lower(coalesce(e.first_name, '')) {direction},"
-            f" e.id {direction} LIMIT {int(limit) + 1}"
-        )
-        if q:
-            count_sql = f"SELECT count(*) FROM (SELECT 1 FROM end_users e WHERE {where} LIMIT {SEARCH_COUNT_CAP + 1}) c"
-        else:
-            count_sql = f"SELECT count(*) FROM end_users e WHERE {where}"
+        query = _EndUserPageQuery.build(organization_id, q=q, sync_state=sync_state, cursor=after or before,
+                                        backwards=before is not None, limit=limit)
         async with self._pool.acquire() as conn, conn.transaction():
             if q:
                 # A plan for these very prefixes: a generic plan (asyncpg prepares, PostgreSQL switches to generic
                 # after five runs) cannot tell "fiona.scott" (694 rows: the prefix indexes) from "j" (the name
                 # index walk), and walked the whole name index for the former: 150-600 ms instead of 15.
                 await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            rows = list(await conn.fetch(sql, *args, *keyset_args))
-            total = int(await conn.fetchval(count_sql, *args))
-        capped = total > SEARCH_COUNT_CAP
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if before is not None:
-            rows.reverse()
-        items = [{k: _plain(v) for k, v in r.items() if k not in ("k1", "k2")} for r in rows]
-        keys = [Cursor(r["k1"], r["k2"], str(r["id"])) for r in rows]
-        has_next = more if before is None else True
-        has_prev = (after is not None) if before is None else more
-        return {
-            "items": items, "total": min(total, SEARCH_COUNT_CAP), "total_capped": capped,
-            "next": keys[-1].encode() if keys and has_next else None,
-            "prev": keys[0].encode() if keys and has_prev else None,
-        }
+            rows = list(await conn.fetch(query.sql, *query.args, *query.keyset_args))
+            total = int(await conn.fetchval(query.count_sql, *query.args))
+        return _end_users_page(rows, total=total, limit=limit, after=after, before=before)
 
     async def end_user_names(self, end_user_ids: list[str]) -> dict[str, str]:
         """Each End User's name ("first last", else the email, else the id) in one query; gone ones are left out."""
@@ -218,59 +241,5 @@ class ConsoleStore:
             "SELECT hour, count FROM tenant_notifications_hourly WHERE tenant_id = $1 AND hour >= $2 ORDER BY hour",
             tenant_id, since.replace(minute=0, second=0, microsecond=0),
         )
-        return {"runs": [_record(r) for r in rows],
+        return {"runs": [record(r) for r in rows],
                 "notifications": [(r["hour"], int(r["count"])) for r in hours]}
-
-
-MIRROR_SEED_COLUMNS = ("tenant_id", "id", "display_name", "given_name", "surname", "mail", "user_principal_name",
-                       "department", "office_location", "user_type", "account_enabled", "content_hash")
-END_USER_SEED_COLUMNS = ("organization_id", "first_name", "last_name", "email", "job_title", "sync_state",
-                         "entra_tenant_id", "entra_object_id", "microsoft", "last_synced_at")
-
-
-async def seed_console_bench(
-    pool: asyncpg.Pool, *, tenant_id: str, filters: dict[str, Any],
-    rows: Callable[[str], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]],
-) -> dict[str, Any]:
-    """The console benchmark's world: a mapped tenant, one enabled Organization, its mirror users (in twelve teams
-    nested in one group) and linked End Users by COPY (`rows(org_id)` gives them in MIRROR_SEED_COLUMNS /
-    END_USER_SEED_COLUMNS order), a day of runs and a review item; then planner statistics. Returns the ids the
-    pages need."""
-    async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO microsoft_tenants (tenant_id, display_name, client_id, client_secret)"
-                           " VALUES ($1, 'contoso.onmicrosoft.com', 'cid', 'secret')", tenant_id)
-        psa = await conn.fetchval("INSERT INTO psa_tenants (name, microsoft_tenant_id) VALUES ('Bench MSP', $1)"
-                                  " RETURNING id::text", tenant_id)
-        org = await conn.fetchval("INSERT INTO organizations (name, psa_tenant_id) VALUES ('Contoso', $1::uuid)"
-                                  " RETURNING id::text", psa)
-        await conn.execute("INSERT INTO org_user_syncs (organization_id, status, filters) VALUES ($1::uuid,"
-                           " 'enabled', $2)", org, filters)
-        mirror, end_users = rows(org)
-        await conn.copy_records_to_table("entra_users", records=mirror, columns=MIRROR_SEED_COLUMNS)
-        # Groups as a tenant has them: "All staff" holds twelve teams, each user is in one team.
-        teams = [f"team-{i:02d}" for i in range(12)]
-        await conn.copy_records_to_table(
-            "entra_groups", records=[(tenant_id, "all-staff", "All staff")]
-            + [(tenant_id, t, f"Team {t[-2:]}") for t in teams], columns=("tenant_id", "id", "display_name"))
-        await conn.copy_records_to_table(
-            "entra_group_members", records=[(tenant_id, "all-staff", t, "group") for t in teams]
-            + [(tenant_id, teams[i % 12], m[1], "user") for i, m in enumerate(mirror)],
-            columns=("tenant_id", "group_id", "member_id", "member_type"))
-        await conn.copy_records_to_table("end_users", records=end_users, columns=END_USER_SEED_COLUMNS)
-        await conn.execute(
-            "INSERT INTO sync_runs (kind, organization_id, tenant_id, status, counts, requested_at, started_at,"
-            " finished_at) SELECT 'resync', $1::uuid, $2, 'succeeded',"
-            " jsonb_build_object('updated', 40 + h, 'unchanged', $3::int),"
-            " now() - make_interval(hours => h), now() - make_interval(hours => h),"
-            " now() - make_interval(hours => h) + interval '7 seconds' FROM generate_series(0, 23, 2) h",
-            org, tenant_id, len(end_users),
-        )
-        await conn.execute("INSERT INTO review_items (organization_id, entra_tenant_id, entra_object_id, reason)"
-                           " VALUES ($1::uuid, $2, $3, 'several End Users share this email')",
-                           org, tenant_id, mirror[min(5, len(mirror) - 1)][1])
-        await conn.execute("VACUUM ANALYZE entra_users")
-        await conn.execute("VACUUM ANALYZE end_users")
-        await conn.execute("VACUUM ANALYZE entra_group_members")
-        some = await conn.fetchval("SELECT id::text FROM end_users WHERE organization_id = $1::uuid"
-                                   " ORDER BY id LIMIT 1 OFFSET $2", org, len(end_users) // 2)
-    return {"tenant_id": tenant_id, "psa_id": psa, "org_id": org, "end_user_id": some}

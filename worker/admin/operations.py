@@ -1,4 +1,6 @@
-"""Admin operations that change state and then ask the worker for work, or that need Microsoft Graph.
+"""Admin operations that change state and then ask the worker for work, or that need Microsoft Graph; and
+ending a held run's hold. The admin API and the console both call them (`AdminOperations`), so the console
+can do nothing the API cannot.
 
 A tenant's credential is tested (token, then `GET /organization`) before it is registered or changed, and its
 subscriptions are deleted in Graph when it is removed; `worker.graph` makes those calls.
@@ -31,7 +33,10 @@ from worker.graph import (
     verify_credentials,
 )
 from worker.preview import preview
-from worker.store.admin import AdminStore, Conflict, Enqueued, Outcome
+from worker.store import holds
+from worker.store.admin import AdminStore
+from worker.store.records import Conflict
+from worker.store.runs import Enqueued, Outcome
 
 from .errors import ApiError, Unavailable
 
@@ -42,7 +47,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class AdminService:
+class AdminOperations:
     """The admin API's state-changing operations that involve the worker or Microsoft Graph."""
 
     def __init__(
@@ -140,6 +145,15 @@ class AdminService:
         run = await self.store.queue_confirmation(run_id)
         await self._enqueue(run, strict=True, confirm=True)
         return run.run_id
+
+    async def dismiss_held_run(self, run_id: str) -> None:
+        """Keep everyone a held run would deactivate, and end its hold (404/409 as API errors)."""
+        try:
+            await holds.dismiss_run(self.store.pool, run_id)
+        except LookupError:
+            raise ApiError(404, f"no sync run {run_id}") from None
+        except holds.NotHeld as exc:
+            raise ApiError(409, str(exc)) from None
 
     async def disable_sync(self, organization_id: str) -> dict[str, Any]:
         return await self._dispatch(await self.store.disable_user_sync(organization_id), "user sync disabled")
