@@ -49,9 +49,9 @@ from worker.core.delivery import (
     restart_delay,
     to_commit,
 )
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine, UnknownTenant
 from worker.graph import GraphAuthFailed, GraphForbidden, GraphThrottled, GraphTransient
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine, UnknownTenant
 
 log = structlog.get_logger(__name__)
 

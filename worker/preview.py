@@ -1,7 +1,8 @@
 """The filter preview: what applying proposed filters would do, decided by the code that decides the sync.
 
-An Organization's sync (`SyncEngine.org_sync`) reads the tenant mirror in chunks of `worker.sync.CHUNK` users
-in id order, loads the End Users those users are linked to or share an email with, and lets `reconcile` decide.
+An Organization's sync (`SyncEngine.org_sync`) reads the tenant mirror in chunks of
+`worker.engine.projection.CHUNK` users in id order, loads the End Users those users are linked to or share an
+email with, and lets `reconcile` decide.
 The preview does the same reads with the same store functions and the same `reconcile`, with the proposed
 filters in the Organization's context, and writes nothing: `worker.core.preview.Written` stands in for the
 writes of earlier chunks, `Tally` counts the plans as the sync counts its run. So whatever the sync learns to
@@ -23,16 +24,15 @@ from typing import Any
 
 import msgspec
 
-from worker import sync as engine
 from worker.core.filters import compile_filters
 from worker.core.model import Filters, MirrorUser, StoredEndUser
 from worker.core.preview import Tally, Written
 from worker.core.projection import email_keys
 from worker.core.reconcile import reconcile
+from worker.engine import projection as engine
 from worker.graph import prefetch
-from worker.store import Conn, Pool
+from worker.store import Conn, Pool, mirror, tenants, user_sync
 from worker.store import preview as preview_store
-from worker.store import sync as store
 
 # A chunk's users, their addresses (`email_keys`), and the End Users linked to them and holding the addresses.
 _Chunk = tuple[list[MirrorUser], set[str], dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]
@@ -41,7 +41,7 @@ _Chunk = tuple[list[MirrorUser], set[str], dict[str, StoredEndUser], dict[str, l
 async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
     """The preview of `filters` for an Organization syncing from `tenant_id` (CONTRACTS.md shape)."""
     async with pool.acquire() as conn:
-        org = await store.org_context_with(conn, tenant_id, organization_id, filters)
+        org = await tenants.org_context_with(conn, tenant_id, organization_id, filters)
     written, tally, in_scope = Written(org), Tally(), compile_filters(filters)
     with _cycle_collector_paused():
         async for users, keys, linked, by_email in prefetch(
@@ -65,10 +65,10 @@ async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Fil
     async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read", readonly=True):
         # As the sync: an Organization without End Users has none to look up (what earlier chunks would
         # create is laid over by `Written`).
-        lookup = await store.has_end_users(reader, organization_id)
+        lookup = await user_sync.has_end_users(reader, organization_id)
         members = None if filters.groups == "all" else await _filter_group_members(reader, tenant_id, filters)
         after = ""
-        while users := await store.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK,
+        while users := await mirror.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK,
                                                       with_groups=False):
             if members is not None:
                 users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u

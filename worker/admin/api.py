@@ -26,7 +26,7 @@ from worker.config import ConfigError, Settings
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, SYNC_STATES, Filters
-from worker.explain import explain_user
+from worker.engine.explain import explain_user
 from worker.serve import BodyGuard, serve
 from worker.store import holds
 from worker.store.admin import AdminStore, StoreError

@@ -27,7 +27,7 @@ from worker.admin.errors import ApiError
 from worker.admin.inputs import tenant_ref
 from worker.core.filters import SECTIONS, filters_to_json
 from worker.core.model import END_USER_FIELDS, SYNC_STATES
-from worker.explain import explain_user
+from worker.engine.explain import explain_user
 from worker.store.admin import Conflict, StoreError
 from worker.store.console import Cursor
 from worker.store.end_users import Conflict as EndUserConflict

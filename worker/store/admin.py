@@ -24,7 +24,8 @@ import asyncpg
 from worker.core.model import END_USER_FIELDS, MirrorUser
 from worker.credentials import TenantCredentials
 from worker.store import Conn, Pool, end_users, sync_status
-from worker.store.sync import hold_tenant_mapping, load_mirror_users, subscriptions_lock, tenant_lock_key
+from worker.store.mirror import load_mirror_users
+from worker.store.tenants import hold_tenant_mapping, subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
 _TENANT_TABLES = (
