@@ -61,7 +61,7 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
 
 async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Filters
                   ) -> AsyncIterator[_Chunk]:
-    """The sync's chunks of mirror users (`_project_all`), each with the End Users `reconcile` needs."""
+    """The sync's chunks of mirror users (`projection.project_all`), each with the End Users `reconcile` needs."""
     async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read", readonly=True):
         # As the sync: an Organization without End Users has none to look up (what earlier chunks would
         # create is laid over by `Written`).

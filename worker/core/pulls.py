@@ -8,6 +8,7 @@ whether it is the tenant's first sync, and so who flags the users it writes for 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class Listing(enum.Enum):
 class Pull:
     """One unit of work's pull of a tenant's directory into the mirror."""
 
+    # Every object listed whatever delta link is stored (the hourly resync, a tenant's first sync); else the
+    # changes since the stored link, or a complete listing where none is stored.
+    complete: bool = False
     first_sync: bool = False  # the mirror held no user of the tenant before this pull
     # A first sync's users listing flags every user it writes (someone projects the flags); False when the
     # caller projects every user anyway.
@@ -53,6 +57,10 @@ class Pull:
         """Whether groups and enrichment flag the users whose projection they change. A first sync's users are
         all flagged by the users listing already, or all projected by the caller."""
         return not self.first_sync
+
+    def relisting(self) -> Pull:
+        """This pull as a complete listing: what follows an expired delta link."""
+        return dataclasses.replace(self, complete=True)
 
 
 DELTA_PULL = Pull()  # after change notifications: the tenant's mirror exists, every change is flagged

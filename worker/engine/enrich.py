@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from worker.core.macs import normalize_mac
-from worker.core.pulls import Listing
+from worker.core.pulls import DELTA_PULL, Listing, Pull
 from worker.graph import (
     GraphBadRequest,
     GraphForbidden,
@@ -77,8 +77,9 @@ class Enricher:
     tenant's first listing, else staged and compared at its end). Licence names wait for the users listing
     (`users_ready`), since a change of them flags the licensed users."""
 
-    def __init__(self, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
-        self._graph, self._tenant, self._flag = graph, tenant_id, flag
+    def __init__(self, graph: TenantGraph, tenant_id: str, pull: Pull = DELTA_PULL) -> None:
+        # A first sync's users are all flagged by its users listing, or all projected: nothing to flag here.
+        self._graph, self._tenant, self._flag = graph, tenant_id, pull.flags_changes
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
         self._conn_turn = asyncio.Lock()  # one connection: its statements take turns

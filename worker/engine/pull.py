@@ -38,19 +38,19 @@ class MirrorPull:
     def scrubbed_warnings(self) -> list[str]:
         return unstorable_warnings(self.scrubbed)
 
-    async def users(self, *, full: bool, pull: Pull = DELTA_PULL) -> int:
-        """Walk users delta into the mirror (`full`: a complete listing whatever link is stored); returns how
-        many mirror rows changed. An expired delta link is dropped and the users listed anew."""
+    async def users(self, pull: Pull = DELTA_PULL) -> int:
+        """Walk users delta into the mirror; returns how many mirror rows changed. An expired delta link is
+        dropped and the users listed anew."""
         try:
-            return await self._walk_users(full=full, pull=pull)
+            return await self._walk_users(pull)
         except DeltaTokenExpired:
             log.warning("sync.delta_token_expired", tenant_id=self._tenant)
             await mirror.drop_delta_link(self._conn, self._tenant, "users")
-            return await self._walk_users(full=True, pull=pull)
+            return await self._walk_users(pull.relisting())
 
-    async def _walk_users(self, *, full: bool, pull: Pull) -> int:
+    async def _walk_users(self, pull: Pull) -> int:
         conn, tenant_id = self._conn, self._tenant
-        link = None if full else await mirror.get_delta_link(conn, tenant_id, "users")
+        link = None if pull.complete else await mirror.get_delta_link(conn, tenant_id, "users")
         listing = Listing.of(link=link, held=link is not None or await mirror.holds_users(conn, tenant_id))
         changed, new_link = 0, None
         async with mirror.users_walk(conn, listing):
@@ -69,26 +69,26 @@ class MirrorPull:
             changed += await mirror.end_users_walk(conn, tenant_id, new_link, listing=listing)
         return changed
 
-    async def groups(self, conn: Conn | None = None, *, full: bool, pull: Pull = DELTA_PULL) -> list[str]:
+    async def groups(self, pull: Pull = DELTA_PULL, conn: Conn | None = None) -> list[str]:
         """Walk groups delta (with members) into the mirror, on `conn` if given; a tenant that refuses it is
         reported (the warnings returned), not failed."""
         on = conn or self._conn
         try:
             try:
-                await self._walk_groups(on, full=full, flag=pull.flags_changes)
+                await self._walk_groups(on, pull)
             except DeltaTokenExpired:
                 await mirror.drop_delta_link(on, self._tenant, "groups")
-                await self._walk_groups(on, full=True, flag=pull.flags_changes)
+                await self._walk_groups(on, pull.relisting())
         except GraphForbidden as exc:
             return [f"groups unavailable for this tenant ({exc.status} {exc.code}): {exc.message}"]
         return []
 
-    async def _walk_groups(self, conn: Conn, *, full: bool, flag: bool) -> None:
-        link = None if full else await mirror.get_delta_link(conn, self._tenant, "groups")
+    async def _walk_groups(self, conn: Conn, pull: Pull) -> None:
+        link = None if pull.complete else await mirror.get_delta_link(conn, self._tenant, "groups")
         new_link = None
         # A complete listing replaces every membership, so it is one transaction: all or nothing.
         async with conn.transaction():
-            walk = await GroupsWalk.start(conn, self._tenant, link, flag=flag)
+            walk = await GroupsWalk.start(conn, self._tenant, link, flag=pull.flags_changes)
             async for page in prefetch(self._graph.groups_delta(link), depth=2):
                 await walk.page(page.value)
                 new_link = page.delta_link or new_link
@@ -107,25 +107,25 @@ class MirrorPull:
         complete listing). A tenant's first listing flags the users it writes when anyone needs flags
         (`flag_new`), so groups and enrichment need not flag again.
         """
-        pull = Pull(first_sync=not await mirror.holds_users(self._conn, self._tenant), flag_new=flag_new)
+        pull = Pull(complete=True, first_sync=not await mirror.holds_users(self._conn, self._tenant), flag_new=flag_new)
         users_ready = asyncio.Event()
         started = time.monotonic()
         took: dict[str, float] = {}
 
         async def users() -> int:
             try:
-                return await self.users(full=True, pull=pull)
+                return await self.users(pull)
             finally:
                 users_ready.set()
                 took["users_ms"] = (time.monotonic() - started) * 1000
 
         async def groups(on: Conn) -> list[str]:
             try:
-                return await self.groups(on, full=True, pull=pull)
+                return await self.groups(pull, on)
             finally:
                 took["groups_ms"] = (time.monotonic() - started) * 1000
 
-        enricher = Enricher(self._graph, self._tenant, flag=pull.flags_changes)
+        enricher = Enricher(self._graph, self._tenant, pull)
         changed, group_warnings, enrich_warnings = await self._side_by_side(
             users, groups, lambda on: enricher.run(on, users_ready))
         log.info("sync.full_pull", tenant_id=self._tenant, enrich_ms=round((time.monotonic() - started) * 1000),

@@ -48,9 +48,9 @@ class SyncEngine:
         changed), then project what changed."""
         async with self._tenant(tenant_id) as (conn, pull):
             started = time.monotonic()
-            changed = await pull.users(full=False)
+            changed = await pull.users()
             if groups:
-                await pull.groups(full=False)
+                await pull.groups()
             runs = await self._project_dirty(conn, tenant_id, kind="delta", record_always=False,
                                              warnings=pull.scrubbed_warnings())
             await subscriptions.record_tenant_status(conn, tenant_id, delta=True)
@@ -80,8 +80,8 @@ class SyncEngine:
             # Organizations about to get a whole-Organization projection (this one, and any other with an
             # org-sync queued) are skipped, so their runs count what they created.
             skip = {organization_id} | await user_sync.orgs_awaiting_org_sync(conn, tenant_id)
-            changed, warnings, first = await self._pull_for_org_sync(conn, pull, tenant_id, skip)
-            await subscriptions.record_tenant_status(conn, tenant_id, delta=True, full=first)
+            changed, warnings, listed_all = await self._pull_for_org_sync(conn, pull, tenant_id, skip)
+            await subscriptions.record_tenant_status(conn, tenant_id, delta=True, full=listed_all)
             await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=skip)
             orgs = await tenants.org_contexts(conn, tenant_id, organization_id)
             if not orgs:
@@ -102,8 +102,8 @@ class SyncEngine:
         time (no users delta link yet). Returns the mirror rows changed, the warnings, and whether it was
         everything."""
         if await mirror.get_delta_link(conn, tenant_id, "users") is not None:
-            changed = await pull.users(full=False)
-            warnings = await pull.groups(full=False) + pull.scrubbed_warnings()
+            changed = await pull.users()
+            warnings = await pull.groups() + pull.scrubbed_warnings()
             return changed, warnings, False
         # A tenant seen for the first time: everything now, not at the next hourly resync. Its users need flags
         # only for an Organization that will not project them all anyway (one enabled later gets an org-sync of

@@ -137,9 +137,9 @@ async def end_abandoned_runs(conn: Conn, tenant_id: str) -> list[str]:
 
     Only a unit of work holding the lock records such runs and ends each before it lets go of the lock, so one
     still running now belongs to a unit that ended without closing it: one whose failure path could not reach
-    PostgreSQL (`SyncEngine._closing_on_failure` is best effort) or a worker that died. An org-sync's run is left
-    alone: its command is replayed and the retry takes the same run over (`start_run`), or the consumer fails it
-    when it gives up."""
+    PostgreSQL (`worker.engine.runs.closing_on_failure` is best effort) or a worker that died. An org-sync's run
+    is left alone: its command is replayed and the retry takes the same run over (`start_run`), or the consumer
+    fails it when it gives up."""
     rows = await conn.fetch(
         """UPDATE sync_runs SET status = 'failed', error = $2, finished_at = now()
            WHERE tenant_id = $1 AND status = 'running' AND kind <> 'org-sync' RETURNING id::text""",
