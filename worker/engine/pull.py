@@ -107,9 +107,9 @@ class MirrorPull:
         complete listing). A tenant's first listing flags the users it writes when anyone needs flags
         (`flag_new`), so groups and enrichment need not flag again.
         """
-        pull = Pull(complete=True, first_sync=not await mirror.holds_users(self._conn, self._tenant), flag_new=flag_new)
         users_ready = asyncio.Event()
         started = time.monotonic()
+        pull = Pull(complete=True, first_sync=not await mirror.holds_users(self._conn, self._tenant), flag_new=flag_new)
         took: dict[str, float] = {}
 
         async def users() -> int:
