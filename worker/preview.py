@@ -31,7 +31,7 @@ from worker.core.projection import email_keys
 from worker.core.reconcile import reconcile
 from worker.engine import projection as engine
 from worker.graph import prefetch
-from worker.store import Conn, Pool, mirror, tenants, user_sync
+from worker.store import Conn, Pool, mirror, sync_writes, tenants
 from worker.store import preview as preview_store
 
 # A chunk's users, their addresses (`email_keys`), and the End Users linked to them and holding the addresses.
@@ -65,7 +65,7 @@ async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Fil
     async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read", readonly=True):
         # As the sync: an Organization without End Users has none to look up (what earlier chunks would
         # create is laid over by `Written`).
-        lookup = await user_sync.has_end_users(reader, organization_id)
+        lookup = await sync_writes.has_end_users(reader, organization_id)
         members = None if filters.groups == "all" else await _filter_group_members(reader, tenant_id, filters)
         after = ""
         while users := await mirror.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK,

@@ -14,7 +14,7 @@ import msgspec
 
 from worker.core.model import StoredEndUser
 from worker.core.projection import email_keys
-from worker.store import mirror, user_sync
+from worker.store import mirror, sync_writes
 from worker.store import preview as preview_store
 
 from .conftest import Api, insert_end_user, seed_mirror
@@ -51,7 +51,8 @@ async def test_chunk_end_users_are_the_sync_reads_of_every_chunk(api: Api) -> No
         for size in (2, 3, 6):
             after = ""
             while users := await mirror.mirror_users_after(conn, tid, after, limit=size):
-                linked, by_email = await user_sync.load_end_users(conn, organization_id=org, tenant_id=tid, users=users)
+                linked, by_email = await sync_writes.load_end_users(conn, organization_id=org, tenant_id=tid,
+                                                                    users=users)
                 got_linked, got_by_email = await preview_store.chunk_end_users(
                     conn, organization_id=org, tenant_id=tid, after=after, ids=[u.id for u in users],
                     keys={k for u in users for k in email_keys(u)})

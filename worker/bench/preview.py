@@ -32,7 +32,7 @@ from worker.engine.projection import CHUNK
 from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.preview import preview
-from worker.store import mirror, tenants, user_sync
+from worker.store import mirror, sync_writes, tenants
 from worker.store.pool import create_pool
 
 
@@ -111,7 +111,7 @@ async def _decision_pass(pool: asyncpg.Pool, tenant_id: str, organization_id: st
         org = await tenants.org_context_with(conn, tenant_id, organization_id, parse_filters(ALL_FILTERS))
         after = ""
         while users := await mirror.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=False):
-            linked, by_email = await user_sync.load_end_users(conn, organization_id=organization_id,
+            linked, by_email = await sync_writes.load_end_users(conn, organization_id=organization_id,
                                                           tenant_id=tenant_id, users=users)
             reconcile(users, org=org, linked=linked, by_email=by_email)
             after = users[-1].id

@@ -11,7 +11,7 @@ import msgspec
 from worker.core.model import MirrorUser, Plan, StoredEndUser
 from worker.core.reconcile import reconcile
 from worker.engine.runs import OrgRun, recheck_mapping
-from worker.store import VALUE_REFUSALS, Conn, DeadlockDetected, mirror, user_sync
+from worker.store import VALUE_REFUSALS, Conn, DeadlockDetected, mirror, sync_writes
 from worker.store.end_users import StaleRead
 
 # A chunk's write refused for its values (`worker.store.VALUE_REFUSALS`) or stale reads: the chunk is written
@@ -160,7 +160,7 @@ async def _write_plans(
                     continue
                 if run.record_always or run.would_write(plan):
                     await run.ensure_row(conn)
-                await user_sync.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
+                await sync_writes.apply_plan(conn, org=run.org, run_id=run.run_id, plan=plan,
                                            include_deactivations=False)
             if then is not None:
                 await then(conn)

@@ -16,7 +16,7 @@ import msgspec
 from worker.core.explain import Facts, explain
 from worker.core.model import MirrorUser, Plan, StoredEndUser
 from worker.core.reconcile import reconcile
-from worker.store import Conn, Pool, holds, mirror, tenants, user_sync
+from worker.store import Conn, Pool, holds, mirror, sync_writes, tenants
 from worker.store import explain as store
 from worker.store.admin import Conflict, NotFound
 
@@ -71,7 +71,7 @@ async def _by_email(conn: Conn, organization_id: str, tenant_id: str, email: str
 async def _next_sync(conn: Conn, organization_id: str, tenant_id: str, user: MirrorUser, filters: Any) -> Plan:
     """What the sync would decide for this user now: its own loaders and `reconcile`, for this one user."""
     org = await tenants.org_context_with(conn, tenant_id, organization_id, filters)
-    linked, by_email = await user_sync.load_end_users(
+    linked, by_email = await sync_writes.load_end_users(
         conn, organization_id=organization_id, tenant_id=tenant_id, users=[user])
     return reconcile([user], org=org, linked=linked, by_email=by_email)
 

@@ -16,7 +16,7 @@ from worker.engine.chunks import Chunk, EndUsers, Written, all_committed, write_
 from worker.engine.runs import OrgRun, closing_on_failure, finish_runs
 from worker.engine.spares import Spares
 from worker.graph import prefetch
-from worker.store import Conn, mirror, tenants, user_sync
+from worker.store import Conn, mirror, sync_writes, tenants
 
 CHUNK = 2000  # mirror users a chunk (read, decided and written together)
 
@@ -71,7 +71,7 @@ async def project_all(conn: Conn, spares: Spares, tenant_id: str, run: OrgRun, *
 
 
 async def _end_users_of(conn: Conn, run: OrgRun, tenant_id: str, users: Sequence[MirrorUser]) -> EndUsers:
-    return await user_sync.load_end_users(conn, organization_id=run.org.organization_id, tenant_id=tenant_id,
+    return await sync_writes.load_end_users(conn, organization_id=run.org.organization_id, tenant_id=tenant_id,
                                           users=users)
 
 
@@ -108,7 +108,7 @@ class Projection:
         # An Organization without End Users (a first sync) has nothing to look up: only what this projection
         # creates, and a shared email among those is caught by the email index like any stale read.
         self._empty = {run.org.organization_id for run in self._runs
-                       if not await user_sync.has_end_users(self._conn, run.org.organization_id)}
+                       if not await sync_writes.has_end_users(self._conn, run.org.organization_id)}
         # Two writers only for runs recorded whatever they write, their records created before the first write
         # (a run recorded lazily could otherwise be created by both).
         parallel = all(run.record_always for run in self._runs)

@@ -13,7 +13,7 @@ import structlog
 
 from worker.core.model import OrgContext, Plan, StateChange
 from worker.core.reconcile import hold_deactivations
-from worker.store import Conn, Pool, holds, mirror, tenants, user_sync
+from worker.store import Conn, Pool, holds, mirror, sync_writes, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ class OrgRun:
 
     async def ensure_row(self, conn: Conn) -> str:
         if self.run_id is None or not self.recorded:
-            self.run_id = await user_sync.start_run(
+            self.run_id = await sync_writes.start_run(
                 conn, kind=self.kind, tenant_id=self.org.tenant_id,
                 organization_id=self.org.organization_id, run_id=self.run_id,
             )
@@ -137,7 +137,7 @@ async def closing_on_failure(pool: Pool, runs: Sequence[OrgRun]) -> AsyncIterato
             error = f"interrupted: {type(exc).__name__}: {exc}"[:500]
             with contextlib.suppress(Exception):  # best effort: PostgreSQL may be what failed
                 async with asyncio.timeout(5), pool.acquire() as conn:
-                    await user_sync.fail_runs(conn, ids, error)
+                    await sync_writes.fail_runs(conn, ids, error)
         raise
 
 
@@ -154,7 +154,7 @@ async def finish_runs(conn: Conn, tenant_id: str, runs: Sequence[OrgRun], *, rat
             await recheck_mapping(conn, [run])
             if run.stopped:
                 if run.run_id and (run.recorded or run.kind == "org-sync"):
-                    await user_sync.finish_run(conn, run.run_id, status="failed", counts=run.counts,
+                    await sync_writes.finish_run(conn, run.run_id, status="failed", counts=run.counts,
                                                warnings=run.warnings, error=STOPPED)
                 continue
             await _settle_deactivations(conn, tenant_id, run, ratio=ratio)
@@ -167,12 +167,12 @@ async def _settle_deactivations(conn: Conn, tenant_id: str, run: OrgRun, *, rati
     pending = run.pending_deactivations
     held_run = await holds.lock_held_run(conn, run.org.organization_id)
     if pending and not run.confirmed and hold_deactivations(
-            len(pending), await user_sync.synced_count(conn, run.org.organization_id), ratio=ratio):
+            len(pending), await sync_writes.synced_count(conn, run.org.organization_id), ratio=ratio):
         await _hold(conn, run, held_run, ratio=ratio)
         return
     if pending:
         await run.ensure_row(conn)
-        await user_sync.apply_state_changes(conn, run_id=run.run_id, changes=pending)
+        await sync_writes.apply_state_changes(conn, run_id=run.run_id, changes=pending)
         await mirror.clear_dirty(conn, tenant_id, [c.entra_object_id for c in pending])
         run.counts["deactivated"] = len(pending)
     if held_run is not None:
@@ -185,7 +185,7 @@ async def _settle_deactivations(conn: Conn, tenant_id: str, run: OrgRun, *, rati
 async def _close(conn: Conn, run: OrgRun) -> None:
     """End the run's record (a held run keeps the users it holds), if it has one worth keeping."""
     if run.run_id and (run.wrote or run.record_always or run.recorded):
-        await user_sync.finish_run(conn, run.run_id, status="held" if run.held else "succeeded",
+        await sync_writes.finish_run(conn, run.run_id, status="held" if run.held else "succeeded",
                                    counts=run.counts, warnings=run.warnings)
         if run.held:
             await holds.hold(conn, run.run_id, [c.entra_object_id for c in run.pending_deactivations])

@@ -25,7 +25,7 @@ from worker.engine.pull import MirrorPull
 from worker.engine.runs import OrgRun, totals
 from worker.engine.spares import Spares
 from worker.graph import GraphClients
-from worker.store import Conn, Pool, mirror, subscriptions, tenants, user_sync
+from worker.store import Conn, Pool, mirror, subscriptions, sync_writes, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -79,14 +79,14 @@ class SyncEngine:
             # Other Organizations get what changed; this one gets every user further below.
             # Organizations about to get a whole-Organization projection (this one, and any other with an
             # org-sync queued) are skipped, so their runs count what they created.
-            skip = {organization_id} | await user_sync.orgs_awaiting_org_sync(conn, tenant_id)
+            skip = {organization_id} | await sync_writes.orgs_awaiting_org_sync(conn, tenant_id)
             changed, warnings, listed_all = await self._pull_for_org_sync(conn, pull, tenant_id, skip)
             await subscriptions.record_tenant_status(conn, tenant_id, delta=True, full=listed_all)
             await self._project_dirty(conn, tenant_id, kind="delta", record_always=False, skip=skip)
             orgs = await tenants.org_contexts(conn, tenant_id, organization_id)
             if not orgs:
                 if run_id:
-                    await user_sync.finish_run(conn, run_id, status="failed", counts={},
+                    await sync_writes.finish_run(conn, run_id, status="failed", counts={},
                                                error="user sync is not enabled for this Organization")
                 return {}
             run = OrgRun(orgs[0], kind="org-sync", run_id=run_id, warnings=warnings, confirmed=confirm_deactivations)
@@ -139,7 +139,7 @@ class SyncEngine:
         show the error in the tenant's sync status unless `record` is False."""
         async with self._pool.acquire() as conn:
             if run_ids:
-                await user_sync.fail_runs(conn, run_ids, error)
+                await sync_writes.fail_runs(conn, run_ids, error)
             if record:
                 await subscriptions.record_tenant_status(conn, tenant_id, error=error)
 
@@ -157,7 +157,7 @@ class SyncEngine:
             try:
                 # A run an earlier unit of work left `running` (it could not close it) is ended now: nothing
                 # else holds the lock, so nothing is still working on it.
-                if abandoned := await user_sync.end_abandoned_runs(conn, tenant_id):
+                if abandoned := await sync_writes.end_abandoned_runs(conn, tenant_id):
                     log.warning("sync.abandoned_runs_ended", tenant_id=tenant_id, run_ids=abandoned)
                 creds = await tenants.tenant_credentials(conn, tenant_id)
                 if creds is None:

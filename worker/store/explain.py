@@ -1,5 +1,5 @@
 """SQL of `GET …/user-sync/explain`: the facts about one Entra user and one Organization that the sync's
-loaders (`worker.store.tenants`, `worker.store.mirror`, `worker.store.user_sync`) do not already give.
+loaders (`worker.store.tenants`, `worker.store.mirror`, `worker.store.sync_writes`) do not already give.
 
 Emails compare as the sync compares them: trimmed and lower-cased, mail or a non-guest UPN.
 """
