@@ -1,7 +1,8 @@
 """The filter preview: what applying proposed filters would do, decided by the code that decides the sync.
 
-An Organization's sync (`SyncEngine.org_sync`) reads the tenant mirror in chunks of `worker.sync.CHUNK` users
-in id order, loads the End Users those users are linked to or share an email with, and lets `reconcile` decide.
+An Organization's sync (`SyncEngine.org_sync`) reads the tenant mirror in chunks of
+`worker.engine.projection.CHUNK` users in id order, loads the End Users those users are linked to or share an
+email with, and lets `reconcile` decide.
 The preview does the same reads with the same store functions and the same `reconcile`, with the proposed
 filters in the Organization's context, and writes nothing: `worker.core.preview.Written` stands in for the
 writes of earlier chunks, `Tally` counts the plans as the sync counts its run. So whatever the sync learns to
@@ -25,16 +26,15 @@ from typing import Any, cast
 
 import msgspec
 
-from worker import sync as engine
 from worker.core.filters import compile_filters
 from worker.core.model import Filters, MirrorUser, StoredEndUser
 from worker.core.preview import Tally, Written
 from worker.core.projection import email_keys
 from worker.core.reconcile import reconcile
+from worker.engine import projection as engine
 from worker.graph import prefetch
-from worker.store import Conn, Pool
+from worker.store import Conn, Pool, mirror, sync_writes, tenants
 from worker.store import preview as preview_store
-from worker.store import sync as store
 
 # A chunk's users, their addresses (`email_keys`), and the End Users linked to them and holding the addresses.
 _Chunk = tuple[list[MirrorUser], set[str], dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]
@@ -46,7 +46,7 @@ READERS = 2
 async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
     """The preview of `filters` for an Organization syncing from `tenant_id` (CONTRACTS.md shape)."""
     async with pool.acquire() as conn:
-        org = await store.org_context_with(conn, tenant_id, organization_id, filters)
+        org = await tenants.org_context_with(conn, tenant_id, organization_id, filters)
     written, tally, in_scope = Written(org), Tally(), compile_filters(filters)
     with _cycle_collector_paused():
         async for users, keys, linked, by_email in _chunks(pool, tenant_id, organization_id, filters):
@@ -65,7 +65,7 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
 
 async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Filters
                   ) -> AsyncIterator[_Chunk]:
-    """The sync's chunks of mirror users (`_project_all`), each with the End Users `reconcile` needs.
+    """The sync's chunks of mirror users (`projection.project_all`), each with the End Users `reconcile` needs.
 
     Read on `READERS` connections that share one snapshot, chunk i on reader i mod n, each reader a chunk or two
     ahead: PostgreSQL builds the next chunks on the other core while this process decides the current one.
@@ -74,12 +74,12 @@ async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Fil
         first = readers[0]
         # As the sync: an Organization without End Users has none to look up (what earlier chunks would
         # create is laid over by `Written`).
-        lookup = await store.has_end_users(first, organization_id)
+        lookup = await sync_writes.has_end_users(first, organization_id)
         members = None if filters.groups == "all" else await _filter_group_members(first, tenant_id, filters)
         starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
 
         async def read(reader: Conn, after: str) -> _Chunk:
-            users = await store.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK, with_groups=False)
+            users = await mirror.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK, with_groups=False)
             if members is not None:
                 users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u
                          for u in users]

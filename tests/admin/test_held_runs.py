@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from worker.sync import SyncEngine
+from worker.engine.sync import SyncEngine
 
 from .conftest import Api, World, make_settings, seed_mirror
 

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from worker import sync as engine_module
-from worker.sync import SyncEngine
+from worker.engine import projection as engine_module
+from worker.engine.sync import SyncEngine
 
 from .conftest import ALL_FILTERS, Api, insert_end_user, make_settings, seed_mirror
 

@@ -15,8 +15,8 @@ import msgspec
 
 from worker.core.model import StoredEndUser
 from worker.core.projection import email_keys
+from worker.store import mirror, sync_writes
 from worker.store import preview as preview_store
-from worker.store import sync as store
 from worker.store.pool import create_pool
 
 from .conftest import Api, insert_end_user, seed_mirror
@@ -52,8 +52,9 @@ async def test_chunk_end_users_are_the_sync_reads_of_every_chunk(api: Api) -> No
     async with api.pool.acquire() as conn:
         for size in (2, 3, 6):
             after = ""
-            while users := await store.mirror_users_after(conn, tid, after, limit=size):
-                linked, by_email = await store.load_end_users(conn, organization_id=org, tenant_id=tid, users=users)
+            while users := await mirror.mirror_users_after(conn, tid, after, limit=size):
+                linked, by_email = await sync_writes.load_end_users(conn, organization_id=org, tenant_id=tid,
+                                                                    users=users)
                 got_linked, got_by_email = await preview_store.chunk_end_users(
                     conn, organization_id=org, tenant_id=tid, after=after, ids=[u.id for u in users],
                     keys={k for u in users for k in email_keys(u)})
@@ -74,11 +75,11 @@ async def test_chunk_starts_read_the_keyset_chunks(api: Api) -> None:
     async with api.pool.acquire() as conn:
         for size in (1, 2, 4, 6, 7):
             one_after_another, after = [], ""
-            while users := await store.mirror_users_after(conn, tid, after, limit=size):
+            while users := await mirror.mirror_users_after(conn, tid, after, limit=size):
                 one_after_another.append([u.id for u in users])
                 after = users[-1].id
             starts = await preview_store.chunk_starts(conn, tid, size)
-            from_starts = [[u.id for u in await store.mirror_users_after(conn, tid, a, limit=size)]
+            from_starts = [[u.id for u in await mirror.mirror_users_after(conn, tid, a, limit=size)]
                            for a in reversed(starts)][::-1]
             assert [c for c in from_starts if c] == one_after_another, size
             assert len(starts) == len(USERS) // size + 1

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from worker.sync import SyncEngine
+from worker.engine.sync import SyncEngine
 
 from .conftest import Api, FakePublisher, World, insert_end_user, make_settings, seed_mirror
 

@@ -107,7 +107,7 @@ async def test_unreachable_authority_is_503_and_nothing_stored(api: Api, databas
 async def test_removal_waits_for_no_one_while_the_worker_holds_the_tenant(api: Api) -> None:
     """The worker's advisory lock on the tenant (a unit of work under way) makes a removal a 409 to retry,
     never a wait nor a removal under the worker's feet."""
-    from worker.store.sync import lock_tenant, unlock_tenant
+    from worker.store.tenants import lock_tenant, unlock_tenant
 
     tenant_id = await api.microsoft_tenant()
     async with api.pool.acquire() as worker:

@@ -33,11 +33,11 @@ from tests.integration.test_sync_rules import sim_control
 from webhook.app import create_app
 from worker import bus
 from worker.config import DatabaseSettings, GraphSettings, KafkaSettings, Settings, SyncSettings, WebhookSettings
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.processes.worker import run_worker
 from worker.store.pool import create_pool
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine
 
 SECRET = secrets.token_urlsafe(32)  # the worker refuses a weak one
 

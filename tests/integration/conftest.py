@@ -16,11 +16,11 @@ from azure.identity.aio import ClientSecretCredential
 from simulator.server import Simulator
 from worker.bench.common import register_organization
 from worker.config import GraphSettings, Settings
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.store import Conn
 from worker.store.pool import create_pool
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from tests.integration.conftest import Env
 from tests.integration.test_sync_rules import end_users, fresh  # noqa: F401  (the fixture)
 from worker.store.admin import AdminStore
 from worker.store.console import ConsoleStore
-from worker.store.sync import NOTIFICATION_HOURS_KEPT
+from worker.store.subscriptions import NOTIFICATION_HOURS_KEPT
 
 
 def _by_value(options: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from tests.integration.test_sync_rules import sim_control
 from worker.admin.api import create_admin_app
 from worker.bus import KafkaPublisher
 from worker.config import AdminSettings, DatabaseSettings, GraphSettings, KafkaSettings, Settings
+from worker.engine.projection import CHUNK
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.store.pool import create_pool
-from worker.sync import CHUNK, SyncEngine
 
 USERS = 12_000  # six chunks of the projection: a sync in flight for a few seconds
 

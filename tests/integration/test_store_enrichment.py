@@ -91,7 +91,7 @@ async def test_first_listing_does_not_flag_when_told_not_to(pool: asyncpg.Pool) 
 
 async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_asked(pool: asyncpg.Pool) -> None:
     from worker.core.model import Mfa, MirrorUser
-    from worker.store.sync import load_mirror_users, mirror_users_after
+    from worker.store.mirror import load_mirror_users, mirror_users_after
 
     tid = f"t-{uuid.uuid4()}"
     async with pool.acquire() as conn:

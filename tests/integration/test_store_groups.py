@@ -8,7 +8,8 @@ import uuid
 import asyncpg
 
 from worker.core.directory import GraphGroup, MemberDelta
-from worker.store import enrichment
+from worker.core.pulls import Listing
+from worker.store import groups
 
 USER = "#microsoft.graph.user"
 
@@ -24,29 +25,31 @@ async def memberships(conn: asyncpg.Connection, tenant_id: str) -> set[tuple[str
 
 async def listing(conn: asyncpg.Connection, tenant_id: str, pages: list[list[GraphGroup]],
                   direct: bool) -> list[bool]:  # fmt: skip
-    """One complete listing, as `SyncEngine._walk_groups` runs it (a batch a page); `direct` after each."""
+    """One complete listing, as `GroupsWalk` runs it (a batch a page); whether it still writes straight in
+    (a `FIRST` listing) after each."""
+    written = Listing.FIRST if direct else Listing.COMPLETE
     states = []
     async with conn.transaction():
-        await enrichment.begin_full_group_listing(conn)
+        await groups.begin_full_group_listing(conn)
         for page in pages:
-            rows = await enrichment.apply_group_page(conn, tenant_id, page, listing=True)
-            direct = await enrichment.write_listed_members(conn, tenant_id, rows, direct=direct)
-            states.append(direct)
+            rows = await groups.apply_group_page(conn, tenant_id, page, listing=written)
+            written = await groups.write_listed_members(conn, tenant_id, rows, listing=written)
+            states.append(written.first)
         seen = {g.id for page in pages for g in page}
-        await enrichment.finish_full_group_listing(conn, tenant_id, seen, flag=True, direct=direct)
+        await groups.finish_full_group_listing(conn, tenant_id, seen, flag=True, listing=written)
     return states
 
 
 async def test_first_listing_writes_memberships_directly_and_flags_members(pool: asyncpg.Pool) -> None:
     tid = f"t-{uuid.uuid4()}"
     async with pool.acquire() as conn:
-        assert not await enrichment.has_memberships(conn, tid)
+        assert not await groups.has_memberships(conn, tid)
         states = await listing(conn, tid, [[group("g1", "u1", "u2")], [group("g2", "u2", "u3")]], direct=True)
         assert states == [True, True]
         assert await memberships(conn, tid) == {("g1", "u1"), ("g1", "u2"), ("g2", "u2"), ("g2", "u3")}
         flagged = {r[0] for r in await conn.fetch("SELECT id FROM entra_user_dirty WHERE tenant_id = $1", tid)}
         assert flagged == {"u1", "u2", "u3"}
-        assert await enrichment.has_memberships(conn, tid)
+        assert await groups.has_memberships(conn, tid)
 
 
 async def test_repeated_membership_falls_back_to_the_staged_listing(pool: asyncpg.Pool) -> None:
@@ -76,18 +79,18 @@ async def test_after_a_first_listing_members_are_looked_up_through_the_member_in
     """Until statistics are refreshed the planner walks the tenant's key range per member; `analyze_memberships`
     (run by the engine after a tenant's first listing) makes it use the member index."""
     from worker.store.migrations import migrate
+    from worker.store.mirror import _MIRROR_QUERIES
     from worker.store.pool import create_pool
-    from worker.store.sync import _MIRROR_QUERIES
 
     await migrate(fresh_database_url)
     pool = await create_pool(fresh_database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
             async with conn.transaction():
-                await enrichment.begin_full_group_listing(conn)
+                await groups.begin_full_group_listing(conn)
                 rows = [(f"g{i % 300}", f"u{i}", "user") for i in range(60_000)]
-                assert await enrichment.write_listed_members(conn, "t", rows, direct=True)
-            await enrichment.analyze_memberships(conn)
+                assert (await groups.write_listed_members(conn, "t", rows, listing=Listing.FIRST)).first
+            await groups.analyze_memberships(conn)
             by_ids = await conn.fetch("EXPLAIN " + _MIRROR_QUERIES["ids", True], "t", ["u1", "u2"])
             by_range = await conn.fetch("EXPLAIN " + _MIRROR_QUERIES["range", True], "t", "", 2000)
         for rows_of_plan in (by_ids, by_range):

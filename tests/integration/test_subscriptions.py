@@ -31,10 +31,10 @@ from tests.integration.conftest import ALL, GraphAdmin, graph_admin, make_org
 from tests.integration.test_sync_rules import sim_control
 from worker.config import GraphSettings, Settings, WebhookSettings
 from worker.core.delivery import DONE
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.processes.work import TenantWorkPerformer
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine
 
 SECRET = secrets.token_urlsafe(32)
 

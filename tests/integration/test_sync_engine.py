@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from tests.integration.conftest import Env
-from worker.store import sync as store
+from worker.store import sync_writes
 
 
 async def _graph_users(env: Env) -> list[dict[str, Any]]:
@@ -100,9 +100,9 @@ async def test_a_run_an_ended_unit_of_work_left_running_is_ended_by_the_next(
     tid = env.tenant["tenant_id"]
     await env.engine.org_sync(tid, env.org_id, None)
     async with pool.acquire() as conn:  # what the abandoned units left: their runs started, never ended
-        delta = await store.start_run(conn, kind="delta", tenant_id=tid, organization_id=env.org_id)
-        resync = await store.start_run(conn, kind="resync", tenant_id=tid, organization_id=env.org_id)
-        org_sync = await store.start_run(conn, kind="org-sync", tenant_id=tid, organization_id=env.org_id)
+        delta = await sync_writes.start_run(conn, kind="delta", tenant_id=tid, organization_id=env.org_id)
+        resync = await sync_writes.start_run(conn, kind="resync", tenant_id=tid, organization_id=env.org_id)
+        org_sync = await sync_writes.start_run(conn, kind="org-sync", tenant_id=tid, organization_id=env.org_id)
 
     await env.engine.sync_changes(tid)
 
@@ -110,7 +110,7 @@ async def test_a_run_an_ended_unit_of_work_left_running_is_ended_by_the_next(
         "SELECT id, status, error, finished_at FROM sync_runs WHERE id = ANY($1::uuid[])", [delta, resync, org_sync])}
     for run in (delta, resync):
         assert rows[run]["status"] == "failed" and rows[run]["finished_at"] is not None
-        assert rows[run]["error"] == store.ABANDONED
+        assert rows[run]["error"] == sync_writes.ABANDONED
     assert rows[org_sync]["status"] == "running"
     assert await pool.fetchval("SELECT count(*) FROM sync_runs WHERE tenant_id = $1 AND status = 'running'"
                                " AND kind <> 'org-sync'", tid) == 0

@@ -23,10 +23,10 @@ from simulator.server import Simulator
 from tests.integration.conftest import ALL, Env, graph_admin, make_org
 from worker.config import GraphSettings, Settings
 from worker.core.macs import normalize_mac
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients, GraphTransient
 from worker.store.pool import create_pool
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine
 
 
 async def sim_control(sim: Simulator, method: str, path: str, body: Any = None) -> Any:
@@ -73,7 +73,7 @@ def assert_enrichment_of_each_user(users: dict[str, Any], sim: Simulator, tenant
         mfa = u["microsoft"]["mfa"]
         assert (mfa["registered"], sorted(mfa["methods"])) == (
             rec.mfa["isMfaRegistered"], sorted(rec.mfa["methodsRegistered"])) if rec.mfa else mfa is None, oid
-        # The latest of interactive, non-interactive and successful sign-ins (worker.enrich.last_sign_in).
+        # The latest of interactive, non-interactive and successful sign-ins (worker.engine.enrich.last_sign_in).
         expected = max(rec.sign_in[k] for k in ("lastSignInDateTime", "lastNonInteractiveSignInDateTime",
                                                  "lastSuccessfulSignInDateTime")) if rec.sign_in else None
         assert u["microsoft"]["last_sign_in_at"] == expected, (oid, u["microsoft"]["last_sign_in_at"], expected)
@@ -478,9 +478,9 @@ async def test_pipelined_chunks_give_a_shared_email_to_one_end_user_and_review_t
     """The projection reads the next chunk before the previous one is written. Two users with one email in
     different chunks: the second chunk was decided without the End User the first just created, the email index
     refuses its create, and the chunk is decided again: one End User, one review, as if read one after the other."""
-    import worker.sync
+    import worker.engine.projection
 
-    monkeypatch.setattr(worker.sync, "CHUNK", 1)  # every user a chunk of its own
+    monkeypatch.setattr(worker.engine.projection, "CHUNK", 1)  # every user a chunk of its own
     tid = fresh.tenant["tenant_id"]
     listed = await fresh.admin.call("GET", "/users?$select=id,mail,accountEnabled&$top=999")
     first, second = sorted(u["id"] for u in listed["value"] if u["accountEnabled"] and u["mail"])[:2]
@@ -508,9 +508,9 @@ async def test_two_writers_creating_crossing_emails_end_with_one_end_user_per_em
     the two transactions, or a race for each email). The later chunk waits for the earlier one, its creates
     are refused by the email index and it is decided again: a and b keep their emails as they would one chunk
     after the other, c and d go to review; nothing fails."""
-    import worker.sync
+    import worker.engine.projection
 
-    monkeypatch.setattr(worker.sync, "CHUNK", 2)
+    monkeypatch.setattr(worker.engine.projection, "CHUNK", 2)
     tid = fresh.tenant["tenant_id"]
     listed = await fresh.admin.call("GET", "/users?$select=id,mail,accountEnabled&$top=999")
     mail = {u["id"]: u["mail"] for u in listed["value"]}
@@ -619,7 +619,7 @@ async def test_a_chunk_read_before_an_earlier_chunk_freed_its_email_is_decided_a
     projection reads B's chunk while A's is written (here: A's End User row is locked until B's chunk has been
     read): B's chunk must be decided again once A's is in, not sent to review on the stale read. Both the
     two-writer pipeline (resync) and the one-writer one (a change batch) read ahead."""
-    import worker.sync
+    import worker.engine.projection
 
     tid = fresh.tenant["tenant_id"]
     await fresh.engine.org_sync(tid, fresh.org_id, None)
@@ -633,9 +633,9 @@ async def test_a_chunk_read_before_an_earlier_chunk_freed_its_email_is_decided_a
     await fresh.admin.call("PATCH", f"/users/{a}", {"mail": f"moved-a@{domain}"})
     await fresh.admin.call("PATCH", f"/users/{b}", {"mail": freed})
 
-    monkeypatch.setattr(worker.sync, "CHUNK", 1)  # A and B in chunks of their own, A's first (ids in order)
+    monkeypatch.setattr(worker.engine.projection, "CHUNK", 1)  # A and B in chunks of their own, A's first (by id)
     b_read = asyncio.Event()
-    real_end_users_of = worker.sync._end_users_of
+    real_end_users_of = worker.engine.projection._end_users_of
 
     async def end_users_of(conn: Any, run: Any, tenant_id: str, chunk_users: Any) -> Any:
         found = await real_end_users_of(conn, run, tenant_id, chunk_users)
@@ -643,7 +643,7 @@ async def test_a_chunk_read_before_an_earlier_chunk_freed_its_email_is_decided_a
             b_read.set()
         return found
 
-    monkeypatch.setattr(worker.sync, "_end_users_of", end_users_of)  # a spy: the real read, then a signal
+    monkeypatch.setattr(worker.engine.projection, "_end_users_of", end_users_of)  # a spy: the real read, then a signal
     async with end_user_row_locked(pool, fresh.org_id, a):
         work = asyncio.create_task(fresh.engine.resync(tid) if unit == "resync" else fresh.engine.sync_changes(tid))
         try:

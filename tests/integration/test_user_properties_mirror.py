@@ -12,8 +12,9 @@ import msgspec
 
 from tests.unit.test_user_properties import _graph_user_json
 from worker.core.model import SYNC_STATES, USER_PROPERTIES, MirrorUser
+from worker.core.pulls import Listing
 from worker.graph import UserPage
-from worker.store import sync as store
+from worker.store import mirror
 
 
 async def test_every_declared_property_round_trips_through_the_mirror(pool: asyncpg.Pool) -> None:
@@ -22,8 +23,8 @@ async def test_every_declared_property_round_trips_through_the_mirror(pool: asyn
     page = msgspec.json.decode(json.dumps({"value": [raw]}).encode(), type=UserPage)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            assert await store.upsert_mirror_users(conn, tid, page.value, listing=False) == 1
-        (user,) = await store.load_mirror_users(conn, tid, ["u-1"], with_groups=False)
+            assert await mirror.upsert_mirror_users(conn, tid, page.value, listing=Listing.DELTA) == 1
+        (user,) = await mirror.load_mirror_users(conn, tid, ["u-1"], with_groups=False)
     graph_user = page.value[0]
     for name in USER_PROPERTIES:
         stored, sent = getattr(user, name), getattr(graph_user, name)

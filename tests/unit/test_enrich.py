@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from worker.enrich import COPY_ROWS, Enricher, last_sign_in, mfa_of
+from worker.engine.enrich import COPY_ROWS, Enricher, last_sign_in, mfa_of
 from worker.graph import RegistrationDetail, UserSignIn
 
 

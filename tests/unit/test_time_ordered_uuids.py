@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from worker.store.sync import time_ordered_uuids
+from worker.store.end_users import time_ordered_uuids
 
 
 def test_batch_is_valid_version_7_unique_and_ascending() -> None:

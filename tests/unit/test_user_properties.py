@@ -14,7 +14,7 @@ import msgspec
 from worker.core.directory import AssignedLicense, GraphUser, Removed
 from worker.core.model import USER_PROPERTIES, MirrorUser, UserProperties
 from worker.graph import USER_SELECT, UserPage
-from worker.store import sync as store
+from worker.store import mirror
 
 
 def _wire_names() -> dict[str, str]:
@@ -45,18 +45,18 @@ def test_a_page_decodes_every_declared_property_into_its_mirror_column() -> None
     raw = _graph_user_json()
     (user,) = msgspec.json.decode(json.dumps({"value": [raw]}).encode(), type=UserPage).value
     wire = _wire_names()
-    record = dict(zip(store.MIRROR_COLUMNS, store._mirror_record("t-1", user), strict=True))
+    record = dict(zip(mirror.MIRROR_COLUMNS, mirror._mirror_record("t-1", user), strict=True))
     for name in USER_PROPERTIES:
         expected = raw[wire[name]]
         assert getattr(user, name) == expected, name
         assert record[name] == expected, name
     assert (record["tenant_id"], record["id"], record["assigned_licenses"]) == ("t-1", "u-1", ["sku-a", "sku-b"])
-    assert store.MIRROR_COLUMNS[2:-3] == USER_PROPERTIES  # between the key and what the mirror derives
+    assert mirror.MIRROR_COLUMNS[2:-3] == USER_PROPERTIES  # between the key and what the mirror derives
 
 
 def test_mirror_users_carry_every_declared_property_and_the_store_reads_each_column() -> None:
     assert MirrorUser.__struct_fields__[: len(USER_PROPERTIES) + 1] == ("id", *USER_PROPERTIES)
-    row_sql = store._mirror_row("'{}'")
+    row_sql = mirror._mirror_row("'{}'")
     for name in USER_PROPERTIES:
         assert f"u.{name}" in row_sql, name
 
@@ -68,9 +68,9 @@ def test_the_content_hash_of_a_mirror_row_is_what_it_was() -> None:
                      user_principal_name="ann@x.test", business_phones=["+1 555 0100"], job_title="Engineer",
                      department="R&D", office_location="Oslo", user_type="Member", account_enabled=True,
                      assigned_licenses=[AssignedLicense(sku_id="sku-a")])
-    assert store._mirror_record("t-1", user)[-1].hex() == "018ba3e0af0661c6e66aa6a53ebdcf2d"
+    assert mirror._mirror_record("t-1", user)[-1].hex() == "018ba3e0af0661c6e66aa6a53ebdcf2d"
     gone = msgspec.structs.replace(user, removed=Removed(reason="changed"))
-    assert store._mirror_record("t-1", gone)[-1] != store._mirror_record("t-1", user)[-1]
+    assert mirror._mirror_record("t-1", gone)[-1] != mirror._mirror_record("t-1", user)[-1]
 
 
 def test_adding_a_synced_property_is_one_edit_of_the_declaration() -> None:
@@ -91,15 +91,15 @@ def test_adding_a_synced_property_is_one_edit_of_the_declaration() -> None:
         import msgspec
         from worker.graph import USER_SELECT, UserPage
         from worker.core.model import MirrorUser
-        from worker.store import sync as store
+        from worker.store import mirror
         page = b'{"value": [{"id": "u-1", "employeeId": "E-42", "jobTitle": "Engineer"}]}'
         (user,) = msgspec.json.decode(page, type=UserPage).value
-        record = dict(zip(store.MIRROR_COLUMNS, store._mirror_record("t-1", user)))
+        record = dict(zip(mirror.MIRROR_COLUMNS, mirror._mirror_record("t-1", user)))
         print(json.dumps({
-            "select": USER_SELECT.split(","), "columns": list(store.MIRROR_COLUMNS),
+            "select": USER_SELECT.split(","), "columns": list(mirror.MIRROR_COLUMNS),
             "decoded": user.employee_id, "record": record["employee_id"],
             "mirror_user": "employee_id" in MirrorUser.__struct_fields__,
-            "mirror_sql": "u.employee_id" in store._mirror_row("'{}'"),
+            "mirror_sql": "u.employee_id" in mirror._mirror_row("'{}'"),
         }))
     ''')
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -113,5 +113,5 @@ def test_adding_a_synced_property_is_one_edit_of_the_declaration() -> None:
 
 def test_the_content_hash_leaves_out_the_key() -> None:
     a = GraphUser(id="a", mail="x@y.test")
-    assert store._mirror_record("t", a)[-1] == store._mirror_record("t2", GraphUser(id="b", mail="x@y.test"))[-1]
-    assert store._mirror_record("t", a)[-1] != store._mirror_record("t", GraphUser(id="a", mail="z@y.test"))[-1]
+    assert mirror._mirror_record("t", a)[-1] == mirror._mirror_record("t2", GraphUser(id="b", mail="x@y.test"))[-1]
+    assert mirror._mirror_record("t", a)[-1] != mirror._mirror_record("t", GraphUser(id="a", mail="z@y.test"))[-1]

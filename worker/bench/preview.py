@@ -28,11 +28,12 @@ from worker.bench.common import ALL_FILTERS, register_organization, scratch_data
 from worker.config import GraphSettings, Settings
 from worker.core.filters import parse_filters
 from worker.core.reconcile import reconcile
+from worker.engine.projection import CHUNK
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.preview import preview
-from worker.store import sync as store
+from worker.store import mirror, sync_writes, tenants
 from worker.store.pool import create_pool
-from worker.sync import CHUNK, SyncEngine
 
 
 async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = None) -> dict[str, Any]:
@@ -107,10 +108,10 @@ async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = N
 async def _decision_pass(pool: asyncpg.Pool, tenant_id: str, organization_id: str) -> None:
     """The reference: the preview's reads and decisions as they were before (everyone's filters)."""
     async with pool.acquire() as conn:
-        org = await store.org_context_with(conn, tenant_id, organization_id, parse_filters(ALL_FILTERS))
+        org = await tenants.org_context_with(conn, tenant_id, organization_id, parse_filters(ALL_FILTERS))
         after = ""
-        while users := await store.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=False):
-            linked, by_email = await store.load_end_users(conn, organization_id=organization_id,
+        while users := await mirror.mirror_users_after(conn, tenant_id, after, limit=CHUNK, with_groups=False):
+            linked, by_email = await sync_writes.load_end_users(conn, organization_id=organization_id,
                                                           tenant_id=tenant_id, users=users)
             reconcile(users, org=org, linked=linked, by_email=by_email)
             after = users[-1].id

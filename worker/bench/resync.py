@@ -28,9 +28,9 @@ import httpx
 
 from worker.bench.common import register_organization, scratch_database, simulator_process, state_directory
 from worker.config import GraphSettings, Settings
+from worker.engine.sync import SyncEngine
 from worker.graph import SCOPE, USER_SELECT, GraphClients, TenantCredentials
 from worker.store.pool import create_pool
-from worker.sync import SyncEngine
 
 SDK_SAMPLE_USERS = 2000
 SDK_SAMPLE_SECONDS = 10.0

@@ -31,7 +31,7 @@ class Mfa(msgspec.Struct, frozen=True, kw_only=True):
 class UserProperties(msgspec.Struct, kw_only=True, rename="camel"):
     """The Entra user properties the sync reads from Graph and keeps verbatim in the tenant mirror: the one
     declaration of them. Graph's `$select` (`worker.graph.USER_SELECT`), the decoding of Graph's pages
-    (`GraphUser`), the mirror's columns and rows (`worker.store.sync.MIRROR_COLUMNS`) and `MirrorUser` all
+    (`GraphUser`), the mirror's columns and rows (`worker.store.mirror.MIRROR_COLUMNS`) and `MirrorUser` all
     derive from these fields, in this order. Adding a synced property: a field here, the `entra_users` column
     of the same name (a migration), and its test (tests/unit/test_user_properties.py shows how).
 

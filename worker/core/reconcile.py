@@ -86,20 +86,20 @@ def reconcile(
     `linked`: the Organization's End Users linked to these users in this tenant, by object id.
     `by_email`: the Organization's End Users by lower-cased email, for every address of these users.
     """
-    run = _Run(org=org, by_email=by_email)
+    rc = _Reconciliation(org=org, by_email=by_email)
     newcomers: list[MirrorUser] = []
     for u in _latest(observed, tenant_id=org.tenant_id):
         stored = linked.get(u.id)
         if u.id in org.excluded or (stored is not None and stored.sync_state == "excluded"):
-            run.plan.excluded += 1
+            rc.plan.excluded += 1
             continue
         if stored is None:
             newcomers.append(u)
         else:
-            _decide_linked(run, u, stored)
+            _decide_linked(rc, u, stored)
     for u in newcomers:
-        _decide_newcomer(run, u)
-    return run.plan.build()
+        _decide_newcomer(rc, u)
+    return rc.plan.build()
 
 
 def _latest(observed: Iterable[MirrorUser], *, tenant_id: str) -> Iterable[MirrorUser]:
@@ -130,7 +130,7 @@ class _PlanBuilder:
         )
 
 
-class _Run:
+class _Reconciliation:
     """One reconcile call: compiled inputs, the plan so far, and the emails claimed during the call."""
 
     def __init__(self, *, org: OrgContext, by_email: Mapping[str, Sequence[StoredEndUser]]) -> None:
@@ -160,100 +160,100 @@ class _Run:
 
 # ---- linked users --------------------------------------------------------------------------------------------
 
-def _decide_linked(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
+def _decide_linked(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> None:
     if stored.sync_state == "manual":
-        run.plan.unchanged += 1
+        rc.plan.unchanged += 1
         return
     reason = leaver_reason(u)
     if reason is not None:
-        _leave(run, u, stored, reason=reason)
-    elif run.in_scope(u):
-        _refresh(run, u, stored)
+        _leave(rc, u, stored, reason=reason)
+    elif rc.in_scope(u):
+        _refresh(rc, u, stored)
     else:
-        _leave_scope(run, u, stored)
+        _leave_scope(rc, u, stored)
 
 
-def _leave(run: _Run, u: MirrorUser, stored: StoredEndUser, *, reason: str) -> None:
+def _leave(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser, *, reason: str) -> None:
     if stored.sync_state in _RESUMABLE:
-        card = leaver_card(u, sku_names=run.sku_names, reason=reason)
-        run.plan.deactivations.append(_state_change(u, stored, to="deactivated", reason=reason, leaver=card))
+        card = leaver_card(u, sku_names=rc.sku_names, reason=reason)
+        rc.plan.deactivations.append(_state_change(u, stored, to="deactivated", reason=reason, leaver=card))
     elif stored.sync_state == "out_of_scope":
-        run.plan.out_of_scope += 1   # never updated while out of scope, not even to deactivate
+        rc.plan.out_of_scope += 1   # never updated while out of scope, not even to deactivate
     else:
-        run.plan.unchanged += 1      # already deactivated
+        rc.plan.unchanged += 1      # already deactivated
 
 
-def _leave_scope(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
+def _leave_scope(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> None:
     if stored.sync_state == "out_of_scope":
-        run.plan.out_of_scope += 1
+        rc.plan.out_of_scope += 1
     else:
         # synced, sync_disabled, or deactivated and now restored but no longer matching the filters.
-        run.plan.state_changes.append(_state_change(u, stored, to="out_of_scope", reason=REASON_OUT_OF_SCOPE))
+        rc.plan.state_changes.append(_state_change(u, stored, to="out_of_scope", reason=REASON_OUT_OF_SCOPE))
 
 
-def _refresh(run: _Run, u: MirrorUser, stored: StoredEndUser) -> None:
-    projection = run.project(u)
+def _refresh(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> None:
+    projection = rc.project(u)
     fields, digest = _merged(projection, stored)
     if stored.sync_state == "synced" and stored.content_hash == digest:
-        run.plan.unchanged += 1
+        rc.plan.unchanged += 1
         return
     email = _email_key(fields)
     if email and email != _email_key(stored.fields):
-        taken = run.holders(email, besides=stored.id)
-        claim = run.claimed_by_other(email, object_id=u.id)
+        taken = rc.holders(email, besides=stored.id)
+        claim = rc.claimed_by_other(email, object_id=u.id)
         if taken or claim:
-            run.plan.reviews.append(_review(u, REVIEW_NEW_EMAIL_TAKEN, [e.id for e in taken], claim))
+            rc.plan.reviews.append(_review(u, REVIEW_NEW_EMAIL_TAKEN, [e.id for e in taken], claim))
             return
-        run.claim(email, object_id=u.id, end_user_id=stored.id)
-    run.plan.updates.append(_update(u, stored, projection, fields, digest=digest, link=False))
+        rc.claim(email, object_id=u.id, end_user_id=stored.id)
+    rc.plan.updates.append(_update(u, stored, projection, fields, digest=digest, link=False))
 
 
 # ---- newcomers (no linked End User) -----------------------------------------------------------------------
 
-def _decide_newcomer(run: _Run, u: MirrorUser) -> None:
-    if leaver_reason(u) is not None or not run.in_scope(u):
-        run.plan.out_of_scope += 1
+def _decide_newcomer(rc: _Reconciliation, u: MirrorUser) -> None:
+    if leaver_reason(u) is not None or not rc.in_scope(u):
+        rc.plan.out_of_scope += 1
         return
-    candidates = _candidates(run, u)
+    candidates = _candidates(rc, u)
     if len(candidates) > 1:
-        run.plan.reviews.append(_review(u, REVIEW_SEVERAL, [e.id for e in candidates]))
+        rc.plan.reviews.append(_review(u, REVIEW_SEVERAL, [e.id for e in candidates]))
         return
     target = candidates[0] if candidates else None
-    projection = run.project(u)
+    projection = rc.project(u)
     # Adopting keeps what the operator typed where Entra has no value.
     fields, digest = _merged(projection, target) if target else (projection.fields, projection.content_hash("synced"))
     email = _email_key(fields)
-    if email and _email_blocked(run, u, email=email, target=target):
+    if email and _email_blocked(rc, u, email=email, target=target):
         return
     if target is None:
-        run.plan.creates.append(_create(u, projection, digest=digest))
+        rc.plan.creates.append(_create(u, projection, digest=digest))
     else:
-        run.adopted.add(target.id)
-        run.plan.updates.append(_update(u, target, projection, fields, digest=digest, link=True))
-    run.claim(email, object_id=u.id, end_user_id=target.id if target else None)
+        rc.adopted.add(target.id)
+        rc.plan.updates.append(_update(u, target, projection, fields, digest=digest, link=True))
+    rc.claim(email, object_id=u.id, end_user_id=target.id if target else None)
 
 
-def _candidates(run: _Run, u: MirrorUser) -> list[StoredEndUser]:
+def _candidates(rc: _Reconciliation, u: MirrorUser) -> list[StoredEndUser]:
     """Unlinked End Users under any of `u`'s addresses, not adopted earlier in this call, without repeats."""
     found: dict[str, StoredEndUser] = {}
     for key in email_keys(u):
-        for e in run.by_email.get(key, ()):
-            if e.entra_object_id is None and e.id not in run.adopted:
+        for e in rc.by_email.get(key, ()):
+            if e.entra_object_id is None and e.id not in rc.adopted:
                 found.setdefault(e.id, e)
     return list(found.values())
 
 
-def _email_blocked(run: _Run, u: MirrorUser, *, email: str, target: StoredEndUser | None) -> bool:
+def _email_blocked(rc: _Reconciliation, u: MirrorUser, *, email: str, target: StoredEndUser | None) -> bool:
     """Plan a review when `email` is claimed in this call or held by an End User other than `target`."""
-    claim = run.claimed_by_other(email, object_id=u.id)
+    claim = rc.claimed_by_other(email, object_id=u.id)
     if claim is not None:
-        run.plan.reviews.append(_review(u, REVIEW_SAME_RUN, [], claim))
+        rc.plan.reviews.append(_review(u, REVIEW_SAME_RUN, [], claim))
         return True
     # An unlinked holder would have been a candidate, so what remains is linked to another Entra object
     # (or adopted earlier in this call).
-    taken = run.holders(email, besides=target.id if target else None)
+    taken = rc.holders(email, besides=target.id if target else None)
     if taken:
-        run.plan.reviews.append(_review(u, REVIEW_EMAIL_TAKEN, [e.id for e in taken]))
+        rc.plan.reviews.append(_review(u, REVIEW_EMAIL_TAKEN, [e.id for e in taken]))
         return True
     return False
 

@@ -26,7 +26,7 @@ from worker.config import Settings
 from worker.core.delivery import restart_delay
 from worker.core.schedule import due_tenants, next_wakeup
 from worker.store import leader
-from worker.store import sync as store
+from worker.store.tenants import tenants_with_enabled_sync
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ async def enqueue_tenants(publisher: Publisher, tenant_ids: Iterable[str], *, re
 
 async def enqueue_tick(conn: db.Conn, publisher: Publisher, *, reason: str = "scheduled") -> int:
     """Enqueue one round for every tenant with an enabled sync at once (not the hourly path: see `_lead`)."""
-    return await enqueue_tenants(publisher, await store.tenants_with_enabled_sync(conn), reason=reason)
+    return await enqueue_tenants(publisher, await tenants_with_enabled_sync(conn), reason=reason)
 
 
 async def run_scheduler(settings: Settings) -> None:
@@ -79,7 +79,7 @@ async def _lead(settings: Settings) -> None:
             # so a leader change or restart never sends the whole fleet at once.
             since = time.time()
             while True:
-                tenants = await store.tenants_with_enabled_sync(conn)
+                tenants = await tenants_with_enabled_sync(conn)
                 now = time.time()
                 due = due_tenants(tenants, since=since, until=now, interval_s=interval)
                 if due:

@@ -21,9 +21,9 @@ from schemas import messages
 from worker import bus
 from worker import store as db
 from worker.core.delivery import DONE, Kind, Outcome
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine, UnknownTenant
 from worker.graph import GraphAuthFailed, GraphForbidden, GraphThrottled, GraphTransient
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine, UnknownTenant
 
 log = structlog.get_logger(__name__)
 

@@ -8,12 +8,12 @@ import structlog
 
 from schemas import topics
 from worker.config import Settings, check_webhook_secrets
+from worker.engine.subscriptions import SubscriptionManager
+from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
 from worker.processes.consumers import ConsumerLoop
 from worker.processes.work import Backlog, TenantWorkPerformer
 from worker.store.pool import create_pool
-from worker.subscriptions import SubscriptionManager
-from worker.sync import SyncEngine
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,5 @@
 """SQL of `GET …/user-sync/explain`: the facts about one Entra user and one Organization that the sync's
-loaders (`worker.store.sync`) do not already give.
+loaders (`worker.store.tenants`, `worker.store.mirror`, `worker.store.sync_writes`) do not already give.
 
 Emails compare as the sync compares them: trimmed and lower-cased, mail or a non-guest UPN.
 """
@@ -11,7 +11,7 @@ from typing import Any
 from worker.core.model import Filters, StoredEndUser
 from worker.store import Conn
 from worker.store.end_users import END_USER_SELECT, stored_end_user
-from worker.store.sync import filters_from_json
+from worker.store.tenants import filters_from_json
 
 
 async def sync_settings(conn: Conn, organization_id: str) -> tuple[str, Filters | None]:

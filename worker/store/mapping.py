@@ -16,7 +16,7 @@ import asyncpg
 from worker.store import Conn, Pool, end_users
 from worker.store.records import Conflict, InvalidReference, PoolQueries, Row, dumps, one, record
 from worker.store.runs import NO_CHANGE, Enqueued, Outcome, queue_enabled
-from worker.store.sync import hold_tenant_mapping
+from worker.store.tenants import hold_tenant_mapping
 
 _PSA_SELECT = """
 SELECT p.id, p.name, p.microsoft_tenant_id, p.created_at, p.updated_at,

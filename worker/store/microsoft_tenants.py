@@ -13,7 +13,7 @@ import asyncpg
 from worker.credentials import TenantCredentials
 from worker.store.mapping import require_unmapped
 from worker.store.records import Conflict, NotFound, PoolQueries, one, record
-from worker.store.sync import subscriptions_lock, tenant_lock_key
+from worker.store.tenants import subscriptions_lock, tenant_lock_key
 
 # Tables holding a Microsoft tenant's mirror and sync state (`tenant_id` column), removed with the tenant.
 _TENANT_TABLES = (

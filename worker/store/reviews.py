@@ -13,9 +13,9 @@ import asyncpg
 from worker.core.model import END_USER_FIELDS, MirrorUser
 from worker.store import Conn, end_users
 from worker.store.mapping import lock_organization
+from worker.store.mirror import load_mirror_users
 from worker.store.records import Conflict, InvalidReference, PoolQueries, Row, dumps, one, record
 from worker.store.runs import Enqueued, Outcome, queue_run
-from worker.store.sync import load_mirror_users
 from worker.store.user_sync import REASON_SYNC_DISABLED
 
 _ALREADY_LINKED = "another End User of the Organization is already linked to this Entra user"

@@ -16,7 +16,7 @@ from worker.store import Pool, end_users
 from worker.store.mapping import lock_organization, organization, require_mapped
 from worker.store.records import Conflict, PoolQueries, dumps, one, record
 from worker.store.runs import RUN_SELECT, Enqueued, Outcome, queue_run, run_record
-from worker.store.sync import hold_tenant_mapping
+from worker.store.tenants import hold_tenant_mapping
 
 REASON_SYNC_DISABLED = "user sync disabled"
 

@@ -12,7 +12,7 @@ from worker.admin import inputs
 from worker.admin.errors import BadRequest
 from worker.core.filters import FilterError, filters_to_json, parse_filters
 from worker.core.model import Filters
-from worker.explain import explain_user
+from worker.engine.explain import explain_user
 
 from .context import POOL, Routes, operations, run_accepted, store
 

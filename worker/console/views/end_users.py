@@ -11,7 +11,7 @@ from aiohttp import web
 from worker.admin.errors import ApiError
 from worker.admin.inputs import end_user_edit
 from worker.core.model import END_USER_FIELDS, SYNC_STATES
-from worker.explain import explain_user
+from worker.engine.explain import explain_user
 from worker.store.console import Cursor
 from worker.store.records import Conflict, StoreError
 

@@ -19,8 +19,7 @@ import structlog
 from schemas.client_state import client_state_for
 from worker.config import Settings
 from worker.graph import GraphClients, GraphError, GraphNotFound, GraphTransient, Subscription, TenantGraph
-from worker.store import Conn, Pool
-from worker.store import sync as store
+from worker.store import Conn, Pool, subscriptions, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +59,7 @@ class SubscriptionManager:
     @asynccontextmanager
     async def _client(self, conn: Conn, tenant_id: str) -> AsyncIterator[TenantGraph | None]:
         """A Graph client for the tenant's credential as it is now (None when the tenant is not registered)."""
-        creds = await store.tenant_credentials(conn, tenant_id)
+        creds = await tenants.tenant_credentials(conn, tenant_id)
         if creds is None:
             yield None
             return
@@ -74,25 +73,25 @@ class SubscriptionManager:
         logged and counted, and the hourly renewal tries again.
         """
         async with self._pool.acquire() as conn:
-            lock = store.subscriptions_lock(tenant_id)  # its own key: never waits for a running resync
-            await store.lock_tenant(conn, lock)
+            lock = tenants.subscriptions_lock(tenant_id)  # its own key: never waits for a running resync
+            await tenants.lock_tenant(conn, lock)
             try:
                 async with self._client(conn, tenant_id) as graph:
                     return await self._reconcile(conn, graph, tenant_id) if graph is not None else {}
             finally:
-                await store.unlock_tenant(conn, lock)
+                await tenants.unlock_tenant(conn, lock)
 
     async def _reconcile(self, conn: Conn, graph: TenantGraph, tenant_id: str) -> dict[str, int]:
-        wanted = await store.has_enabled_sync(conn, tenant_id)
+        wanted = await tenants.has_enabled_sync(conn, tenant_id)
         every = {s.id: s for s in await graph.list_subscriptions()}
         live = {i: s for i, s in every.items() if s.notification_url == self._notification_url}
-        rows = await store.subscriptions_of(conn, tenant_id)
+        rows = await subscriptions.subscriptions_of(conn, tenant_id)
         done = dict.fromkeys(("created", "renewed", "kept", "deleted", "lost", "orphans", "failed"), 0)
         for row in rows:
             if row["id"] not in live:  # expired or deleted on Graph's side, or made for an old public URL
                 if row["id"] in every:
                     await graph.delete_subscription(row["id"])
-                await store.forget_subscription(conn, row["id"])
+                await subscriptions.forget_subscription(conn, row["id"])
                 done["lost"] += 1
         known = {r["id"] for r in rows if r["id"] in live}
         for resource in RESOURCES:
@@ -101,7 +100,7 @@ class SubscriptionManager:
             try:
                 for extra in (s for s in mine if s is not keep):
                     await graph.delete_subscription(extra.id)
-                    await store.forget_subscription(conn, extra.id)
+                    await subscriptions.forget_subscription(conn, extra.id)
                     done["deleted" if extra.id in known else "orphans"] += 1
                 if wanted:
                     done[await self._keep(conn, graph, tenant_id, resource, keep)] += 1
@@ -128,7 +127,7 @@ class SubscriptionManager:
                 await self._save(conn, tenant_id, resource, renewed, expiry)
                 return "renewed"
             except GraphNotFound:
-                await store.forget_subscription(conn, sub.id)
+                await subscriptions.forget_subscription(conn, sub.id)
         await self.create(conn, graph, tenant_id, resource, expiry)
         return "created"
 
@@ -145,7 +144,7 @@ class SubscriptionManager:
     async def _save(
         self, conn: Conn, tenant_id: str, resource: str, sub: Subscription, expiry: datetime
     ) -> None:
-        await store.save_subscription(
+        await subscriptions.save_subscription(
             conn, tenant_id=tenant_id, subscription_id=sub.id, resource=resource, change_type=CHANGE_TYPE,
             notification_url=sub.notification_url or self._notification_url,
             expires_at=_parse(sub.expiration_date_time, expiry),
@@ -158,7 +157,7 @@ class SubscriptionManager:
         as this tenant would fail with 404 and make us forget the other tenant's subscription.
         """
         async with self._pool.acquire() as conn:
-            owner = await store.subscription_tenant(conn, subscription_id)
+            owner = await subscriptions.subscription_tenant(conn, subscription_id)
             if owner is not None and owner.lower() != tenant_id.lower():
                 log.warning("subscription.foreign_lifecycle", tenant_id=tenant_id, subscription_id=subscription_id,
                             owner_tenant_id=owner, lifecycle_event="reauthorizationRequired")
@@ -170,7 +169,7 @@ class SubscriptionManager:
                     await graph.reauthorize_subscription(subscription_id)
                     return True
                 except GraphNotFound:
-                    await store.forget_subscription(conn, subscription_id)
+                    await subscriptions.forget_subscription(conn, subscription_id)
                     return False
 
     async def record_notifications(self, tenant_id: str, subscription_ids: Iterable[str], count: int = 0) -> None:
@@ -178,10 +177,10 @@ class SubscriptionManager:
         subscription, and count them in the tenant's notifications per hour (at least one per subscription)."""
         ids = list(subscription_ids)
         async with self._pool.acquire() as conn, conn.transaction():
-            await store.record_tenant_status(conn, tenant_id, notification=True)
-            await store.touch_subscriptions(conn, tenant_id, ids)
-            await store.count_notifications(conn, tenant_id, max(count, len(ids)))
+            await subscriptions.record_tenant_status(conn, tenant_id, notification=True)
+            await subscriptions.touch_subscriptions(conn, tenant_id, ids)
+            await subscriptions.count_notifications(conn, tenant_id, max(count, len(ids)))
 
     async def forget(self, subscription_id: str) -> None:
         async with self._pool.acquire() as conn:
-            await store.forget_subscription(conn, subscription_id)
+            await subscriptions.forget_subscription(conn, subscription_id)

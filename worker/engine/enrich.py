@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from worker.core.macs import normalize_mac
+from worker.core.pulls import DELTA_PULL, Listing, Pull
 from worker.graph import (
     GraphBadRequest,
     GraphForbidden,
@@ -28,7 +29,6 @@ from worker.graph import (
 )
 from worker.store import Conn
 from worker.store import enrichment as store
-from worker.store.sync import analyze_keys
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -77,8 +77,9 @@ class Enricher:
     tenant's first listing, else staged and compared at its end). Licence names wait for the users listing
     (`users_ready`), since a change of them flags the licensed users."""
 
-    def __init__(self, graph: TenantGraph, tenant_id: str, *, flag: bool = True) -> None:
-        self._graph, self._tenant, self._flag = graph, tenant_id, flag
+    def __init__(self, graph: TenantGraph, tenant_id: str, pull: Pull = DELTA_PULL) -> None:
+        # A first sync's users are all flagged by its users listing, or all projected: nothing to flag here.
+        self._graph, self._tenant, self._flag = graph, tenant_id, pull.flags_changes
         self.warnings: list[str] = []
         self.capabilities: dict[str, bool] = {}
         self._conn_turn = asyncio.Lock()  # one connection: its statements take turns
@@ -87,10 +88,10 @@ class Enricher:
         """Stage and apply every enrichment listing on `conn`; returns the warnings for the run."""
         await store.stage_enrichment(conn)
         # Asked before the listings start: from then on they take turns on the connection.
-        direct = not await store.has_sign_ins(conn, self._tenant)
-        first = not await store.has_enrichment(conn, self._tenant)
+        sign_ins = Listing.of(link=None, held=await store.has_sign_ins(conn, self._tenant))
+        enrichment = Listing.of(link=None, held=await store.has_enrichment(conn, self._tenant))
         skus = await self._guard("licences", "licences", self._graph.subscribed_skus)
-        await asyncio.gather(self._apply_sign_ins(conn, direct=direct), self._apply_mfa_and_devices(conn, first=first))
+        await asyncio.gather(self._apply_sign_ins(conn, sign_ins), self._apply_mfa_and_devices(conn, enrichment))
         await store.record_capabilities(conn, self._tenant, self.capabilities)
         # New licence names flag the licensed mirror users: those of this listing must be there first.
         await users_ready.wait()
@@ -99,39 +100,33 @@ class Enricher:
                                      flag=self._flag)
         return self.warnings
 
-    async def _apply_sign_ins(self, conn: Conn, *, direct: bool) -> None:
-        """`direct`: the tenant has no sign-in times yet, so its listing goes straight into the table. A first
-        listing that fails part-way keeps the times it wrote (true values, the rest unknown, as after a missing
-        capability); the next resync, holding some, stages and compares the whole listing."""
+    async def _apply_sign_ins(self, conn: Conn, listing: Listing) -> None:
+        """A `FIRST` listing (the tenant has no sign-in times yet) goes straight into the table. One that fails
+        part-way keeps the times it wrote (true values, the rest unknown, as after a missing capability); the
+        next resync, holding some, stages and compares the whole listing."""
 
         async def write(rows: list[tuple[str, datetime | None]]) -> None:
-            nonlocal direct
-            if direct and await store.insert_sign_ins(conn, self._tenant, rows, flag=self._flag):
-                return
-            if direct:  # Graph repeated a user of an earlier page: compare the whole listing at its end
-                direct = False
-                await store.stage_written_sign_ins(conn, self._tenant)
-            await store.copy_sign_ins(conn, rows)
+            nonlocal listing  # a FIRST listing carries on staged once Graph repeats a user of an earlier page
+            listing = await store.write_sign_ins(conn, self._tenant, rows, listing=listing, flag=self._flag)
 
         listed = await self._guard("entra_p1", "sign-in activity", lambda: self._stream(
             self._graph.sign_ins(), lambda page: [(u.id, last_sign_in(u)) for u in page], write))
-        if listed and not direct:
+        if listed and not listing.first:
             await self._timed("sign-ins", lambda: store.apply_sign_ins(conn, self._tenant, flag=self._flag), conn)
         elif listed:
             async with self._conn_turn:
-                if await store.has_sign_ins(conn, self._tenant):  # not for a tenant where nobody signed in
-                    await analyze_keys(conn, "entra_user_sign_ins")
+                await store.analyze_first_sign_ins(conn, self._tenant)
 
-    async def _apply_mfa_and_devices(self, conn: Conn, *, first: bool) -> None:
+    async def _apply_mfa_and_devices(self, conn: Conn, listing: Listing) -> None:
         mfa, devices = (f is not None for f in await asyncio.gather(
             self._guard("entra_p1", "MFA registration", lambda: self._mfa(conn)),
             self._guard("intune", "managed devices", lambda: self._devices(conn)),
         ))
         written = await self._timed("mfa-devices", lambda: store.apply_enrichment(
             conn, self._tenant, mfa=mfa, devices=devices, flag=self._flag), conn)
-        if first and written:
+        if listing.first and written:
             async with self._conn_turn:
-                await analyze_keys(conn, "entra_user_enrichment")
+                await store.analyze_first_enrichment(conn)
 
     async def _timed(self, what: str, apply: Callable[[], Awaitable[int]], conn: Conn) -> int:
         """One apply pass, in a transaction of its own, when the connection is free; returns the rows written."""

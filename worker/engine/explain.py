@@ -16,9 +16,8 @@ import msgspec
 from worker.core.explain import Facts, explain
 from worker.core.model import MirrorUser, Plan, StoredEndUser
 from worker.core.reconcile import reconcile
-from worker.store import Conn, Pool, holds
+from worker.store import Conn, Pool, holds, mirror, sync_writes, tenants
 from worker.store import explain as store
-from worker.store import sync as sync_store
 from worker.store.admin import Conflict, NotFound
 
 
@@ -32,7 +31,7 @@ async def explain_user(
         object_id, asked = entra_object_id, None
         if email is not None:
             object_id, asked = await _by_email(conn, organization_id, tenant_id, email)
-        users = await sync_store.load_mirror_users(conn, tenant_id, [object_id]) if object_id else []
+        users = await mirror.load_mirror_users(conn, tenant_id, [object_id]) if object_id else []
         user = users[0] if users else None
         end_user = asked
         if object_id is not None:
@@ -71,8 +70,8 @@ async def _by_email(conn: Conn, organization_id: str, tenant_id: str, email: str
 
 async def _next_sync(conn: Conn, organization_id: str, tenant_id: str, user: MirrorUser, filters: Any) -> Plan:
     """What the sync would decide for this user now: its own loaders and `reconcile`, for this one user."""
-    org = await sync_store.org_context_with(conn, tenant_id, organization_id, filters)
-    linked, by_email = await sync_store.load_end_users(
+    org = await tenants.org_context_with(conn, tenant_id, organization_id, filters)
+    linked, by_email = await sync_writes.load_end_users(
         conn, organization_id=organization_id, tenant_id=tenant_id, users=[user])
     return reconcile([user], org=org, linked=linked, by_email=by_email)
 
