@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.preview import _cycle_collector_paused
+from worker.engine.preview import _cycle_collector_paused
 
 
 @pytest.fixture

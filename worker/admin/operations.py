@@ -24,6 +24,7 @@ from worker.bus import Publisher
 from worker.config import GraphSettings
 from worker.core.model import Filters
 from worker.core.projection import project_fields
+from worker.engine.preview import preview
 from worker.graph import (
     CredentialRejected,
     GraphError,
@@ -32,7 +33,6 @@ from worker.graph import (
     delete_subscriptions,
     verify_credentials,
 )
-from worker.preview import preview
 from worker.store import holds
 from worker.store.admin import AdminStore
 from worker.store.records import Conflict
@@ -60,7 +60,7 @@ class AdminOperations:
         self._notification_url = notification_url  # ours: the subscriptions a removal deletes in Graph
 
     async def preview(self, organization_id: str, filters: Filters) -> dict[str, Any]:
-        """What proposed filters would do: `worker.preview.preview`, the sync's own decisions over the mirror,
+        """What proposed filters would do: `worker.engine.preview.preview`, the sync's own decisions over the mirror,
         for the Organization's mapped tenant."""
         tenant_id = await self.store.mapped_tenant(organization_id)
         return await preview(self.store.pool, tenant_id=tenant_id, organization_id=organization_id, filters=filters)

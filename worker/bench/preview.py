@@ -2,7 +2,7 @@
 
 Set up as `bench resync` does (the simulator in a child process, a scratch database, an Organization with user
 sync enabled, its initial `org_sync`), so the mirror holds N users with their groups and enrichment and the
-Organization N End Users. Then `worker.preview.preview` — what `POST …/user-sync/preview` runs — is timed for a
+Organization N End Users. Then `worker.engine.preview.preview` — what `POST …/user-sync/preview` runs — is timed for a
 few filter sets (everyone; a department and domain; a group), `runs` times each, in turn. Every preview is
 cold: nothing is kept between previews.
 
@@ -28,10 +28,10 @@ from worker.bench.common import ALL_FILTERS, register_organization, scratch_data
 from worker.config import GraphSettings, Settings
 from worker.core.filters import parse_filters
 from worker.core.reconcile import reconcile
+from worker.engine.preview import preview
 from worker.engine.projection import CHUNK
 from worker.engine.sync import SyncEngine
 from worker.graph import GraphClients
-from worker.preview import preview
 from worker.store import mirror, sync_writes, tenants
 from worker.store.pool import create_pool
 

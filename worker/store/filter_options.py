@@ -11,7 +11,7 @@ from worker.store import Conn
 from worker.store.mapping import mapped_tenant
 from worker.store.records import PoolQueries, Row, record
 
-# tests/admin/test_preview.py checks their counts. (The preview runs the sync's own code: worker/preview.py.)
+# tests/admin/test_preview.py checks their counts. (The preview runs the sync's own code: worker/engine/preview.py.)
 # No regular expressions: the text after the last "@" is the first part of the reversed text (split_part),
 # and a guest's home domain the text after the last "_" of the part before "#ext#".
 _UPN = "lower(btrim(u.user_principal_name))"

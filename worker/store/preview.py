@@ -1,6 +1,6 @@
 """The filter preview's reads of End Users: what `sync.load_end_users` returns, read for a keyset chunk at once.
 
-The preview (`worker.preview`) runs `reconcile` over every mirror user of a tenant, chunk by chunk, and needs
+The preview (`worker.engine.preview`) runs `reconcile` over every mirror user of a tenant, chunk by chunk, and needs
 for each chunk the same two maps the sync's `load_end_users` gives: the Organization's End Users linked to the
 chunk's users, and those holding one of their addresses. Read with one index probe per user and per address,
 and decoded row by row (with the `microsoft` object, which `reconcile` never reads), that was a third of the
