@@ -155,6 +155,8 @@ def _non_negative(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every `entra-sync` command and its options (CONTRACTS.md). Long because it is one flat table of
+    commands, read top to bottom; the admin commands add theirs from `worker.admin.cli`."""
     parser = argparse.ArgumentParser(prog="entra-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -110,6 +110,8 @@ def configure_logging(
 ) -> None:
     """Configure structlog and route stdlib logging (aiokafka, aiohttp, azure) through it.
 
+    One function on purpose: the processor chain is order-sensitive and reads best as one list.
+
     `secrets` are values never to print (the settings' secrets); `stream` defaults to stderr.
     """
     out = stream or sys.stderr

@@ -124,6 +124,8 @@ async def bench_console(*, end_users: int, rounds: int = 30, state_dir: Path | N
 
 
 async def _measure(app: web.Application, world: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """Each page's request times over `rounds` rounds, signed in as a browser is. Long because it is the list
+    of pages measured, one line each, in the order an operator visits them (dev tooling)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

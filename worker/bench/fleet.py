@@ -164,6 +164,8 @@ async def _wave(
     stack: Stack, info: dict[str, Any], db: asyncpg.Connection, tokens: dict[str, str], healthy: list[str], *,
     rate: float, resync_timeout_s: float,
 ) -> dict[str, Any]:
+    """The wave: changes at `rate` across the healthy tenants while every tenant resyncs; its figures.
+    One script, top to bottom: start, drive, wait, measure (dev tooling)."""
     targets, org_of = await _targets(db, healthy)
     run = ChangeRun()
     stop = asyncio.Event()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,58 +52,73 @@ async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = N
                     org_id = await register_organization(conn, tenant)
                 counts = await SyncEngine(pool=pool, graph=graph, settings=settings).org_sync(
                     tenant["tenant_id"], org_id, None)
-                async with pool.acquire() as conn:
-                    group = await conn.fetchval(
-                        "SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_type = 'user'"
-                        " GROUP BY group_id ORDER BY count(*) DESC LIMIT 1", tenant["tenant_id"])
-                    department = await conn.fetchval(
-                        "SELECT department FROM entra_users WHERE tenant_id = $1 AND department IS NOT NULL"
-                        " LIMIT 1", tenant["tenant_id"])
-                cases = {
-                    "all": ALL_FILTERS,
-                    "department+domain": {**ALL_FILTERS, "departments": [department],
-                                          "domains": [tenant.get("default_domain") or "contoso.com"]},
-                    "group": {**ALL_FILTERS, "groups": [group]},
-                }
-                timings: dict[str, list[float]] = {name: [] for name in cases}
-                cpu: dict[str, list[tuple[float, float | None]]] = {name: [] for name in cases}
-                reference: list[float] = []
-                answers: dict[str, dict[str, int]] = {}
+                measured = _Measured()
+                cases = await _cases(pool, tenant)
                 for _ in range(runs):
-                    started = time.perf_counter()
-                    await _decision_pass(pool, tenant["tenant_id"], org_id)
-                    reference.append((time.perf_counter() - started) * 1000)
-                    for name, filters in cases.items():
-                        backends = await _backend_pids(pool)
-                        pg_before, py_before = _cpu_seconds(backends), time.process_time()
-                        started = time.perf_counter()
-                        answer = await preview(pool, tenant_id=tenant["tenant_id"], organization_id=org_id,
-                                               filters=parse_filters(filters))
-                        timings[name].append((time.perf_counter() - started) * 1000)
-                        pg_after = _cpu_seconds(backends)
-                        cpu[name].append((time.process_time() - py_before,
-                                          None if pg_before is None or pg_after is None else pg_after - pg_before))
-                        answers[name] = {k: v for k, v in answer.items() if isinstance(v, int)}
+                    await measured.run(pool, tenant["tenant_id"], org_id, cases)
             finally:
                 await graph.close()
                 await pool.close()
-    every = sorted(t for ts in timings.values() for t in ts)
-    py_cpu = [c[0] for cs in cpu.values() for c in cs]
-    pg_cpu = [c[1] for cs in cpu.values() for c in cs if c[1] is not None]
+    return {"bench": "preview", "users": users, **measured.summary(), "initial_sync_counts": counts}
+
+
+async def _cases(pool: asyncpg.Pool, tenant: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The filter sets previewed: everyone; a department and domain; the largest group."""
+    async with pool.acquire() as conn:
+        group = await conn.fetchval(
+            "SELECT group_id FROM entra_group_members WHERE tenant_id = $1 AND member_type = 'user'"
+            " GROUP BY group_id ORDER BY count(*) DESC LIMIT 1", tenant["tenant_id"])
+        department = await conn.fetchval(
+            "SELECT department FROM entra_users WHERE tenant_id = $1 AND department IS NOT NULL"
+            " LIMIT 1", tenant["tenant_id"])
     return {
-        "bench": "preview",
-        "users": users,
-        "p50_ms": round(statistics.median(every), 1),
-        "p99_ms": round(every[min(len(every) - 1, round(0.99 * (len(every) - 1)))], 1),
-        "p50_ms_by_filters": {name: round(statistics.median(ts), 1) for name, ts in timings.items()},
-        "p50_python_cpu_ms": round(statistics.median(py_cpu) * 1000, 1),
-        "p50_postgres_cpu_ms": round(statistics.median(pg_cpu) * 1000, 1) if pg_cpu else None,
-        "reference_ms": round(statistics.median(reference), 1),
-        "reference_over_p50_all": round(statistics.median(reference) / statistics.median(timings["all"]), 2),
-        "load_average": os.getloadavg(),
-        "answers": answers,
-        "initial_sync_counts": counts,
+        "all": ALL_FILTERS,
+        "department+domain": {**ALL_FILTERS, "departments": [department],
+                              "domains": [tenant.get("default_domain") or "contoso.com"]},
+        "group": {**ALL_FILTERS, "groups": [group]},
     }
+
+
+@dataclass
+class _Measured:
+    """Wall and CPU times of each preview, the reference of each run, and the answers."""
+
+    timings: dict[str, list[float]] = field(default_factory=dict)
+    cpu: list[tuple[float, float | None]] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+    answers: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    async def run(self, pool: asyncpg.Pool, tenant_id: str, org_id: str, cases: dict[str, dict[str, Any]]) -> None:
+        """One run: the reference, then each filter set's preview."""
+        started = time.perf_counter()
+        await _decision_pass(pool, tenant_id, org_id)
+        self.reference.append((time.perf_counter() - started) * 1000)
+        for name, filters in cases.items():
+            backends = await _backend_pids(pool)
+            pg_before, py_before = _cpu_seconds(backends), time.process_time()
+            started = time.perf_counter()
+            answer = await preview(pool, tenant_id=tenant_id, organization_id=org_id, filters=parse_filters(filters))
+            self.timings.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+            pg_after = _cpu_seconds(backends)
+            self.cpu.append((time.process_time() - py_before,
+                             None if pg_before is None or pg_after is None else pg_after - pg_before))
+            self.answers[name] = {k: v for k, v in answer.items() if isinstance(v, int)}
+
+    def summary(self) -> dict[str, Any]:
+        every = sorted(t for ts in self.timings.values() for t in ts)
+        pg_cpu = [c[1] for c in self.cpu if c[1] is not None]
+        return {
+            "p50_ms": round(statistics.median(every), 1),
+            "p99_ms": round(every[min(len(every) - 1, round(0.99 * (len(every) - 1)))], 1),
+            "p50_ms_by_filters": {name: round(statistics.median(ts), 1) for name, ts in self.timings.items()},
+            "p50_python_cpu_ms": round(statistics.median(c[0] for c in self.cpu) * 1000, 1),
+            "p50_postgres_cpu_ms": round(statistics.median(pg_cpu) * 1000, 1) if pg_cpu else None,
+            "reference_ms": round(statistics.median(self.reference), 1),
+            "reference_over_p50_all": round(
+                statistics.median(self.reference) / statistics.median(self.timings["all"]), 2),
+            "load_average": os.getloadavg(),
+            "answers": self.answers,
+        }
 
 
 async def _decision_pass(pool: asyncpg.Pool, tenant_id: str, organization_id: str) -> None:

@@ -37,7 +37,9 @@ SDK_SAMPLE_SECONDS = 10.0
 
 
 async def bench_resync(*, users: int, state_dir: Path | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the CONTRACTS.md JSON object (plus `second_run_end_user_writes`)."""
+    """Run the benchmark; returns the CONTRACTS.md JSON object (plus `second_run_end_user_writes`).
+
+    One script, top to bottom: set-up, the timed sync, the second run, the references (dev tooling)."""
     with state_directory(state_dir) as root:
         async with simulator_process(root / "simulator", users=users, tenants=1) as info, \
                 scratch_database(root) as database_url:
@@ -102,7 +104,9 @@ async def _fetch_only(graph: GraphClients, tenant: dict[str, str]) -> float:
 
 
 async def _sdk_rate(info: dict[str, Any], tenant: dict[str, str]) -> float:
-    """The msgraph-sdk typed path: pages of `users.delta` as model objects, on a sample."""
+    """The msgraph-sdk typed path: pages of `users.delta` as model objects, on a sample.
+
+    Long because it spells out the SDK's own client set-up, as Microsoft's samples do, to time that path."""
     from azure.identity.aio import ClientSecretCredential
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from kiota_authentication_azure.azure_identity_authentication_provider import (

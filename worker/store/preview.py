@@ -140,7 +140,7 @@ _GROUPS_WITH_MEMBERS = """
         FROM g WHERE g.id IS NOT NULL)
     SELECT id FROM g WHERE id IS NOT NULL"""
 # Who is a member of each of $2, directly or through nested groups: the sync's transitive membership
-# (`sync._MEMBERSHIPS`, which climbs from each user) walked down from the groups instead.
+# (`mirror._MEMBERSHIPS`, which climbs from each user) walked down from the groups instead.
 _MEMBERS_OF = """
     WITH RECURSIVE d(root, member_id) AS (
         SELECT group_id, member_id FROM entra_group_members WHERE tenant_id = $1 AND group_id = ANY($2::text[])
