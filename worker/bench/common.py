@@ -14,12 +14,16 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from worker.config import GraphSettings, Settings
 from worker.core.model import FILTER_SECTIONS
 from worker.dev.embedded import EmbeddedPostgres, child_env, create_database, drop_database
-from worker.store import Conn
+from worker.graph import GraphClients
+from worker.store import Conn, Pool
+from worker.store.pool import create_pool
 
 ALL_FILTERS: dict[str, Any] = dict.fromkeys(FILTER_SECTIONS, "all")
 
@@ -126,3 +130,36 @@ async def register_organization(
         org, filters if filters is not None else ALL_FILTERS,
     )
     return str(org)
+
+
+@dataclass(frozen=True)
+class OneTenant:
+    """A simulated tenant of `users` users, a scratch database, and an Organization syncing from the tenant
+    (registered, not yet synced)."""
+
+    info: dict[str, Any]  # the simulator's `simulator.json`
+    tenant: dict[str, str]
+    settings: Settings
+    pool: Pool
+    graph: GraphClients
+    org_id: str
+
+
+@contextlib.asynccontextmanager
+async def one_tenant(users: int, state_dir: Path | None) -> AsyncIterator[OneTenant]:
+    """The set-up of the single-tenant benchmarks (`resync`, `preview`); all of it is gone afterwards."""
+    with state_directory(state_dir) as root:
+        async with simulator_process(root / "simulator", users=users, tenants=1) as info, \
+                scratch_database(root) as database_url:
+            tenant = info["tenants"][0]
+            settings = Settings(graph=GraphSettings(url=info["graph_url"], authority_url=info["authority_url"],
+                                                    ca_file=info["ca_file"]))
+            pool = await create_pool(database_url, max_size=4)
+            graph = GraphClients(settings.graph)
+            try:
+                async with pool.acquire() as conn:
+                    org_id = await register_organization(conn, tenant)
+                yield OneTenant(info, tenant, settings, pool, graph, org_id)
+            finally:
+                await graph.close()
+                await pool.close()

@@ -25,40 +25,25 @@ from typing import Any
 
 import asyncpg
 
-from worker.bench.common import ALL_FILTERS, register_organization, scratch_database, simulator_process, state_directory
-from worker.config import GraphSettings, Settings
+from worker.bench.common import ALL_FILTERS, one_tenant
 from worker.core.filters import parse_filters
 from worker.core.reconcile import reconcile
 from worker.engine.preview import preview
 from worker.engine.projection import CHUNK
 from worker.engine.sync import SyncEngine
-from worker.graph import GraphClients
 from worker.store import mirror, sync_writes, tenants
-from worker.store.pool import create_pool
 
 
 async def bench_preview(*, users: int, runs: int = 5, state_dir: Path | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the CONTRACTS.md JSON object (plus the timings per filter set)."""
-    with state_directory(state_dir) as root:
-        async with simulator_process(root / "simulator", users=users, tenants=1) as info, \
-                scratch_database(root) as database_url:
-            tenant = info["tenants"][0]
-            settings = Settings(graph=GraphSettings(url=info["graph_url"], authority_url=info["authority_url"],
-                                                    ca_file=info["ca_file"]))
-            pool = await create_pool(database_url, max_size=4)
-            graph = GraphClients(settings.graph)
-            try:
-                async with pool.acquire() as conn:
-                    org_id = await register_organization(conn, tenant)
-                counts = await SyncEngine(pool=pool, graph=graph, settings=settings).org_sync(
-                    tenant["tenant_id"], org_id, None)
-                measured = _Measured()
-                cases = await _cases(pool, tenant)
-                for _ in range(runs):
-                    await measured.run(pool, tenant["tenant_id"], org_id, cases)
-            finally:
-                await graph.close()
-                await pool.close()
+    async with one_tenant(users, state_dir) as one:
+        tid = one.tenant["tenant_id"]
+        counts = await SyncEngine(pool=one.pool, graph=one.graph, settings=one.settings).org_sync(
+            tid, one.org_id, None)
+        measured = _Measured()
+        cases = await _cases(one.pool, one.tenant)
+        for _ in range(runs):
+            await measured.run(one.pool, tid, one.org_id, cases)
     return {"bench": "preview", "users": users, **measured.summary(), "initial_sync_counts": counts}
 
 

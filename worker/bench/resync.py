@@ -26,47 +26,31 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from worker.bench.common import register_organization, scratch_database, simulator_process, state_directory
-from worker.config import GraphSettings, Settings
+from worker.bench.common import one_tenant
 from worker.engine.sync import SyncEngine
 from worker.graph import SCOPE, USER_SELECT, GraphClients, TenantCredentials
-from worker.store.pool import create_pool
 
 SDK_SAMPLE_USERS = 2000
 SDK_SAMPLE_SECONDS = 10.0
 
 
 async def bench_resync(*, users: int, state_dir: Path | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the CONTRACTS.md JSON object (plus `second_run_end_user_writes`).
+    """Run the benchmark; returns the CONTRACTS.md JSON object (plus `second_run_end_user_writes`)."""
+    async with one_tenant(users, state_dir) as one:
+        tenant, pool, graph = one.tenant, one.pool, one.graph
+        engine = SyncEngine(pool=pool, graph=graph, settings=one.settings)
 
-    One script, top to bottom: set-up, the timed sync, the second run, the references (dev tooling)."""
-    with state_directory(state_dir) as root:
-        async with simulator_process(root / "simulator", users=users, tenants=1) as info, \
-                scratch_database(root) as database_url:
-            tenant = info["tenants"][0]
-            settings = Settings(graph=GraphSettings(url=info["graph_url"], authority_url=info["authority_url"],
-                                                    ca_file=info["ca_file"]))
-            pool = await create_pool(database_url, max_size=4)
-            graph = GraphClients(settings.graph)
-            try:
-                async with pool.acquire() as conn:
-                    org_id = await register_organization(conn, tenant)
-                engine = SyncEngine(pool=pool, graph=graph, settings=settings)
+        started = time.perf_counter()
+        counts = await engine.org_sync(tenant["tenant_id"], one.org_id, None)
+        seconds = time.perf_counter() - started
+        if not counts.get("created"):
+            raise RuntimeError(f"the initial sync created no End User: {counts}")
 
-                started = time.perf_counter()
-                counts = await engine.org_sync(tenant["tenant_id"], org_id, None)
-                seconds = time.perf_counter() - started
-                if not counts.get("created"):
-                    raise RuntimeError(f"the initial sync created no End User: {counts}")
-
-                started = time.perf_counter()
-                second_writes = await _second_run_writes(engine, pool, tenant["tenant_id"])
-                second_seconds = time.perf_counter() - started
-                fetch_rate = await _fetch_only(graph, tenant)
-            finally:
-                await graph.close()
-                await pool.close()
-            sdk_rate = await _sdk_rate(info, tenant)
+        started = time.perf_counter()
+        second_writes = await _second_run_writes(engine, pool, tenant["tenant_id"])
+        second_seconds = time.perf_counter() - started
+        fetch_rate = await _fetch_only(graph, tenant)
+        sdk_rate = await _sdk_rate(one.info, tenant)
     return {
         "bench": "resync",
         "users": users,
