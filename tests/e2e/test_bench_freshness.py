@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from worker.bench.freshness import bench_freshness
@@ -22,6 +23,12 @@ async def test_freshness_sees_every_change(tmp_path: Path, monkeypatch: pytest.M
         monkeypatch.setenv("DATABASE_URL", database_url)
     try:
         result = await bench_freshness(changes=10, rate=5, state_dir=tmp_path)
+        if database_url:  # the bench ran on a database of its own: DATABASE_URL's is as it was, empty
+            conn = await asyncpg.connect(database_url)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+            finally:
+                await conn.close()
     finally:
         if server_url and database_url:
             await drop_database(server_url, database_url)

@@ -1,7 +1,8 @@
 """`entra-sync bench freshness`: how long a user changed in the tenant takes to show on its End User.
 
-A whole stack (`worker.dev.stack.Stack`: embedded PostgreSQL and Tansu, the simulator, webhook, worker,
-scheduler and admin API as child processes, and the demo Organizations) runs in a state dir. Once the demo
+A whole stack (`worker.dev.stack.Stack` on a scratch database, `common.scratch_database`: embedded Tansu, the
+simulator, webhook, worker, scheduler and admin API as child processes, and the demo Organizations) runs in a
+state dir. Once the demo
 End Users are synced and the tenant has its users subscription and delta link, N users are changed in the
 simulator through Graph (`PATCH /users/{id}` with a unique `jobTitle`) at `rate` changes/s, open loop. Each
 change's clock starts at its 204. Nothing else is triggered: the change travels the real path (simulator
@@ -32,6 +33,7 @@ import aiohttp
 import asyncpg
 from azure.identity.aio import ClientSecretCredential
 
+from worker.bench.common import scratch_database
 from worker.dev.stack import Stack
 
 POLL_S = 0.05
@@ -85,12 +87,16 @@ async def bench_freshness(*, changes: int, rate: float, state_dir: Path | None =
     with contextlib.ExitStack() as cleanup:
         if state_dir is None:
             state_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-freshness-")))
-        stack = Stack(state_dir)
-        try:
-            info = await stack.start()
-            run = await _measure(info, changes=changes, rate=rate)
-        finally:
-            await asyncio.to_thread(stack.stop)
+        # A database of its own (on DATABASE_URL's server, else an embedded PostgreSQL), as `bench fleet` does: the
+        # stack's demo tenant and Organizations never land in DATABASE_URL's database, and a second run never
+        # finds the first one's.
+        async with scratch_database(state_dir) as database_url:
+            stack = Stack(state_dir, database_url=database_url)
+            try:
+                info = await stack.start()
+                run = await _measure(info, changes=changes, rate=rate)
+            finally:
+                await asyncio.to_thread(stack.stop)
     return _result(run, changes)
 
 
