@@ -13,8 +13,12 @@ from typing import Any
 
 import msgspec
 
+from worker.bench.common import ALL_FILTERS
+from worker.core.filters import parse_filters
 from worker.core.model import StoredEndUser
 from worker.core.projection import email_keys
+from worker.engine.preview import preview
+from worker.engine.spares import SPARE_CONNECTION_WAIT_S
 from worker.store import mirror, sync_writes
 from worker.store import preview as preview_store
 from worker.store.pool import create_pool
@@ -92,24 +96,26 @@ async def test_snapshot_readers_see_one_snapshot(api: Api, database_url: str) ->
     tid = world.tenant_id
     await seed_mirror(api.pool, tid, [{**u, "display_name": u["id"]} for u in USERS])
     count = "SELECT count(*) FROM entra_users WHERE tenant_id = $1"
-    async with preview_store.snapshot_readers(api.pool, 2) as readers:
-        assert len(readers) == 2
-        assert await readers[0].fetchval(count, tid) == len(USERS)
+    async with api.pool.acquire() as first, api.pool.acquire() as second, \
+            preview_store.one_snapshot(first, [second]):
+        assert await first.fetchval(count, tid) == len(USERS)
         await seed_mirror(api.pool, tid, [{"id": "z9", "display_name": "late", "mail": "late@contoso.com"}])
-        assert [await r.fetchval(count, tid) for r in readers] == [len(USERS)] * 2
+        assert [await r.fetchval(count, tid) for r in (first, second)] == [len(USERS)] * 2
     assert await api.pool.fetchval(count, tid) == len(USERS) + 1
 
 
-async def test_snapshot_readers_never_queue_for_a_second_connection(database_url: str) -> None:
+async def test_snapshot_readers_never_queue_for_a_second_connection(api: Api, database_url: str) -> None:
     """With the pool's every other connection taken, a preview reads on one connection at once instead of
     waiting for another."""
+    world = await api.world()
+    await seed_mirror(api.pool, world.tenant_id, [{**u, "display_name": u["id"]} for u in USERS])
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
         async with pool.acquire():
             started = time.monotonic()
-            async with preview_store.snapshot_readers(pool, 2) as readers:
-                assert len(readers) == 1
-                assert await readers[0].fetchval("SELECT 1") == 1
-            assert time.monotonic() - started < preview_store.SPARE_READER_WAIT_S + 1
+            answer = await preview(pool, tenant_id=world.tenant_id, organization_id=world.org_id,
+                                   filters=parse_filters(ALL_FILTERS))
+            assert time.monotonic() - started < SPARE_CONNECTION_WAIT_S + 1
+        assert answer["matching"] == len(USERS)
     finally:
         await pool.close()

@@ -32,6 +32,7 @@ from worker.core.preview import Tally, Written
 from worker.core.projection import email_keys
 from worker.core.reconcile import reconcile
 from worker.engine import projection as engine
+from worker.engine.spares import Spares
 from worker.graph import prefetch
 from worker.store import Conn, Pool, mirror, sync_writes, tenants
 from worker.store import preview as preview_store
@@ -39,8 +40,6 @@ from worker.store import preview as preview_store
 # A chunk's users, their addresses (`email_keys`), and the End Users linked to them and holding the addresses.
 _Chunk = tuple[list[MirrorUser], set[str], dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]
 
-# Connections a preview reads on when the pool has them to spare (`store.preview.snapshot_readers`).
-READERS = 2
 
 
 async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: Filters) -> dict[str, Any]:
@@ -67,41 +66,52 @@ async def _chunks(pool: Pool, tenant_id: str, organization_id: str, filters: Fil
                   ) -> AsyncIterator[_Chunk]:
     """The sync's chunks of mirror users (`projection.project_all`), each with the End Users `reconcile` needs.
 
-    Read on `READERS` connections that share one snapshot, chunk i on reader i mod n, each reader a chunk or two
-    ahead: PostgreSQL builds the next chunks on the other core while this process decides the current one.
+    Read on two connections that share one snapshot when the pool has a second to spare: PostgreSQL builds the
+    next chunks on the other core while this process decides the current one.
     """
-    async with preview_store.snapshot_readers(pool, READERS) as readers:
-        first = readers[0]
-        # As the sync: an Organization without End Users has none to look up (what earlier chunks would
-        # create is laid over by `Written`).
-        lookup = await sync_writes.has_end_users(first, organization_id)
-        members = None if filters.groups == "all" else await _filter_group_members(first, tenant_id, filters)
-        starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
+    # A second reader only when the pool has one to spare (the engine's `Spares`: never queued for, never the
+    # connections kept for other work).
+    async with pool.acquire() as first, Spares(pool).connection() as spare:
+        readers: list[Conn] = [first] if spare is None else [first, spare]
+        async with preview_store.one_snapshot(first, readers[1:]):
+            async for chunk in _read_chunks(readers, tenant_id, organization_id, filters):
+                yield chunk
 
-        async def read(reader: Conn, after: str) -> _Chunk:
-            users = await mirror.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK, with_groups=False)
-            if members is not None:
-                users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u
-                         for u in users]
-            keys = {k for u in users for k in email_keys(u)}
-            linked, by_email = ({}, {}) if not lookup or not users else await preview_store.chunk_end_users(
-                reader, organization_id=organization_id, tenant_id=tenant_id, after=after,
-                ids=[u.id for u in users], keys=keys)
-            return users, keys, linked, by_email
 
-        async def each(reader: Conn, mine: list[str]) -> AsyncIterator[_Chunk]:
-            for after in mine:
-                yield await read(reader, after)
+async def _read_chunks(readers: list[Conn], tenant_id: str, organization_id: str, filters: Filters
+                       ) -> AsyncIterator[_Chunk]:
+    """The chunks, read on `readers` (in one snapshot): chunk i on reader i mod n, each a chunk or two ahead."""
+    first = readers[0]
+    # As the sync: an Organization without End Users has none to look up (what earlier chunks would
+    # create is laid over by `Written`).
+    lookup = await sync_writes.has_end_users(first, organization_id)
+    members = None if filters.groups == "all" else await _filter_group_members(first, tenant_id, filters)
+    starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
 
-        lanes = [prefetch(each(r, starts[i::len(readers)]), depth=2) for i, r in enumerate(readers)]
-        try:
-            for i in range(len(starts)):
-                chunk = await anext(lanes[i % len(lanes)])
-                if chunk[0]:
-                    yield chunk
-        finally:
-            for lane in lanes:  # stops its read-ahead
-                await cast(AsyncGenerator[_Chunk, None], lane).aclose()
+    async def read(reader: Conn, after: str) -> _Chunk:
+        users = await mirror.mirror_users_after(reader, tenant_id, after, limit=engine.CHUNK, with_groups=False)
+        if members is not None:
+            users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u
+                     for u in users]
+        keys = {k for u in users for k in email_keys(u)}
+        linked, by_email = ({}, {}) if not lookup or not users else await preview_store.chunk_end_users(
+            reader, organization_id=organization_id, tenant_id=tenant_id, after=after,
+            ids=[u.id for u in users], keys=keys)
+        return users, keys, linked, by_email
+
+    async def each(reader: Conn, mine: list[str]) -> AsyncIterator[_Chunk]:
+        for after in mine:
+            yield await read(reader, after)
+
+    lanes = [prefetch(each(r, starts[i::len(readers)]), depth=2) for i, r in enumerate(readers)]
+    try:
+        for i in range(len(starts)):
+            chunk = await anext(lanes[i % len(lanes)])
+            if chunk[0]:
+                yield chunk
+    finally:
+        for lane in lanes:  # stops its read-ahead
+            await cast(AsyncGenerator[_Chunk, None], lane).aclose()
 
 
 async def _filter_group_members(reader: Conn, tenant_id: str, filters: Filters) -> dict[str, frozenset[str]]:

@@ -20,39 +20,22 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 import msgspec
 
 from worker.core.model import END_USER_FIELDS, StoredEndUser
-from worker.store import Conn, Pool
-
-# How long a preview waits for a second connection before it reads with one: the pool may be held by other
-# work, and a preview never queues for a connection it can do without.
-SPARE_READER_WAIT_S = 0.2
+from worker.store import Conn
 
 
 @contextlib.asynccontextmanager
-async def snapshot_readers(pool: Pool, wanted: int) -> AsyncIterator[list[Conn]]:
-    """Up to `wanted` connections in read-only REPEATABLE READ transactions that all see one snapshot.
-
-    The first is always there (waited for as any read is); the others only when the pool has them to spare
-    now: a second one lets PostgreSQL read the next chunk on another core while this one is decoded. They
-    share the first's snapshot (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so every read of the
-    preview sees the same mirror and End Users, whichever connection made it.
-    """
+async def one_snapshot(first: Conn, others: Sequence[Conn] = ()) -> AsyncIterator[None]:
+    """Read-only REPEATABLE READ transactions on `first` and `others` that all see `first`'s snapshot
+    (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so every read sees the same mirror and End Users,
+    whichever connection makes it."""
     async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(pool.acquire())
         await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-        readers: list[Conn] = [first]
-        snapshot: str | None = None
-        for _ in range(wanted - 1):
-            if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
-                break
-            try:
-                other = await stack.enter_async_context(pool.acquire(timeout=SPARE_READER_WAIT_S))
-            except TimeoutError:
-                break
-            snapshot = snapshot or await first.fetchval("SELECT pg_export_snapshot()")
-            await stack.enter_async_context(other.transaction(isolation="repeatable_read", readonly=True))
-            await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            readers.append(other)
-        yield readers
+        if others:
+            snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+            for other in others:
+                await stack.enter_async_context(other.transaction(isolation="repeatable_read", readonly=True))
+                await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        yield
 
 
 # The last id of every `size`-th mirror user of a tenant, in id order: where keyset chunks of that size end
