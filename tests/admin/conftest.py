@@ -9,6 +9,7 @@ subject here.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -147,9 +148,11 @@ MIRROR_COLUMNS = ("tenant_id", "id", "display_name", "given_name", "surname", "m
 
 
 def mirror_row(tenant_id: str, user: Mapping[str, Any]) -> tuple[Any, ...]:
-    defaults = {"tenant_id": tenant_id, "account_enabled": True, "content_hash": b"\0",
-                "id": str(uuid.uuid4())}
+    """A mirror row of `user`; its content hash covers its properties, as the mirror's writers' does."""
+    defaults = {"tenant_id": tenant_id, "account_enabled": True, "id": str(uuid.uuid4())}
     merged = defaults | dict(user)
+    properties = repr([merged.get(c) for c in MIRROR_COLUMNS if c not in ("tenant_id", "id", "content_hash")])
+    merged.setdefault("content_hash", hashlib.blake2b(properties.encode(), digest_size=16).digest())
     return tuple(merged.get(c) for c in MIRROR_COLUMNS)
 
 

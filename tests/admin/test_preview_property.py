@@ -177,8 +177,9 @@ async def _change(api: Api, tenant_id: str, org_id: str, n_users: int, changes: 
                   "department": "department = 'Sales'", "disable": "account_enabled = false",
                   "enable": "account_enabled = true",
                   "licence": "assigned_licenses = '{c42b9cae-ea4f-4ab7-9717-81576235ccac}'"}.get(kind)
-        if column:
-            await api.pool.execute(f"UPDATE entra_users SET {column} WHERE tenant_id = $1 AND id = $2", tenant_id, oid)
+        if column:  # a new content hash with the new properties, as the mirror's writers give one
+            await api.pool.execute(f"UPDATE entra_users SET {column}, content_hash = sha256(content_hash)"
+                                   " WHERE tenant_id = $1 AND id = $2", tenant_id, oid)
         elif kind == "sign_in":
             await api.pool.execute(
                 "INSERT INTO entra_user_sign_ins (tenant_id, id, last_sign_in_at) VALUES ($1, $2, now())"

@@ -1,7 +1,8 @@
 """The preview's reads of End Users (`worker.store.preview`) return what the sync's `load_end_users` does.
 
-`chunk_end_users` reads a chunk's linked End Users as a key range and probes the email index only for addresses
-no linked End User holds; here every chunk of a small tenant is read both ways and compared (all but the
+`chunk_end_users` reads the linked End Users of some users of a chunk in a key range and probes the email index
+only for addresses no linked End User holds; here every chunk of a small tenant, and parts of it, are read both
+ways and compared (all but the
 `microsoft` object, which the preview leaves out because `reconcile` never reads it). Chunks of 2 put holders on
 both sides of every range: linked to a user of an earlier or later chunk, of another tenant, manual.
 """
@@ -56,17 +57,22 @@ async def test_chunk_end_users_are_the_sync_reads_of_every_chunk(api: Api) -> No
     async with api.pool.acquire() as conn:
         for size in (2, 3, 6):
             after = ""
-            while users := await mirror.mirror_users_after(conn, tid, after, limit=size):
-                linked, by_email = await sync_writes.load_end_users(conn, organization_id=org, tenant_id=tid,
-                                                                    users=users)
-                got_linked, got_by_email = await preview_store.chunk_end_users(
-                    conn, organization_id=org, tenant_id=tid, after=after, ids=[u.id for u in users],
-                    keys={k for u in users for k in email_keys(u)})
-                assert {k: _plain(e) for k, e in got_linked.items()} == {k: _plain(e) for k, e in linked.items()}
-                assert ({k: sorted(map(str, map(_plain, es))) for k, es in got_by_email.items()}
-                        == {k: sorted(map(str, map(_plain, es))) for k, es in by_email.items()})
-                compared += len(linked) + sum(map(len, by_email.values()))
-                after = users[-1].id
+            while chunk := await mirror.mirror_users_after(conn, tid, after, limit=size):
+                # The whole chunk, and parts of it (the preview asks for the users that are not settled).
+                for users in (chunk, chunk[::2], chunk[1::2]):
+                    if not users:
+                        continue
+                    linked, by_email = await sync_writes.load_end_users(conn, organization_id=org, tenant_id=tid,
+                                                                        users=users)
+                    got_linked, got_by_email = await preview_store.chunk_end_users(
+                        conn, organization_id=org, tenant_id=tid, ids=[u.id for u in users],
+                        keys={k for u in users for k in email_keys(u)})
+                    assert ({k: _plain(e) for k, e in got_linked.items()}
+                            == {k: _plain(e) for k, e in linked.items()})
+                    assert ({k: sorted(map(str, map(_plain, es))) for k, es in got_by_email.items()}
+                            == {k: sorted(map(str, map(_plain, es))) for k, es in by_email.items()})
+                    compared += len(linked) + sum(map(len, by_email.values()))
+                after = chunk[-1].id
     assert compared >= 20  # the chunks did hold End Users both ways
 
 

@@ -117,6 +117,13 @@ async def test_mirror_users_load_with_their_enrichment_and_groups_in_the_order_a
                              preferred_method="push"),
                      device_macs=("aabbccddee01",))
     bo = MirrorUser(tenant_id=tid, id="u2", display_name="Bo", account_enabled=False, removed="changed")
+    # Each read carries the mirror's fingerprint of the user (tests/integration/test_input_hash.py), the same
+    # whichever way it is read.
+    fingerprints = {u.id: u.input_hash for u in plain}
+    assert None not in fingerprints.values() and fingerprints["u1"] != fingerprints["u2"]
+    assert [u.input_hash for u in grouped + first_page + second_page] == [fingerprints[i] for i in ("u1", "u1", "u2")]
+    plain, grouped, first_page, second_page = ([msgspec.structs.replace(u, input_hash=None) for u in read]
+                                               for read in (plain, grouped, first_page, second_page))
     assert plain == [bo, ann]
     assert grouped == first_page == [msgspec.structs.replace(ann, group_ids=frozenset({"child", "parent"}))]
     assert second_page == [bo]

@@ -56,7 +56,7 @@ def test_a_page_decodes_every_declared_property_into_its_mirror_column() -> None
 
 def test_mirror_users_carry_every_declared_property_and_the_store_reads_each_column() -> None:
     assert MirrorUser.__struct_fields__[: len(USER_PROPERTIES) + 1] == ("id", *USER_PROPERTIES)
-    row_sql = mirror._mirror_row("'{}'")
+    row_sql = mirror.full_row("'{}'")
     for name in USER_PROPERTIES:
         assert f"u.{name}" in row_sql, name
 
@@ -99,7 +99,7 @@ def test_adding_a_synced_property_is_one_edit_of_the_declaration() -> None:
             "select": USER_SELECT.split(","), "columns": list(mirror.MIRROR_COLUMNS),
             "decoded": user.employee_id, "record": record["employee_id"],
             "mirror_user": "employee_id" in MirrorUser.__struct_fields__,
-            "mirror_sql": "u.employee_id" in mirror._mirror_row("'{}'"),
+            "mirror_sql": "u.employee_id" in mirror.full_row("'{}'"),
         }))
     ''')
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

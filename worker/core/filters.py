@@ -17,7 +17,7 @@ Pure: no I/O, no clock, no logging.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -27,7 +27,24 @@ SECTIONS: Final[tuple[str, ...]] = FILTER_SECTIONS
 ALL: Final = "all"
 GUEST_MARK: Final = "#ext#"  # compared lower-cased
 
-Predicate = Callable[[MirrorUser], bool]
+class Scoped(Protocol):
+    """What the filters read of a user: a `MirrorUser`, or a `ScopedUser` read with only that."""
+
+    @property
+    def user_type(self) -> str | None: ...
+    @property
+    def department(self) -> str | None: ...
+    @property
+    def office_location(self) -> str | None: ...
+    @property
+    def mail(self) -> str | None: ...
+    @property
+    def user_principal_name(self) -> str | None: ...
+    @property
+    def group_ids(self) -> frozenset[str]: ...
+
+
+Predicate = Callable[[Scoped], bool]
 
 
 class FilterError(ValueError):
@@ -142,7 +159,7 @@ def compile_filters(f: Filters) -> Predicate:
     return lambda user: all(check(user) for check in checks)
 
 
-def _everyone(user: MirrorUser) -> bool:
+def _everyone(user: Scoped) -> bool:
     return True
 
 
@@ -153,7 +170,7 @@ def _compile_section(name: str, section: FilterSection) -> Predicate:
 
 def _attribute_check(attribute: str) -> Callable[[frozenset[str]], Predicate]:
     def compile_(wanted: frozenset[str]) -> Predicate:
-        def check(user: MirrorUser) -> bool:
+        def check(user: Scoped) -> bool:
             value = getattr(user, attribute)
             return value is not None and value.strip().lower() in wanted
 
@@ -163,14 +180,14 @@ def _attribute_check(attribute: str) -> Callable[[frozenset[str]], Predicate]:
 
 
 def _domains_check(wanted: frozenset[str]) -> Predicate:
-    def check(user: MirrorUser) -> bool:
+    def check(user: Scoped) -> bool:
         return _mail_domain(user.mail) in wanted or _upn_domain(user.user_principal_name) in wanted
 
     return check
 
 
 def _groups_check(wanted: frozenset[str]) -> Predicate:
-    def check(user: MirrorUser) -> bool:
+    def check(user: Scoped) -> bool:
         # Graph's ids are lower-case already: try them as they are before lower-casing each one.
         groups = user.group_ids
         return not (wanted.isdisjoint(groups) and wanted.isdisjoint(map(str.lower, groups)))

@@ -78,6 +78,24 @@ class MirrorUser(UserProperties, frozen=True, kw_only=True, array_like=True):  #
     mfa: Mfa | None = None
     device_macs: tuple[str, ...] = ()             # normalised: 12 lowercase hex digits
     group_ids: frozenset[str] = frozenset()       # transitive membership
+    # The mirror's fingerprint of everything `project` reads of this user (`worker.store.mirror.INPUTS_HASH`,
+    # base64): with the Organization's (`projection.org_inputs_hash`) it says whether a stored End User already
+    # holds this user's projection without projecting it (`projection.input_hash`). None: not known.
+    input_hash: str | None = None
+
+
+class ScopedUser(msgspec.Struct, kw_only=True, array_like=True):
+    """What the filters (`worker.core.filters`) read of an Entra user, and nothing else: the filter preview
+    reads only this of a user whose End User needs nothing from it (`worker.core.preview.Tally.settle`).
+    `group_ids` is filled in afterwards, with the filters' groups the user is in."""
+
+    id: str
+    user_type: str | None = None
+    department: str | None = None
+    office_location: str | None = None
+    mail: str | None = None
+    user_principal_name: str | None = None
+    group_ids: frozenset[str] = frozenset()
 
 
 FilterSection = Literal["all"] | tuple[str, ...]
@@ -117,6 +135,9 @@ class StoredEndUser(msgspec.Struct, frozen=True, kw_only=True):
     asset_ids: frozenset[str] = frozenset()
     entra_fields: frozenset[str] = frozenset()    # fields Entra supplied a value for at the last sync
     locked_fields: frozenset[str] = frozenset()   # fields an operator edited: the sync never overwrites them
+    # `projection.input_hash` of the user and Organization the sync last wrote this End User from: equal to
+    # the current one, a `synced` End User holds that projection already. Any other write clears it.
+    input_hash: bytes | None = None
 
 
 class OrgContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,6 +168,7 @@ class Create(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: bytes
     asset_ids: frozenset[str]
     entra_fields: tuple[str, ...] = ()            # the fields Entra supplied
+    input_hash: bytes | None = None               # what it was projected from (`StoredEndUser.input_hash`)
 
 
 class Update(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,6 +186,7 @@ class Update(msgspec.Struct, frozen=True, kw_only=True):
     link: bool = False                            # adopting an unlinked End User (same email)
     old_state: SyncState | None = None            # the state before (journalled when it moves)
     entra_fields: tuple[str, ...] = ()            # the fields Entra supplied
+    input_hash: bytes | None = None               # what it was projected from (`StoredEndUser.input_hash`)
 
 
 class StateChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,3 +217,6 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     unchanged: int = 0
     out_of_scope: int = 0                         # observed users left alone: out of scope, or unlinked leavers
     excluded: int = 0                             # observed users an operator excluded: left alone
+    # Unchanged End Users whose stored `input_hash` is not the current one: (End User id, input hash) to store,
+    # so the next reconcile of an unchanged user skips its projection. Changes nothing an operator sees.
+    input_hashes: tuple[tuple[str, bytes], ...] = ()

@@ -20,8 +20,10 @@ from typing import Any, Final
 
 import msgspec
 
-from worker.core.model import MirrorUser, OrgContext, Plan, StoredEndUser
+from worker.core.filters import Predicate
+from worker.core.model import MirrorUser, OrgContext, Plan, ScopedUser, StoredEndUser
 from worker.core.projection import email_of
+from worker.core.reconcile import REASON_OUT_OF_SCOPE
 
 SAMPLE_SIZE: Final = 5
 CATEGORIES: Final = ("would_create", "would_update", "would_stop_updating", "would_review", "would_deactivate")
@@ -95,6 +97,40 @@ class Tally:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {c: [] for c in CATEGORIES})
     matching: int = 0
+    details_wanted: set[str] = field(default_factory=set)  # sampled settled users, their details not read
+
+    def settle(self, users: Iterable[ScopedUser], *, in_scope: Predicate, excluded: frozenset[str]) -> None:
+        """Count *settled* users: each linked to a `synced` End User written from the inputs the user has now
+        (its input hash is the user's `projection.input_hash`), not a leaver. `reconcile` decides such a user
+        from its scope alone, and so does this, without the user's properties or End User: an excluded one is
+        left alone, in scope its End User is unchanged, out of scope it stops updating
+        (`tests/unit/test_input_hash.py` holds this equal to `add` of what `reconcile` plans).
+        Samples of them lack the display name and End User id: `wanted` names them, `fill` adds them."""
+        kept = self.samples["would_stop_updating"]
+        stops = 0
+        for u in users:
+            if in_scope(u):
+                self.matching += 1
+            elif u.id not in excluded:
+                stops += 1
+                if len(kept) < SAMPLE_SIZE or u.id < kept[-1]["entra_object_id"]:
+                    self._keep(kept, {"entra_object_id": u.id, "display_name": None, "email": email_of(u),
+                                      "end_user_id": None, "reason": REASON_OUT_OF_SCOPE})
+                    self.details_wanted.add(u.id)
+        self.counts["would_stop_updating"] += stops
+
+    def wanted(self) -> list[str]:
+        """Settled users among the samples, whose display name and End User id are still to be read."""
+        return sorted(s["entra_object_id"] for kept in self.samples.values() for s in kept
+                      if s["entra_object_id"] in self.details_wanted)
+
+    def fill(self, details: Mapping[str, tuple[str | None, str | None]]) -> None:
+        """Add the display name and End User id (`details`, by object id) to the samples of settled users."""
+        for kept in self.samples.values():
+            for s in kept:
+                if s["entra_object_id"] in self.details_wanted and s["entra_object_id"] in details:
+                    s["display_name"], s["end_user_id"] = details[s["entra_object_id"]]
+        self.details_wanted.clear()
 
     def add(self, plan: Plan, users: Iterable[MirrorUser], *, in_scope: Any) -> None:
         """Count `plan`, decided for `users`; `in_scope` is the compiled filters (for `matching`)."""
@@ -121,7 +157,10 @@ class Tally:
             sample["reason"] = item.reason
         if category in ("would_stop_updating", "would_deactivate"):
             sample["reason"] = item.sync_state_reason
-        kept = self.samples[category]
+        self._keep(self.samples[category], sample)
+
+    @staticmethod
+    def _keep(kept: list[dict[str, Any]], sample: dict[str, Any]) -> None:
         kept.append(sample)
         kept.sort(key=lambda s: s["entra_object_id"])  # the first ids, whatever order plans arrive in
         del kept[SAMPLE_SIZE:]

@@ -10,18 +10,24 @@ Pure: no I/O, no clock, no logging.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from worker.core.filters import GUEST_MARK
+from worker.core.filters import GUEST_MARK, Scoped
 from worker.core.macs import normalize_mac
 from worker.core.model import END_USER_FIELDS, Asset, Mfa, MirrorUser, SyncState
 
 Fields = dict[str, str | None]
 _EMPTY: frozenset[str] = frozenset()
 _HASH_ENCODER = msgspec.json.Encoder(order="sorted")
+
+# What `project` makes of the same inputs: raise it with any change to what `project` returns, so End Users
+# written before the change are projected again (`input_hash`). `tests/unit/test_input_hash.py` fails when
+# the projection of its users changes and this was not raised.
+PROJECTION_VERSION = 1
 
 
 class Projection(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,7 +85,7 @@ def is_guest_upn(upn: str | None) -> bool:
     return upn is not None and GUEST_MARK in upn.lower()
 
 
-def email_of(u: MirrorUser) -> str | None:
+def email_of(u: Scoped) -> str | None:
     """The End User email: mail, else the UPN unless it is a guest UPN."""
     upn = _clean(u.user_principal_name)
     return _clean(u.mail) or (None if is_guest_upn(upn) else upn)
@@ -177,3 +183,20 @@ def content_hash(
     """16-byte BLAKE2b of a canonical encoding (fixed field order, sorted keys and asset ids)."""
     payload = (list(map(fields.get, END_USER_FIELDS)), microsoft, sync_state, sorted(asset_ids))
     return hashlib.blake2b(_HASH_ENCODER.encode(payload), digest_size=16).digest()
+
+
+# ---- Input hash --------------------------------------------------------------------------------------------
+
+def org_inputs_hash(sku_names: Mapping[str, str], assets: Iterable[Asset]) -> bytes:
+    """SHA-256 of what `project` reads of an Organization (licence names, Assets), and the projection's version."""
+    payload = (PROJECTION_VERSION, sorted(sku_names.items()), sorted((a.id, sorted(a.macs)) for a in assets))
+    return hashlib.sha256(_HASH_ENCODER.encode(payload)).digest()
+
+
+def input_hash(u: MirrorUser, org_hash: bytes) -> bytes | None:
+    """Everything `project(u, …)` depends on, as one SHA-256: the mirror's fingerprint of the user
+    (`MirrorUser.input_hash`) followed by the Organization's (`org_inputs_hash`). Two equal input hashes mean
+    equal projections; None when the mirror gave no fingerprint."""
+    if u.input_hash is None:
+        return None
+    return hashlib.sha256(base64.b64decode(u.input_hash) + org_hash).digest()

@@ -8,7 +8,8 @@ counts); the store applies it. The rules, in the order they are checked:
   touched. A *leaver* (deleted, soft-deleted, absent from a complete listing, or disabled) deactivates a
   `synced` or `sync_disabled` End User; `deactivated` and `out_of_scope` ones stay as they are.
 - A linked user in scope is refreshed to `synced` (reactivating if needed); nothing is planned when its
-  content hash and state already match. Its fields are merged as `ownership.merge_fields` says: locked
+  content hash and state already match, and it is not even projected when the End User was written from the
+  same inputs (`projection.input_hash`). Its fields are merged as `ownership.merge_fields` says: locked
   fields and fields Entra never supplied keep the stored value. Out of scope, it is marked `out_of_scope`
   and never updated again while it stays out.
 - An unlinked user out of scope, or leaving, is only counted. In scope, it adopts the one unlinked End User
@@ -42,7 +43,16 @@ from worker.core.model import (
     Update,
 )
 from worker.core.ownership import leaver_card, merge_fields, supplied
-from worker.core.projection import AssetIndex, Fields, Projection, content_hash, email_keys, project
+from worker.core.projection import (
+    AssetIndex,
+    Fields,
+    Projection,
+    content_hash,
+    email_keys,
+    input_hash,
+    org_inputs_hash,
+    project,
+)
 
 REASON_DELETED: Final = "deleted in Entra ID"
 REASON_SOFT_DELETED: Final = "soft-deleted in Entra ID (restorable)"
@@ -118,6 +128,7 @@ class _PlanBuilder:
     state_changes: list[StateChange] = field(default_factory=list)
     deactivations: list[StateChange] = field(default_factory=list)
     reviews: list[Review] = field(default_factory=list)
+    input_hashes: list[tuple[str, bytes]] = field(default_factory=list)
     unchanged: int = 0
     out_of_scope: int = 0
     excluded: int = 0
@@ -126,7 +137,7 @@ class _PlanBuilder:
         return Plan(
             creates=tuple(self.creates), updates=tuple(self.updates), state_changes=tuple(self.state_changes),
             deactivations=tuple(self.deactivations), reviews=tuple(self.reviews), unchanged=self.unchanged,
-            out_of_scope=self.out_of_scope, excluded=self.excluded,
+            out_of_scope=self.out_of_scope, excluded=self.excluded, input_hashes=tuple(self.input_hashes),
         )
 
 
@@ -137,6 +148,7 @@ class _Reconciliation:
         self.in_scope = compile_filters(org.filters)
         self.assets = AssetIndex(org.assets)
         self.sku_names = org.sku_names
+        self.org_hash = org_inputs_hash(org.sku_names, org.assets)
         self.by_email = by_email
         self.plan = _PlanBuilder()
         self.claims: dict[str, tuple[str, str | None]] = {}  # email -> (object id, End User id or None)
@@ -192,10 +204,16 @@ def _leave_scope(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> N
 
 
 def _refresh(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> None:
+    inputs = input_hash(u, rc.org_hash)
+    if stored.sync_state == "synced" and inputs is not None and stored.input_hash == inputs:
+        rc.plan.unchanged += 1  # written from these very inputs: its projection is what it holds
+        return
     projection = rc.project(u)
     fields, digest = _merged(projection, stored)
     if stored.sync_state == "synced" and stored.content_hash == digest:
         rc.plan.unchanged += 1
+        if inputs is not None:
+            rc.plan.input_hashes.append((stored.id, inputs))
         return
     email = _email_key(fields)
     if email and email != _email_key(stored.fields):
@@ -205,7 +223,7 @@ def _refresh(rc: _Reconciliation, u: MirrorUser, stored: StoredEndUser) -> None:
             rc.plan.reviews.append(_review(u, REVIEW_NEW_EMAIL_TAKEN, [e.id for e in taken], claim))
             return
         rc.claim(email, object_id=u.id, end_user_id=stored.id)
-    rc.plan.updates.append(_update(u, stored, projection, fields, digest=digest, link=False))
+    rc.plan.updates.append(_update(u, stored, projection, fields, digest=digest, link=False, inputs=inputs))
 
 
 # ---- newcomers (no linked End User) -----------------------------------------------------------------------
@@ -226,10 +244,11 @@ def _decide_newcomer(rc: _Reconciliation, u: MirrorUser) -> None:
     if email and _email_blocked(rc, u, email=email, target=target):
         return
     if target is None:
-        rc.plan.creates.append(_create(u, projection, digest=digest))
+        rc.plan.creates.append(_create(u, projection, digest=digest, inputs=input_hash(u, rc.org_hash)))
     else:
         rc.adopted.add(target.id)
-        rc.plan.updates.append(_update(u, target, projection, fields, digest=digest, link=True))
+        rc.plan.updates.append(_update(u, target, projection, fields, digest=digest, link=True,
+                                       inputs=input_hash(u, rc.org_hash)))
     rc.claim(email, object_id=u.id, end_user_id=target.id if target else None)
 
 
@@ -280,21 +299,22 @@ def _merged(projection: Projection, stored: StoredEndUser) -> tuple[Fields, byte
     return fields, content_hash(fields, projection.microsoft, sync_state="synced", asset_ids=projection.asset_ids)
 
 
-def _create(u: MirrorUser, projection: Projection, *, digest: bytes) -> Create:
+def _create(u: MirrorUser, projection: Projection, *, digest: bytes, inputs: bytes | None) -> Create:
     return Create(
         entra_object_id=u.id, fields=projection.fields, microsoft=projection.microsoft, content_hash=digest,
-        asset_ids=projection.asset_ids, entra_fields=supplied(projection.fields),
+        asset_ids=projection.asset_ids, entra_fields=supplied(projection.fields), input_hash=inputs,
     )
 
 
 def _update(
-    u: MirrorUser, stored: StoredEndUser, projection: Projection, fields: Fields, *, digest: bytes, link: bool
+    u: MirrorUser, stored: StoredEndUser, projection: Projection, fields: Fields, *, digest: bytes, link: bool,
+    inputs: bytes | None,
 ) -> Update:
     return Update(
         end_user_id=stored.id, entra_object_id=u.id, changes=_changes(stored.fields, fields),
         fields=fields, microsoft=projection.microsoft, sync_state="synced", sync_state_reason=None,
         content_hash=digest, asset_ids=projection.asset_ids, link=link, old_state=stored.sync_state,
-        entra_fields=supplied(projection.fields),
+        entra_fields=supplied(projection.fields), input_hash=inputs,
     )
 
 

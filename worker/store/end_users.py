@@ -52,7 +52,7 @@ REASON_INCLUDED = "included again by an operator; the next sync decides its stat
 END_USER_SELECT = f"""
     SELECT e.id::text AS id, e.organization_id::text AS organization_id, {", ".join("e." + f for f in END_USER_FIELDS)},
            e.sync_state, e.sync_state_reason, e.entra_tenant_id, e.entra_object_id, e.microsoft, e.content_hash,
-           e.entra_fields, e.locked_fields,
+           e.entra_fields, e.locked_fields, e.input_hash,
            COALESCE((SELECT array_agg(a.asset_id::text) FROM end_user_assets a WHERE a.end_user_id = e.id),
                     '{{}}') AS asset_ids
     FROM end_users e
@@ -69,6 +69,7 @@ def stored_end_user(row: Row) -> StoredEndUser:
         microsoft=json.loads(microsoft) if isinstance(microsoft, str) else microsoft,
         content_hash=row["content_hash"], asset_ids=frozenset(row["asset_ids"]),
         entra_fields=frozenset(row["entra_fields"]), locked_fields=frozenset(row["locked_fields"]),
+        input_hash=row["input_hash"],
     )
 
 
@@ -109,7 +110,7 @@ async def journal(
 # ---- the sync's bulk writes ---------------------------------------------------------------------------------
 
 _CREATE_COLUMNS = ("id", "organization_id", *END_USER_FIELDS, "sync_state", "entra_tenant_id", "entra_object_id",
-                   "microsoft", "content_hash", "last_synced_at", "entra_fields")
+                   "microsoft", "content_hash", "last_synced_at", "entra_fields", "input_hash")
 
 
 async def write_creates(conn: Conn, *, org: OrgContext, run_id: str | None, creates: Sequence[Create]) -> None:
@@ -121,7 +122,7 @@ async def write_creates(conn: Conn, *, org: OrgContext, run_id: str | None, crea
     ids = time_ordered_uuids(len(creates))
     await conn.copy_records_to_table("end_users", columns=_CREATE_COLUMNS, records=[
         (i, org_id, *(x.fields.get(f) for f in END_USER_FIELDS), "synced", org.tenant_id, x.entra_object_id,
-         x.microsoft, x.content_hash, now, list(x.entra_fields))
+         x.microsoft, x.content_hash, now, list(x.entra_fields), x.input_hash)
         for i, x in zip(ids, creates, strict=True)
     ])
     await conn.copy_records_to_table(
@@ -156,17 +157,17 @@ async def write_updates(conn: Conn, *, org: OrgContext, run_id: str | None, upda
         f"""UPDATE end_users e SET {", ".join(f"{f} = u.f{i}" for i, f in enumerate(END_USER_FIELDS))},
                    microsoft = u.ms, content_hash = u.h, sync_state = u.st, sync_state_reason = u.rsn,
                    entra_tenant_id = $1, entra_object_id = u.oid, last_synced_at = now(), updated_at = now(),
-                   entra_fields = string_to_array(u.ef, ','), leaver = NULL
+                   entra_fields = string_to_array(u.ef, ','), leaver = NULL, input_hash = u.ih
             FROM unnest($2::uuid[], {", ".join(f"${i + 3}::text[]" for i in range(n))}, ${n + 3}::text[],
                         ${n + 4}::jsonb[], ${n + 5}::bytea[], ${n + 6}::text[], ${n + 7}::text[], ${n + 8}::text[],
-                        ${n + 9}::bool[])
-                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn, ef, adopt)
+                        ${n + 9}::bool[], ${n + 10}::bytea[])
+                 AS u(id, {", ".join(f"f{i}" for i in range(n))}, oid, ms, h, st, rsn, ef, adopt, ih)
             WHERE e.id = u.id AND (NOT u.adopt OR e.entra_object_id IS NULL)""",
         org.tenant_id, [x.end_user_id for x in u],
         *[[x.fields.get(f) for x in u] for f in END_USER_FIELDS],
         [x.entra_object_id for x in u], [x.microsoft for x in u], [x.content_hash for x in u],
         [x.sync_state for x in u], [x.sync_state_reason for x in u], [",".join(x.entra_fields) for x in u],
-        [x.link for x in u],
+        [x.link for x in u], [x.input_hash for x in u],
     )
     if int(status.split()[-1]) != len(u):
         # An adoption decided from a read taken before another chunk's write linked that End User (the
@@ -183,6 +184,20 @@ async def write_updates(conn: Conn, *, org: OrgContext, run_id: str | None, upda
         actions += [action] * len(entries)
     await journal(conn, rows, run_id=run_id, actor=SYNC, action=actions)
     await _relink_assets(conn, [(x.end_user_id, x.asset_ids) for x in u])
+
+
+async def write_input_hashes(conn: Conn, hashes: Sequence[tuple[str, bytes]]) -> None:
+    """Store the input hashes of End Users a sync found unchanged (`Plan.input_hashes`): nothing else of them
+    changes, so nothing is journalled. Only where the End User is still `synced` and holds the content the
+    sync compared it with: an operator's write since then keeps its hash cleared."""
+    if not hashes:
+        return
+    await conn.execute(
+        """UPDATE end_users e SET input_hash = h.ih
+           FROM unnest($1::uuid[], $2::bytea[]) AS h(id, ih)
+           WHERE e.id = h.id AND e.sync_state = 'synced' AND e.input_hash IS DISTINCT FROM h.ih""",
+        [h[0] for h in hashes], [h[1] for h in hashes],
+    )
 
 
 def _state_action(change: StateChange) -> str:

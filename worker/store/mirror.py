@@ -268,17 +268,30 @@ async def clear_dirty_range(conn: Conn, tenant_id: str, *, first: str, last: str
 # Mirror users are read a batch at a time as one JSON array of arrays in MirrorUser's field order
 # (`array_like`): msgspec decodes it in one pass, far cheaper than building users from rows field by field,
 # and arrays cost PostgreSQL and the decoder about half what objects with their 25 keys do.
+def inputs_hash(r: str) -> str:
+    """SQL of the mirror's fingerprint of everything the projection reads of a user (`MirrorUser.input_hash`),
+    over a row `r` of `entra_users` joined with its enrichment (`mfa`, `device_macs`) and sign-in
+    (`last_sign_in_at`), as the reads below join them: the row's content hash (its Graph properties and
+    licences, `_mirror_record`) and what that does not cover. `tests/integration/test_input_hash.py` changes
+    each projection input in turn and sees the fingerprint change."""
+    return (f"sha256({r}.content_hash || convert_to(json_build_array({r}.removed, {r}.mfa,"
+            f" COALESCE({r}.device_macs, '{{}}'), extract(epoch FROM {r}.last_sign_in_at))::text, 'UTF8'))")
+
+
 _MIRROR_JSON: dict[str, str] = {  # a MirrorUser field not named here is the mirror column of the same name
     "license_sku_ids": "u.assigned_licenses",
     "last_sign_in_at": """to_char(u.last_sign_in_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""",
     "device_macs": "COALESCE(u.device_macs, '{}')",
+    "input_hash": f"encode({inputs_hash('u')}, 'base64')",
 }
 
 
-def _mirror_row(group_ids: str) -> str:
-    """The JSON array's elements, in MirrorUser's field order."""
+def full_row(group_ids: str) -> str:
+    """A `MirrorUser` JSON array's elements, in its field order, over a row `u` of the mirror joined with its
+    enrichment."""
     exprs = _MIRROR_JSON | {"group_ids": group_ids}
     return ", ".join(exprs.get(f, f"u.{f}") for f in MirrorUser.__struct_fields__)
+
 
 # The users of a batch with their enrichment, `n` ordering them. By id: one primary-key probe per key and
 # table (LATERAL … OFFSET 0 is not flattened: with `id = ANY(...)` the planner chose a scan of the whole tenant
@@ -317,7 +330,7 @@ _MEMBERSHIPS = """,
 
 def _mirror_query(source: str, *, with_groups: bool) -> str:
     groups, join = (_MEMBERSHIPS, "LEFT JOIN groups g ON g.member_id = u.id") if with_groups else ("", "")
-    row = _mirror_row("COALESCE(g.group_ids, '{}')" if with_groups else "'{}'::text[]")
+    row = full_row("COALESCE(g.group_ids, '{}')" if with_groups else "'{}'::text[]")
     return (f"WITH RECURSIVE us AS MATERIALIZED ({source}){groups}\n"
             f"SELECT COALESCE(json_agg(json_build_array({row}) ORDER BY u.n), '[]')::text FROM us u {join}")
 

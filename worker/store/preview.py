@@ -1,12 +1,14 @@
-"""The filter preview's reads of End Users: what `sync.load_end_users` returns, read for a keyset chunk at once.
+"""The filter preview's reads: a chunk's users, and what `sync.load_end_users` returns for them, at once.
 
-The preview (`worker.engine.preview`) runs `reconcile` over every mirror user of a tenant, chunk by chunk, and needs
-for each chunk the same two maps the sync's `load_end_users` gives: the Organization's End Users linked to the
-chunk's users, and those holding one of their addresses. Read with one index probe per user and per address,
-and decoded row by row (with the `microsoft` object, which `reconcile` never reads), that was a third of the
-preview's time. Here one query per chunk reads the linked End Users as one range of the
-(organization, tenant, object id) key — a chunk of the sync is every mirror user in an id range — and probes
-the email index only for holders outside that range; PostgreSQL builds one JSON array that msgspec decodes
+The preview (`worker.engine.preview`) runs `reconcile` over every mirror user of a tenant, chunk by chunk.
+`chunk_users` reads a keyset chunk of the mirror in two parts: the *settled* users (their End User was written
+by the sync from the inputs they have now: PostgreSQL compares the input hashes) with only what the filters
+read of them, and the others whole, as `mirror.mirror_users_after` reads them. For the others the preview needs
+the same two maps the sync's `load_end_users` gives: the Organization's End Users linked to them, and those
+holding one of their addresses. Read with one index probe per user and per address, and decoded row by row
+(with the `microsoft` object, which `reconcile` never reads), that was a third of the preview's time. Here one
+query per chunk reads the linked End Users in one range of the (organization, tenant, object id) key and
+probes the email index only for the other holders; PostgreSQL builds one JSON array that msgspec decodes
 straight into `StoredEndUser`.
 
 The maps are the same as `load_end_users`'s: `tests/admin/test_preview_reads.py` compares them.
@@ -19,15 +21,19 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import msgspec
 
-from worker.core.model import END_USER_FIELDS, StoredEndUser
+from worker.core.model import END_USER_FIELDS, MirrorUser, ScopedUser, StoredEndUser
 from worker.store import Conn
+from worker.store.mirror import full_row, inputs_hash
 
 
 @contextlib.asynccontextmanager
 async def one_snapshot(first: Conn, others: Sequence[Conn] = ()) -> AsyncIterator[None]:
     """Read-only REPEATABLE READ transactions on `first` and `others` that all see `first`'s snapshot
     (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so every read sees the same mirror and End Users,
-    whichever connection makes it."""
+    whichever connection makes it.
+
+    Each query is planned for its values (`plan_cache_mode`): the chunk queries' generic plans, which the
+    prepared statements switch to after five runs, guessed the sizes of their arrays and ran six times slower."""
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
         if others:
@@ -35,6 +41,8 @@ async def one_snapshot(first: Conn, others: Sequence[Conn] = ()) -> AsyncIterato
             for other in others:
                 await stack.enter_async_context(other.transaction(isolation="repeatable_read", readonly=True))
                 await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        for conn in (first, *others):
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         yield
 
 
@@ -51,6 +59,49 @@ async def chunk_starts(conn: Conn, tenant_id: str, size: int) -> list[str]:
     return ["", *(r[0] for r in await conn.fetch(_CHUNK_ENDS, tenant_id, size))]
 
 
+# A keyset chunk of the tenant's mirror users in id order, in two parts. *Settled* users, whose Organization's
+# End User holds their projection already (`synced`, written from the inputs the user has now: its input
+# hash is `projection.input_hash` of the user with $4, the Organization's `org_inputs_hash`) and who are not
+# leavers: only what the filters read of them (`ScopedUser`, and of its sections only those in $6). The others
+# as `mirror.mirror_users_after` reads them without groups. $1 tenant, $2 after, $3 limit, $5 Organization.
+_CHUNK_USERS = f"""
+    WITH page AS MATERIALIZED (SELECT * FROM entra_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3),
+    x AS (SELECT id, mfa, device_macs FROM entra_user_enrichment
+          WHERE tenant_id = $1 AND id > $2 AND id <= (SELECT max(id) FROM page)),
+    s AS (SELECT id, last_sign_in_at FROM entra_user_sign_ins
+          WHERE tenant_id = $1 AND id > $2 AND id <= (SELECT max(id) FROM page)),
+    l AS (SELECT e.entra_object_id AS id, e.input_hash FROM end_users e
+          WHERE e.organization_id = $5::uuid AND e.entra_tenant_id = $1 AND e.sync_state = 'synced'
+            AND e.input_hash IS NOT NULL AND e.entra_object_id > $2
+            AND e.entra_object_id <= (SELECT max(id) FROM page)),
+    j AS (SELECT u.*, x.mfa, x.device_macs, s.last_sign_in_at
+          FROM page u LEFT JOIN x ON x.id = u.id LEFT JOIN s ON s.id = u.id),
+    f AS (SELECT u.*, (l.input_hash IS NOT NULL AND u.removed IS NULL AND u.account_enabled IS NOT FALSE
+                       AND l.input_hash = sha256({inputs_hash("u")} || $4)) AS settled
+          FROM j u LEFT JOIN l ON l.id = u.id)
+    SELECT json_build_array(
+        COALESCE(json_agg(json_build_array(u.id,
+            CASE WHEN 'user_types' = ANY($6::text[]) THEN u.user_type END,
+            CASE WHEN 'departments' = ANY($6::text[]) THEN u.department END,
+            CASE WHEN 'office_locations' = ANY($6::text[]) THEN u.office_location END,
+            u.mail, u.user_principal_name)) FILTER (WHERE u.settled), '[]'),
+        COALESCE(json_agg(json_build_array({full_row("'{}'::text[]")}) ORDER BY u.id) FILTER (WHERE NOT u.settled),
+                 '[]'))::text
+    FROM f u"""
+_users_decoder = msgspec.json.Decoder(tuple[list[ScopedUser], list[MirrorUser]])
+
+
+async def chunk_users(
+    conn: Conn, *, tenant_id: str, organization_id: str, after: str, limit: int, org_hash: bytes,
+    sections: Sequence[str],
+) -> tuple[list[ScopedUser], list[MirrorUser]]:
+    """The `limit` mirror users of `tenant_id` after `after`, in id order: the settled ones (see
+    `_CHUNK_USERS`) with only the filter `sections` asked for (mail and UPN always: samples show them), and the
+    others whole, without groups. `org_hash`: `projection.org_inputs_hash` of the Organization."""
+    return _users_decoder.decode(await conn.fetchval(
+        _CHUNK_USERS, tenant_id, after, limit, org_hash, organization_id, list(sections)))
+
+
 class _Row(StoredEndUser, frozen=True, kw_only=True, array_like=True):
     """A `StoredEndUser` read from a JSON array in field order (decoded faster than an object with keys)."""
 
@@ -61,6 +112,7 @@ def _element(field: str) -> str:
     return {
         "microsoft": "NULL",  # never read by `reconcile`: left out
         "content_hash": "encode(e.content_hash, 'base64')",
+        "input_hash": "encode(e.input_hash, 'base64')",
         "asset_ids": "COALESCE((SELECT array_agg(a.asset_id) FROM end_user_assets a WHERE a.end_user_id = e.id),"
                      " '{}')",
     }.get(field, f"e.{field}")
@@ -70,20 +122,21 @@ def _element(field: str) -> str:
 _END_USER_JSON = ("json_build_array(lower(e.email), json_build_array("
                   + ", ".join(map(_element, _Row.__struct_fields__)) + "))")
 
-# $1 organization, $2 tenant, ($3, $4] the chunk's object ids, $5 the chunk's addresses (lower-cased).
+# $1 organization, $2 tenant, $3 the chunk's users (in id order, within one keyset chunk), $4 their addresses
+# (lower-cased).
 _CHUNK_END_USERS = f"""
-    WITH linked AS (
+    WITH linked AS (  -- one range scan of the chunk's ids, kept for the users asked for
         SELECT e.* FROM end_users e
         WHERE e.organization_id = $1::uuid AND e.entra_tenant_id = $2
-          AND e.entra_object_id > $3 AND e.entra_object_id <= $4),
+          AND e.entra_object_id >= ($3::text[])[1] AND e.entra_object_id <= ($3::text[])[cardinality($3::text[])]
+          AND e.entra_object_id IN (SELECT unnest($3::text[]))),
     holders AS (  -- emails are unique per Organization: an address a linked End User holds has no other holder
-        SELECT e.* FROM (SELECT email FROM unnest($5::text[]) AS k(email)
+        SELECT e.* FROM (SELECT email FROM unnest($4::text[]) AS k(email)
                          WHERE email NOT IN (SELECT lower(l.email) FROM linked l WHERE l.email IS NOT NULL)) AS k,
                         LATERAL (
             SELECT * FROM end_users e WHERE e.organization_id = $1::uuid AND lower(e.email) = k.email
               AND e.email IS NOT NULL OFFSET 0) AS e
-        WHERE NOT (e.entra_tenant_id IS NOT DISTINCT FROM $2 AND e.entra_object_id > $3
-                   AND e.entra_object_id <= $4))
+        WHERE e.id NOT IN (SELECT l.id FROM linked l))
     SELECT COALESCE(json_agg({_END_USER_JSON}), '[]')::text
     FROM (SELECT * FROM linked UNION ALL SELECT * FROM holders) e"""
 
@@ -91,18 +144,17 @@ _decoder = msgspec.json.Decoder(list[tuple[str | None, _Row]])
 
 
 async def chunk_end_users(
-    conn: Conn, *, organization_id: str, tenant_id: str, after: str, ids: Sequence[str], keys: Iterable[str],
+    conn: Conn, *, organization_id: str, tenant_id: str, ids: Sequence[str], keys: Iterable[str],
 ) -> tuple[dict[str, StoredEndUser], dict[str, list[StoredEndUser]]]:
-    """`load_end_users` for a chunk holding every mirror user with an id in (`after`, `ids[-1]`], in id order.
+    """`load_end_users` for mirror users `ids`, in id order, all of one keyset chunk.
 
-    `keys`: the chunk's users' addresses (`projection.email_keys`). Returns the End Users linked to `ids` by
+    `keys`: these users' addresses (`projection.email_keys`). Returns the End Users linked to `ids` by
     object id, and the End Users holding each of `keys` by their lower-cased email.
     """
     if not ids:
         return {}, {}
     keys = sorted(set(keys))
-    rows = _decoder.decode(await conn.fetchval(
-        _CHUNK_END_USERS, organization_id, tenant_id, after, ids[-1], keys))
+    rows = _decoder.decode(await conn.fetchval(_CHUNK_END_USERS, organization_id, tenant_id, list(ids), keys))
     wanted_ids, wanted_keys = set(ids), set(keys)
     linked: dict[str, StoredEndUser] = {}
     by_email: dict[str, list[StoredEndUser]] = {}
@@ -142,3 +194,14 @@ async def members_of(conn: Conn, tenant_id: str, group_ids: Sequence[str]) -> di
     if not group_ids:
         return {}
     return {r[0]: frozenset(r[1]) for r in await conn.fetch(_MEMBERS_OF, tenant_id, list(group_ids))}
+
+
+async def sample_details(conn: Conn, *, tenant_id: str, organization_id: str, object_ids: Sequence[str]
+                         ) -> dict[str, tuple[str | None, str | None]]:
+    """Display name and linked End User id of each of `object_ids` (settled users a preview shows as samples)."""
+    rows = await conn.fetch(
+        """SELECT u.id, u.display_name, e.id::text FROM entra_users u
+           LEFT JOIN end_users e ON e.organization_id = $2::uuid AND e.entra_tenant_id = $1 AND e.entra_object_id = u.id
+           WHERE u.tenant_id = $1 AND u.id = ANY($3::text[])""",
+        tenant_id, organization_id, list(object_ids))
+    return {r[0]: (r[1], r[2]) for r in rows}

@@ -64,6 +64,7 @@ async def apply_plan(
     changes = list(plan.state_changes) + (list(plan.deactivations) if include_deactivations else [])
     await apply_state_changes(conn, run_id=run_id, changes=changes)
     await _apply_reviews(conn, org=org, plan=plan)
+    await end_users.write_input_hashes(conn, plan.input_hashes)
 
 
 async def apply_state_changes(conn: Conn, *, run_id: str | None, changes: Sequence[StateChange]) -> None:
