@@ -38,7 +38,8 @@ async def test_an_operator_write_clears_the_hash_and_the_end_user_is_projected_a
     world, engine, synced = await _synced(api, database_url)
     assert None not in synced.values() and len(synced) == 2
 
-    ann = await api.pool.fetchval("SELECT id::text FROM end_users WHERE entra_object_id = 'u1'")
+    ann = await api.pool.fetchval(
+        "SELECT id::text FROM end_users WHERE organization_id = $1 AND entra_object_id = 'u1'", world.org_id)
     await api.ok("PATCH", f"/end-users/{ann}", {"first_name": "Annie"})  # locks the field
     assert await _hashes(api, world.org_id) == {"u1": None, "u2": synced["u2"]}
     await api.ok("DELETE", f"/end-users/{ann}/locks/first_name")  # hands it back to Entra

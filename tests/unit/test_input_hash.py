@@ -5,8 +5,9 @@ not projected again, and the filter preview counts such *settled* users from the
   every create and update the hash it was projected from;
 - `org_inputs_hash` follows what the projection reads of the Organization, and `PROJECTION_VERSION` follows
   what the projection makes of its inputs (a pinned digest of a corpus's projections);
-- `Tally.settle` counts settled users exactly as `Tally.add` counts what `reconcile` plans for them
-  (a property over generated users, filters and exclusions).
+- `Tally.settle` counts settled users, and `Tally.leave` users without an End User that the filters leave out
+  or that left, exactly as `Tally.add` counts what `reconcile` plans for them (properties over generated users,
+  filters and exclusions).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from worker.core.projection import (
     org_inputs_hash,
     project,
 )
-from worker.core.reconcile import reconcile
+from worker.core.reconcile import leaver_reason, reconcile
 
 ORG = OrgContext(
     organization_id="org1", tenant_id="t1", filters=Filters(),
@@ -205,11 +206,42 @@ def test_settled_users_count_as_reconcile_decides_them(
     decided = Tally()
     decided.add(reconcile(users, org=org, linked=linked, by_email={}), users, in_scope=in_scope)
     settled = Tally()
-    settled.settle([ScopedUser(id=u.id, user_type=u.user_type, department=u.department,
-                               office_location=u.office_location, mail=u.mail,
-                               user_principal_name=u.user_principal_name, group_ids=u.group_ids) for u in users],
-                   in_scope=in_scope, excluded=org.excluded)
+    settled.settle([_scoped(u) for u in users], in_scope=in_scope, excluded=org.excluded)
     settled.fill({u.id: (u.display_name, f"eu-{u.id}") for u in users if u.id in settled.wanted()})
 
     assert (settled.matching, settled.counts, settled.samples) == (decided.matching, decided.counts,
                                                                     decided.samples)
+
+
+def _scoped(u: MirrorUser) -> ScopedUser:
+    return ScopedUser(id=u.id, user_type=u.user_type, department=u.department, office_location=u.office_location,
+                      mail=u.mail, user_principal_name=u.user_principal_name, removed=u.removed,
+                      account_enabled=u.account_enabled, group_ids=u.group_ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(users=settled_users(), sections=st.tuples(SECTION, SECTION, SECTION, SECTION, SECTION),
+       left=st.lists(st.tuples(st.sampled_from([None, "deleted", "absent"]), st.sampled_from([True, False, None])),
+                     min_size=8, max_size=8),
+       excluded=st.sets(st.integers(0, 7)))
+def test_users_without_an_end_user_the_filters_leave_out_count_as_reconcile_decides_them(
+    users: list[MirrorUser], sections: tuple[Any, ...], left: list[tuple[Any, Any]], excluded: set[int],
+) -> None:
+    filters = Filters(**dict(zip(("user_types", "domains", "office_locations", "departments", "groups"),
+                                 sections, strict=True)))
+    org = msgspec.structs.replace(ORG, filters=filters, excluded=frozenset(
+        u.id for i, u in enumerate(users) if i in excluded))
+    in_scope = compile_filters(filters)
+    users = [msgspec.structs.replace(u, removed=removed, account_enabled=enabled)
+             for u, (removed, enabled) in zip(users, left, strict=False)]
+    # What the preview reads narrowly of users without an End User: those the filters leave out, or who left.
+    narrow = [u for u in users if not (_scoped(u).active() and in_scope(u))]
+
+    decided = Tally()
+    decided.add(reconcile(narrow, org=org, linked={}, by_email={}), narrow, in_scope=in_scope)
+    counted = Tally()
+    counted.leave([_scoped(u) for u in narrow], in_scope=in_scope)
+
+    assert (counted.matching, counted.counts, counted.samples) == (decided.matching, decided.counts,
+                                                                    decided.samples)
+    assert all((_scoped(u).active()) == (leaver_reason(u) is None) for u in users)

@@ -85,9 +85,10 @@ class MirrorUser(UserProperties, frozen=True, kw_only=True, array_like=True):  #
 
 
 class ScopedUser(msgspec.Struct, kw_only=True, array_like=True):
-    """What the filters (`worker.core.filters`) read of an Entra user, and nothing else: the filter preview
-    reads only this of a user whose End User needs nothing from it (`worker.core.preview.Tally.settle`).
-    `group_ids` is filled in afterwards, with the filters' groups the user is in."""
+    """What the filters (`worker.core.filters`) read of an Entra user, and whether it left: the filter preview
+    reads only this of a user whose End User needs nothing from it (`worker.core.preview.Tally.settle`), and
+    of a user without an End User until the filters keep it (`Tally.leave`). `group_ids` is filled in
+    afterwards, with the filters' groups the user is in."""
 
     id: str
     user_type: str | None = None
@@ -95,7 +96,13 @@ class ScopedUser(msgspec.Struct, kw_only=True, array_like=True):
     office_location: str | None = None
     mail: str | None = None
     user_principal_name: str | None = None
+    removed: RemovedReason | None = None          # read only where it may be set (`MirrorUser.removed`)
+    account_enabled: bool | None = None
     group_ids: frozenset[str] = frozenset()
+
+    def active(self) -> bool:
+        """Not a leaver (`reconcile.leaver_reason` says None): neither removed nor disabled."""
+        return self.removed is None and self.account_enabled is not False
 
 
 FilterSection = Literal["all"] | tuple[str, ...]

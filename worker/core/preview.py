@@ -119,6 +119,12 @@ class Tally:
                     self.details_wanted.add(u.id)
         self.counts["would_stop_updating"] += stops
 
+    def leave(self, users: Iterable[ScopedUser], *, in_scope: Predicate) -> None:
+        """Count users without an End User that the filters leave out, or that left: `reconcile` only counts
+        them out of scope (an excluded one, excluded), which the preview does not show; they count only
+        towards `matching` (`tests/unit/test_input_hash.py` holds this equal to `add` too)."""
+        self.matching += sum(1 for u in users if u.removed is None and in_scope(u))
+
     def wanted(self) -> list[str]:
         """Settled users among the samples, whose display name and End User id are still to be read."""
         return sorted(s["entra_object_id"] for kept in self.samples.values() for s in kept

@@ -13,7 +13,10 @@ inputs the user has now (its input hash, `projection.input_hash`, compared in Po
 `reconcile` decides such a user from its scope alone (unchanged in scope, stop updating out of it), so
 PostgreSQL returns only what the filters read of it and `Tally.settle` counts it
 (`tests/unit/test_input_hash.py` holds the two equal). Right after a sync that is nearly everyone: the
-preview of a fully synced 100,000-user Organization reads a few bytes per user instead of two rows.
+preview of a fully synced 100,000-user Organization reads a few bytes per user instead of two rows. Likewise a
+user without an End User in the Organization is read narrowly first, and whole only when the filters keep it
+and it has not left (else `reconcile` only counts it out of scope: `Tally.leave`), so setting up a new
+Organization's filters reads whole only the users they select.
 
 Reads run in read-only REPEATABLE READ transactions that share one snapshot (of mirror and End Users): on two
 connections when the pool has a second to spare, chunk i on connection i mod 2, each a chunk or two ahead of
@@ -41,12 +44,13 @@ from worker.core.reconcile import reconcile
 from worker.engine import projection as engine
 from worker.engine.spares import Spares
 from worker.graph import prefetch
-from worker.store import Conn, Pool, sync_writes, tenants
+from worker.store import Conn, Pool, mirror, sync_writes, tenants
 from worker.store import preview as preview_store
 
-# A chunk's settled users (`Tally.settle`), its other users, their addresses (`email_keys`), and the End Users
-# linked to those and holding the addresses.
-_Chunk = tuple[list[ScopedUser], list[MirrorUser], set[str], dict[str, StoredEndUser],
+# A chunk's settled users (`Tally.settle`), its users without an End User that the filters leave out or that
+# left (`Tally.leave`), its other users, their addresses (`email_keys`), and the End Users linked to those and
+# holding the addresses.
+_Chunk = tuple[list[ScopedUser], list[ScopedUser], list[MirrorUser], set[str], dict[str, StoredEndUser],
                dict[str, list[StoredEndUser]]]
 
 
@@ -58,8 +62,9 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
     with _cycle_collector_paused():
         async with _readers(pool) as readers:
             chunks = _read_chunks(readers, org, filters)
-            async for settled, users, keys, linked, by_email in chunks:
+            async for settled, left, users, keys, linked, by_email in chunks:
                 tally.settle(settled, in_scope=in_scope, excluded=org.excluded)
+                tally.leave(left, in_scope=in_scope)
                 if not users:
                     continue
                 by_email = written.over(by_email, keys)
@@ -100,20 +105,32 @@ async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters) -
     starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
     org_hash = org_inputs_hash(org.sku_names, org.assets)
     sections = [name for name in FILTER_SECTIONS if getattr(filters, name) != "all"]
+    in_scope = compile_filters(filters)
+
+    def with_groups(users: list[MirrorUser]) -> list[MirrorUser]:
+        if members is None:
+            return users
+        return [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u for u in users]
 
     async def read(reader: Conn, after: str) -> _Chunk:
-        settled, users = await preview_store.chunk_users(
+        settled, unlinked, users = await preview_store.chunk_users(
             reader, tenant_id=tenant_id, organization_id=organization_id, after=after, limit=engine.CHUNK,
             org_hash=org_hash, sections=sections)
         if members is not None:
-            users = [msgspec.structs.replace(u, group_ids=members[u.id]) if u.id in members else u
-                     for u in users]
-            for s in settled:
+            for s in (*settled, *unlinked):
                 s.group_ids = members.get(s.id, _NO_GROUPS)
+        users = with_groups(users)
+        # A user without an End User matters only if the filters keep it and it has not left: then it is read
+        # whole and decided by `reconcile` with the others, in id order as the sync decides them.
+        entering = [u.id for u in unlinked if u.active() and in_scope(u)]
+        left = [u for u in unlinked if not (u.active() and in_scope(u))] if entering else unlinked
+        if entering:
+            users = sorted([*users, *with_groups(await mirror.load_mirror_users(
+                reader, tenant_id, entering, with_groups=False))], key=lambda u: u.id)
         keys = {k for u in users for k in email_keys(u)}
         linked, by_email = ({}, {}) if not lookup or not users else await preview_store.chunk_end_users(
             reader, organization_id=organization_id, tenant_id=tenant_id, ids=[u.id for u in users], keys=keys)
-        return settled, users, keys, linked, by_email
+        return settled, left, users, keys, linked, by_email
 
     async def each(reader: Conn, mine: list[str]) -> AsyncIterator[_Chunk]:
         for after in mine:
@@ -123,7 +140,7 @@ async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters) -
     try:
         for i in range(len(starts)):
             chunk = await anext(lanes[i % len(lanes)])
-            if chunk[0] or chunk[1]:
+            if chunk[0] or chunk[1] or chunk[2]:
                 yield chunk
     finally:
         for lane in lanes:  # stops its read-ahead

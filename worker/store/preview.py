@@ -59,45 +59,51 @@ async def chunk_starts(conn: Conn, tenant_id: str, size: int) -> list[str]:
     return ["", *(r[0] for r in await conn.fetch(_CHUNK_ENDS, tenant_id, size))]
 
 
-# A keyset chunk of the tenant's mirror users in id order, in two parts. *Settled* users, whose Organization's
-# End User holds their projection already (`synced`, written from the inputs the user has now: its input
-# hash is `projection.input_hash` of the user with $4, the Organization's `org_inputs_hash`) and who are not
-# leavers: only what the filters read of them (`ScopedUser`, and of its sections only those in $6). The others
-# as `mirror.mirror_users_after` reads them without groups. $1 tenant, $2 after, $3 limit, $5 Organization.
+# A keyset chunk of the tenant's mirror users in id order, in three parts, each in id order:
+# - *settled* users, whose Organization's End User holds their projection already (`synced`, written from the
+#   inputs the user has now: its input hash is `projection.input_hash` of the user with $4, the Organization's
+#   `org_inputs_hash`) and who are not leavers: only what the filters read of them (`ScopedUser`; of its
+#   sections only those in $6, mail and UPN always);
+# - *unlinked* users, without an End User in the Organization: the same, with what says whether they left;
+# - the others whole, as `mirror.mirror_users_after` reads them without groups.
+# $1 tenant, $2 after, $3 limit, $5 Organization.
+_SCOPED = """u.id, CASE WHEN 'user_types' = ANY($6::text[]) THEN u.user_type END,
+    CASE WHEN 'departments' = ANY($6::text[]) THEN u.department END,
+    CASE WHEN 'office_locations' = ANY($6::text[]) THEN u.office_location END, u.mail, u.user_principal_name"""
 _CHUNK_USERS = f"""
     WITH page AS MATERIALIZED (SELECT * FROM entra_users WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3),
     x AS (SELECT id, mfa, device_macs FROM entra_user_enrichment
           WHERE tenant_id = $1 AND id > $2 AND id <= (SELECT max(id) FROM page)),
     s AS (SELECT id, last_sign_in_at FROM entra_user_sign_ins
           WHERE tenant_id = $1 AND id > $2 AND id <= (SELECT max(id) FROM page)),
-    l AS (SELECT e.entra_object_id AS id, e.input_hash FROM end_users e
-          WHERE e.organization_id = $5::uuid AND e.entra_tenant_id = $1 AND e.sync_state = 'synced'
-            AND e.input_hash IS NOT NULL AND e.entra_object_id > $2
+    l AS (SELECT e.entra_object_id AS id, e.sync_state, e.input_hash FROM end_users e
+          WHERE e.organization_id = $5::uuid AND e.entra_tenant_id = $1 AND e.entra_object_id > $2
             AND e.entra_object_id <= (SELECT max(id) FROM page)),
     j AS (SELECT u.*, x.mfa, x.device_macs, s.last_sign_in_at
           FROM page u LEFT JOIN x ON x.id = u.id LEFT JOIN s ON s.id = u.id),
-    f AS (SELECT u.*, (l.input_hash IS NOT NULL AND u.removed IS NULL AND u.account_enabled IS NOT FALSE
-                       AND l.input_hash = sha256({inputs_hash("u")} || $4)) AS settled
+    f AS (SELECT u.*, CASE
+              WHEN l.id IS NULL THEN 'unlinked'
+              WHEN l.sync_state = 'synced' AND l.input_hash IS NOT NULL AND u.removed IS NULL
+                   AND u.account_enabled IS NOT FALSE AND l.input_hash = sha256({inputs_hash("u")} || $4)
+              THEN 'settled' ELSE 'whole' END AS part
           FROM j u LEFT JOIN l ON l.id = u.id)
     SELECT json_build_array(
-        COALESCE(json_agg(json_build_array(u.id,
-            CASE WHEN 'user_types' = ANY($6::text[]) THEN u.user_type END,
-            CASE WHEN 'departments' = ANY($6::text[]) THEN u.department END,
-            CASE WHEN 'office_locations' = ANY($6::text[]) THEN u.office_location END,
-            u.mail, u.user_principal_name)) FILTER (WHERE u.settled), '[]'),
-        COALESCE(json_agg(json_build_array({full_row("'{}'::text[]")}) ORDER BY u.id) FILTER (WHERE NOT u.settled),
+        COALESCE(json_agg(json_build_array({_SCOPED}) ORDER BY u.id) FILTER (WHERE u.part = 'settled'), '[]'),
+        COALESCE(json_agg(json_build_array({_SCOPED}, u.removed, u.account_enabled) ORDER BY u.id)
+                     FILTER (WHERE u.part = 'unlinked'), '[]'),
+        COALESCE(json_agg(json_build_array({full_row("'{}'::text[]")}) ORDER BY u.id) FILTER (WHERE u.part = 'whole'),
                  '[]'))::text
     FROM f u"""
-_users_decoder = msgspec.json.Decoder(tuple[list[ScopedUser], list[MirrorUser]])
+_users_decoder = msgspec.json.Decoder(tuple[list[ScopedUser], list[ScopedUser], list[MirrorUser]])
 
 
 async def chunk_users(
     conn: Conn, *, tenant_id: str, organization_id: str, after: str, limit: int, org_hash: bytes,
     sections: Sequence[str],
-) -> tuple[list[ScopedUser], list[MirrorUser]]:
-    """The `limit` mirror users of `tenant_id` after `after`, in id order: the settled ones (see
-    `_CHUNK_USERS`) with only the filter `sections` asked for (mail and UPN always: samples show them), and the
-    others whole, without groups. `org_hash`: `projection.org_inputs_hash` of the Organization."""
+) -> tuple[list[ScopedUser], list[ScopedUser], list[MirrorUser]]:
+    """The `limit` mirror users of `tenant_id` after `after` (see `_CHUNK_USERS`): the settled ones and the
+    unlinked ones with only the filter `sections` asked for (and mail and UPN), the others whole, without
+    groups. `org_hash`: `projection.org_inputs_hash` of the Organization."""
     return _users_decoder.decode(await conn.fetchval(
         _CHUNK_USERS, tenant_id, after, limit, org_hash, organization_id, list(sections)))
 
