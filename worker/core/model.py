@@ -97,7 +97,7 @@ class ScopedUser(msgspec.Struct, kw_only=True, array_like=True):
     mail: str | None = None
     user_principal_name: str | None = None
     removed: RemovedReason | None = None          # read only where it may be set (`MirrorUser.removed`)
-    account_enabled: bool | None = None
+    account_enabled: bool | None = None           # likewise
     group_ids: frozenset[str] = frozenset()
 
     def active(self) -> bool:
