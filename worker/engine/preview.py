@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import msgspec
 
-from worker.core.filters import compile_filters
+from worker.core.filters import Predicate, compile_filters
 from worker.core.model import FILTER_SECTIONS, Filters, MirrorUser, OrgContext, ScopedUser, StoredEndUser
 from worker.core.preview import Tally, Written
 from worker.core.projection import email_keys, org_inputs_hash
@@ -61,7 +61,7 @@ async def preview(pool: Pool, *, tenant_id: str, organization_id: str, filters: 
     written, tally, in_scope = Written(org), Tally(), compile_filters(filters)
     with _cycle_collector_paused():
         async with _readers(pool) as readers:
-            chunks = _read_chunks(readers, org, filters)
+            chunks = _read_chunks(readers, org, filters, in_scope)
             async for settled, left, users, keys, linked, by_email in chunks:
                 tally.settle(settled, in_scope=in_scope, excluded=org.excluded)
                 tally.leave(left, in_scope=in_scope)
@@ -94,9 +94,11 @@ async def _readers(pool: Pool) -> AsyncIterator[list[Conn]]:
             yield readers
 
 
-async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters) -> AsyncIterator[_Chunk]:
+async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters, in_scope: Predicate
+                       ) -> AsyncIterator[_Chunk]:
     """The sync's chunks of mirror users (`projection.project_all`), each with the End Users `reconcile` needs,
-    read on `readers` (in one snapshot): chunk i on reader i mod n, each a chunk or two ahead."""
+    read on `readers` (in one snapshot): chunk i on reader i mod n, each a chunk or two ahead. `in_scope`: the
+    compiled `filters`."""
     first, tenant_id, organization_id = readers[0], org.tenant_id, org.organization_id
     # As the sync: an Organization without End Users has none to look up (what earlier chunks would
     # create is laid over by `Written`).
@@ -105,7 +107,6 @@ async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters) -
     starts = await preview_store.chunk_starts(first, tenant_id, engine.CHUNK)
     org_hash = org_inputs_hash(org.sku_names, org.assets)
     sections = [name for name in FILTER_SECTIONS if getattr(filters, name) != "all"]
-    in_scope = compile_filters(filters)
 
     def with_groups(users: list[MirrorUser]) -> list[MirrorUser]:
         if members is None:
@@ -122,8 +123,13 @@ async def _read_chunks(readers: list[Conn], org: OrgContext, filters: Filters) -
         users = with_groups(users)
         # A user without an End User matters only if the filters keep it and it has not left: then it is read
         # whole and decided by `reconcile` with the others, in id order as the sync decides them.
-        entering = [u.id for u in unlinked if u.active() and in_scope(u)]
-        left = [u for u in unlinked if not (u.active() and in_scope(u))] if entering else unlinked
+        entering: list[str] = []
+        left: list[ScopedUser] = []
+        for u in unlinked:
+            if u.active() and in_scope(u):
+                entering.append(u.id)
+            else:
+                left.append(u)
         if entering:
             users = sorted([*users, *with_groups(await mirror.load_mirror_users(
                 reader, tenant_id, entering, with_groups=False))], key=lambda u: u.id)

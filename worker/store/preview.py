@@ -1,9 +1,10 @@
 """The filter preview's reads: a chunk's users, and what `sync.load_end_users` returns for them, at once.
 
 The preview (`worker.engine.preview`) runs `reconcile` over every mirror user of a tenant, chunk by chunk.
-`chunk_users` reads a keyset chunk of the mirror in two parts: the *settled* users (their End User was written
-by the sync from the inputs they have now: PostgreSQL compares the input hashes) with only what the filters
-read of them, and the others whole, as `mirror.mirror_users_after` reads them. For the others the preview needs
+`chunk_users` reads a keyset chunk of the mirror in three parts: the *settled* users (their End User was
+written by the sync from the inputs they have now: PostgreSQL compares the input hashes) and the users without
+an End User, both with only what the filters read of them, and the others whole, as
+`mirror.mirror_users_after` reads them. For the users read whole the preview needs
 the same two maps the sync's `load_end_users` gives: the Organization's End Users linked to them, and those
 holding one of their addresses. Read with one index probe per user and per address, and decoded row by row
 (with the `microsoft` object, which `reconcile` never reads), that was a third of the preview's time. Here one
